@@ -1,0 +1,1 @@
+"""Shared foundation: settings, provider factories, records and SQL stores used by every package."""

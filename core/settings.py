@@ -1,0 +1,170 @@
+"""The one typed settings object. Built once per entry point from env vars (prefix ``RAG_``, nested
+sections joined by ``__``, e.g. ``RAG_CHROMA__URL``) and an optional ``.env``, then passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ChromaSettings(BaseModel):
+    path: Path | None = Field(
+        default=None,
+        description="Directory of the embedded Chroma database; defaults to <data_dir>/chroma.",
+    )
+    url: str | None = Field(
+        default=None,
+        description="URL of a Chroma server (`chroma run`), e.g. http://127.0.0.1:8000. "
+        "When set, the embedded database is not used.",
+    )
+    collection: str = Field(default="docs", description="Name of the Chroma collection.")
+
+
+class EmbeddingSettings(BaseModel):
+    provider: str = Field(
+        default="local",
+        description="Embedding provider: `local` (sentence-transformers) or `openai` "
+        "(any OpenAI-compatible embeddings endpoint).",
+    )
+    model: str | None = Field(
+        default=None,
+        description="Model: a sentence-transformers directory for `local` (default: the packaged "
+        "all-MiniLM-L6-v2), or a model name for `openai` (default: text-embedding-3-small).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="API key for the `openai` provider (else OPENAI_API_KEY)."
+    )
+    base_url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible embeddings server."
+    )
+    batch_size: int = Field(default=64, ge=1, description="Texts embedded per batch.")
+    device: str = Field(default="cpu", description="Torch device for the `local` provider.")
+
+
+class ChunkingSettings(BaseModel):
+    size: int = Field(default=512, ge=32, description="Chunk size in tokens.")
+    overlap: int = Field(default=64, ge=0, description="Overlap between chunks in tokens.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSettings:
+        if self.overlap >= self.size:
+            raise ValueError(f"chunk overlap ({self.overlap}) must be below size ({self.size})")
+        return self
+
+
+class DatabaseSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the chat log database; defaults to SQLite at "
+        "<data_dir>/rag.db. PostgreSQL: postgresql+psycopg://user@host/db.",
+    )
+
+
+class LLMSettings(BaseModel):
+    provider: str | None = Field(
+        default=None,
+        description="Chat model provider: `openai`, `local` or `extractive`. Default: `openai` "
+        "when an API key or base URL is configured, else `extractive`.",
+    )
+    model: str = Field(
+        default="gpt-4o-mini",
+        description="Model name (`openai`), or a Hugging Face model directory (`local`).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="API key; falls back to OPENAI_API_KEY."
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp).",
+    )
+    azure_endpoint: str | None = Field(
+        default=None, description="Azure OpenAI endpoint; selects Azure when set."
+    )
+    azure_deployment: str | None = Field(default=None, description="Azure OpenAI deployment.")
+    api_version: str = Field(default="2024-10-21", description="Azure OpenAI API version.")
+    adapter_path: Path | None = Field(
+        default=None, description="LoRA adapter directory applied on top of a `local` model."
+    )
+    temperature: float = Field(default=0.1, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int = Field(default=512, ge=1, description="Most tokens in one answer.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Request timeout in seconds.")
+    max_retries: int = Field(
+        default=3, ge=0, description="Retries on 429/5xx, done by the OpenAI SDK."
+    )
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(default=4, ge=1, description="Passages retrieved per question.")
+    similarity_cutoff: float | None = Field(
+        default=0.2,
+        description="Passages scoring below this cosine similarity are dropped; None keeps all.",
+    )
+
+
+class AppSettings(BaseModel):
+    host: str = Field(default="127.0.0.1", description="Address the web app binds to.")
+    port: int = Field(default=7860, description="Port of the web app.")
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="Password for admin functions; required to bind a non-loopback address.",
+    )
+    prompt_path: Path = Field(
+        default=Path(__file__).resolve().parent.parent / "app" / "prompts" / "system.md",
+        description="Versioned system prompt file (front matter `version:`).",
+    )
+    docs_dir: Path = Field(
+        default=Path(__file__).resolve().parent.parent / "docs",
+        description="Documents ingested on first run when the collection is empty.",
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with a description on every field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(default=Path("data"), description="Where local state is kept.")
+    chroma: ChromaSettings = Field(default_factory=ChromaSettings, description="Vector store.")
+    embedding: EmbeddingSettings = Field(
+        default_factory=EmbeddingSettings, description="Embedding model."
+    )
+    chunking: ChunkingSettings = Field(
+        default_factory=ChunkingSettings, description="How documents are split."
+    )
+    database: DatabaseSettings = Field(
+        default_factory=DatabaseSettings, description="Chat log database."
+    )
+    llm: LLMSettings = Field(default_factory=LLMSettings, description="Chat model.")
+    retrieval: RetrievalSettings = Field(
+        default_factory=RetrievalSettings, description="Retrieval."
+    )
+    app: AppSettings = Field(default_factory=AppSettings, description="Web app.")
+
+    @model_validator(mode="after")
+    def _standard_openai_env(self) -> Settings:
+        # The OpenAI SDK's own variables are what users already have set; honour them explicitly.
+        key = os.environ.get("OPENAI_API_KEY")
+        if key and self.llm.api_key is None:
+            self.llm.api_key = SecretStr(key)
+        if key and self.embedding.api_key is None:
+            self.embedding.api_key = SecretStr(key)
+        base = os.environ.get("OPENAI_BASE_URL")
+        if base and self.llm.base_url is None:
+            self.llm.base_url = base
+        return self
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.chroma.path or self.data_dir / "chroma"
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{(self.data_dir / 'rag.db').resolve()}"

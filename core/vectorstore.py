@@ -1,0 +1,90 @@
+"""Opening the Chroma collection: embedded on disk by default, a `chroma run` server when a URL is
+set. A collection remembers the embedding model that built it and refuses any other."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from core.errors import ConfigError, EmbeddingMismatchError
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+    from core.settings import Settings
+
+EMBED_MODEL_KEY = "embed_model"
+EMBED_DIM_KEY = "embed_dim"
+
+
+def chroma_client(settings: Settings) -> ClientAPI:
+    """A Chroma client for the configured store (server URL, else embedded directory)."""
+    import chromadb
+    from chromadb.config import Settings as ChromaConfig
+
+    config = ChromaConfig(anonymized_telemetry=False, allow_reset=False)
+    if settings.chroma.url:
+        url = urlparse(settings.chroma.url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(
+                f"RAG_CHROMA__URL={settings.chroma.url!r} is not an http(s) URL like "
+                "http://127.0.0.1:8000"
+            )
+        try:
+            return chromadb.HttpClient(
+                host=url.hostname,
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+                settings=config,
+            )
+        except Exception as exc:  # chromadb raises plain ValueError/ConnectError on a dead server
+            raise ConfigError(
+                f"cannot reach the Chroma server at {settings.chroma.url}: {exc}; start it with "
+                "`chroma run` or unset RAG_CHROMA__URL to use the embedded store"
+            ) from exc
+    path = settings.chroma_path
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=config)
+
+
+def open_collection(
+    client: ClientAPI, name: str, embed_model: str, create: bool = True
+) -> Collection:
+    """The named collection, created (cosine space) if missing and `create` is true.
+
+    Raises EmbeddingMismatchError when it was built with another embedding model."""
+    from chromadb.errors import NotFoundError
+
+    if create:
+        collection = client.get_or_create_collection(
+            name,
+            metadata={EMBED_MODEL_KEY: embed_model},
+            configuration={"hnsw": {"space": "cosine"}},
+            embedding_function=None,
+        )
+    else:
+        try:
+            collection = client.get_collection(name, embedding_function=None)
+        except NotFoundError as exc:
+            raise ConfigError(
+                f"collection {name!r} does not exist yet; ingest documents first "
+                "(python -m ingest docs/)"
+            ) from exc
+    built_with = (collection.metadata or {}).get(EMBED_MODEL_KEY)
+    if built_with and built_with != embed_model:
+        raise EmbeddingMismatchError(
+            f"collection {name!r} was built with embedding model {built_with!r}, but "
+            f"{embed_model!r} is configured; set RAG_EMBEDDING__MODEL back, or ingest into a new "
+            "collection (RAG_CHROMA__COLLECTION=...) to re-index with the new model"
+        )
+    return collection
+
+
+def record_dimension(collection: Collection, dim: int) -> None:
+    """Remember the vector size on first write so a later mismatch is caught early."""
+    meta: dict[str, Any] = dict(collection.metadata or {})
+    if meta.get(EMBED_DIM_KEY) != dim:
+        meta[EMBED_DIM_KEY] = dim
+        meta.pop("hnsw:space", None)  # configuration owns the space; metadata may not repeat it
+        collection.modify(metadata=meta)

@@ -1,0 +1,103 @@
+"""`python -m ingest PATH... [options]`: the ingest command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.errors import RagError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ingest",
+        description="Index documents and data sets into the Chroma collection. Re-running on an "
+        "unchanged corpus embeds nothing; changed files replace their old chunks.",
+    )
+    p.add_argument("paths", nargs="*", type=Path, help="files or folders (folders recursively)")
+    p.add_argument("--glob", action="append", default=[], help="only files matching (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], help="skip files matching")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        help="a Hugging Face datasets source: hub name, or a local "
+        ".json/.jsonl/.csv/.parquet file (repeatable)",
+    )
+    p.add_argument("--split", default=None, help="dataset split (default: train)")
+    p.add_argument("--dataset-config", default=None, help="dataset configuration name")
+    p.add_argument(
+        "--text-field",
+        default=None,
+        help="record field holding the text (CSV, JSONL, datasets); default: all fields",
+    )
+    p.add_argument(
+        "--metadata-field",
+        action="append",
+        default=[],
+        help="record field kept as chunk metadata (repeatable, or comma-separated)",
+    )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove chunks of files that no longer exist and rows gone from a dataset",
+    )
+    p.add_argument("--collection", default=None, help="Chroma collection (overrides settings)")
+    p.add_argument("--chunk-size", type=int, default=None, help="chunk size in tokens")
+    p.add_argument("--chunk-overlap", type=int, default=None, help="chunk overlap in tokens")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.paths and not args.dataset:
+        _parser().error("give at least one PATH or --dataset")
+    from core.embeddings import build_embedding, embedding_id
+    from core.settings import Settings
+    from core.vectorstore import chroma_client, open_collection
+    from ingest import RecordFields, ingest_paths
+
+    try:
+        settings = Settings()
+        if args.collection:
+            settings.chroma.collection = args.collection
+        if args.chunk_size is not None or args.chunk_overlap is not None:
+            settings.chunking = settings.chunking.model_validate(
+                {
+                    "size": args.chunk_size or settings.chunking.size,
+                    "overlap": settings.chunking.overlap
+                    if args.chunk_overlap is None
+                    else args.chunk_overlap,
+                }
+            )
+        metadata_fields = [f for item in args.metadata_field for f in item.split(",") if f]
+        collection = open_collection(
+            chroma_client(settings), settings.chroma.collection, embedding_id(settings.embedding)
+        )
+        report = ingest_paths(
+            settings,
+            collection,
+            build_embedding(settings.embedding),
+            paths=args.paths,
+            include=args.glob,
+            exclude=args.exclude,
+            fields=RecordFields(args.text_field, metadata_fields),
+            datasets=args.dataset,
+            split=args.split,
+            dataset_config=args.dataset_config,
+            prune=args.prune,
+            progress=not args.no_progress,
+        )
+    except (RagError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for name, reason in report.failed:
+        print(f"failed: {name}: {reason}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

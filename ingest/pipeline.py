@@ -1,0 +1,254 @@
+"""The ingest pipeline: sources -> sections -> chunks -> embeddings -> Chroma, idempotently.
+
+The manifest is the collection itself: every chunk carries its source key, the ingest key (content
+hash + chunking) it was built from and how many chunks that build has. A source is complete when all
+of them are present, so a run killed anywhere is repaired by the next run, and nothing is kept in a
+second store that could disagree with Chroma."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import SourceError
+from ingest.sources import DATASET_PREFIX, FILE_PREFIX, SourceDoc, SourceFailure
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    from core.settings import ChunkingSettings
+
+# Bumped whenever chunking changes in a way that must re-embed unchanged files.
+SPLITTER_VERSION = "1"
+# Chunks embedded and written together; sources are never split across two flushes.
+FLUSH_CHUNKS = 256
+
+
+@dataclass
+class Chunk:
+    id: str
+    text: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class SourceState:
+    """What the collection holds for one source: chunk counts per ingest key, expected counts."""
+
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    expected: dict[str, int] = field(default_factory=dict)
+
+    def complete(self, ingest_key: str) -> bool:
+        return set(self.counts) == {ingest_key} and self.counts[ingest_key] == self.expected.get(
+            ingest_key
+        )
+
+
+@dataclass
+class IngestReport:
+    """The one-line summary's numbers, plus each failure by name with its reason."""
+
+    seen: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    pruned: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"files seen {self.seen}, new {self.new}, changed {self.changed}, "
+            f"unchanged {self.unchanged}, failed {len(self.failed)}, pruned {self.pruned}; "
+            f"chunks written {self.chunks_written}, deleted {self.chunks_deleted}; "
+            f"{self.seconds:.1f}s"
+        )
+
+
+def read_state(collection: Collection, page: int = 5000) -> dict[str, SourceState]:
+    """The manifest: per source key, which builds of it the collection holds and how complete."""
+    state: dict[str, SourceState] = defaultdict(SourceState)
+    offset = 0
+    while True:
+        batch = collection.get(include=["metadatas"], limit=page, offset=offset)
+        metas = batch["metadatas"] or []
+        for meta in metas:
+            key = meta.get("source_key")
+            if key is None:
+                continue  # not written by this pipeline
+            entry = state[str(key)]
+            ingest_key = str(meta["ingest_key"])
+            entry.counts[ingest_key] += 1
+            entry.expected[ingest_key] = int(meta["n_chunks"])
+        if len(metas) < page:
+            return dict(state)
+        offset += page
+
+
+def ingest_key_for(source: SourceDoc, chunking: ChunkingSettings) -> str:
+    """Content hash plus everything that shapes the chunks: change any and the source re-embeds."""
+    raw = f"{source.fingerprint}|{chunking.size}|{chunking.overlap}|{SPLITTER_VERSION}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def make_splitter(chunking: ChunkingSettings):
+    from llama_index.core.node_parser import SentenceSplitter
+
+    return SentenceSplitter(chunk_size=chunking.size, chunk_overlap=chunking.overlap)
+
+
+def chunk_source(source: SourceDoc, ingest_key: str, splitter) -> list[Chunk]:
+    """Split every section of a source; ids are deterministic so a re-run overwrites, never adds."""
+    sections = source.load()
+    pieces: list[tuple[str, dict[str, Any]]] = []
+    for section in sections:
+        for text in splitter.split_text(section.text):
+            if text.strip():
+                pieces.append((text, section.metadata))
+    if not pieces:
+        raise SourceError("no text to index")
+    key_hash = hashlib.sha256(source.key.encode()).hexdigest()[:16]
+    chunks = []
+    for index, (text, section_meta) in enumerate(pieces):
+        metadata = {
+            **source.metadata,
+            **section_meta,
+            "source_key": source.key,
+            "ingest_key": ingest_key,
+            "chunk_index": index,
+            "n_chunks": len(pieces),
+            "content_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
+        }
+        chunks.append(Chunk(f"{key_hash}-{ingest_key[:12]}-{index:05d}", text, metadata))
+    return chunks
+
+
+def _delete_stale(collection: Collection, key: str, keep: str | None) -> int:
+    where: dict[str, Any] = {"source_key": key}
+    if keep is not None:
+        where = {"$and": [{"source_key": key}, {"ingest_key": {"$ne": keep}}]}
+    stale = collection.get(where=where, include=[])["ids"]
+    if stale:
+        collection.delete(ids=stale)
+    return len(stale)
+
+
+class _Writer:
+    """Buffers chunks of whole sources, embeds them in large batches, then commits each source."""
+
+    def __init__(self, collection: Collection, embed_model: BaseEmbedding, report: IngestReport):
+        self.collection = collection
+        self.embed_model = embed_model
+        self.report = report
+        self.pending: list[tuple[SourceDoc, str, list[Chunk]]] = []
+        self.size = 0
+        self.max_batch = collection._client.get_max_batch_size()
+        self.dimension_recorded = False
+
+    def add(self, source: SourceDoc, ingest_key: str, chunks: list[Chunk]) -> None:
+        self.pending.append((source, ingest_key, chunks))
+        self.size += len(chunks)
+        if self.size >= FLUSH_CHUNKS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        chunks = [c for _, _, cs in self.pending for c in cs]
+        vectors = self.embed_model.get_text_embedding_batch([c.text for c in chunks])
+        if not self.dimension_recorded and vectors:
+            from core.vectorstore import record_dimension
+
+            record_dimension(self.collection, len(vectors[0]))
+            self.dimension_recorded = True
+        for start in range(0, len(chunks), self.max_batch):
+            part = chunks[start : start + self.max_batch]
+            self.collection.upsert(
+                ids=[c.id for c in part],
+                embeddings=vectors[start : start + self.max_batch],
+                documents=[c.text for c in part],
+                metadatas=[c.metadata for c in part],
+            )
+        # Only once every new chunk of a source is in place do its old ones go.
+        for source, ingest_key, written in self.pending:
+            self.report.chunks_written += len(written)
+            self.report.chunks_deleted += _delete_stale(self.collection, source.key, ingest_key)
+        self.pending, self.size = [], 0
+
+
+def _prune(
+    collection: Collection, state: dict[str, SourceState], seen: set[str], datasets: set[str]
+) -> tuple[int, int]:
+    """Remove vanished sources: files gone from disk, rows gone from a dataset read now."""
+    sources = chunks = 0
+    for key in state:
+        if key in seen:
+            continue
+        gone = False
+        if key.startswith(FILE_PREFIX):
+            gone = not Path(key[len(FILE_PREFIX) :]).exists()
+        elif key.startswith(DATASET_PREFIX):
+            gone = key[len(DATASET_PREFIX) :].rsplit("[", 1)[0] in datasets
+        if gone:
+            chunks += _delete_stale(collection, key, None)
+            sources += 1
+    return sources, chunks
+
+
+def ingest_sources(
+    sources: Iterable[SourceDoc | SourceFailure],
+    collection: Collection,
+    embed_model: BaseEmbedding,
+    chunking: ChunkingSettings,
+    prune: bool = False,
+    pruned_datasets: Iterable[str] = (),
+    progress: bool = True,
+    total: int | None = None,
+) -> IngestReport:
+    """Bring the collection in line with `sources`: embed only new or changed ones, repair
+    half-written ones, optionally prune vanished ones. Bad sources are reported, never fatal."""
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    report = IngestReport()
+    state = read_state(collection)
+    splitter = make_splitter(chunking)
+    writer = _Writer(collection, embed_model, report)
+    seen: set[str] = set()
+    bar = tqdm(sources, total=total, unit="file", disable=not progress, desc="ingest")
+    for source in bar:
+        report.seen += 1
+        if isinstance(source, SourceFailure):
+            report.failed.append((source.name, source.reason))
+            continue
+        seen.add(source.key)
+        ingest_key = ingest_key_for(source, chunking)
+        existing = state.get(source.key)
+        if existing is not None and existing.complete(ingest_key):
+            report.unchanged += 1
+            continue
+        try:
+            chunks = chunk_source(source, ingest_key, splitter)
+        except SourceError as exc:
+            report.failed.append((source.name, str(exc)))
+            continue
+        if existing is not None and existing.counts:
+            report.changed += 1
+        else:
+            report.new += 1
+        writer.add(source, ingest_key, chunks)
+        bar.set_postfix(chunks=report.chunks_written + writer.size, refresh=False)
+    writer.flush()
+    if prune:
+        report.pruned, deleted = _prune(collection, state, seen, set(pruned_datasets))
+        report.chunks_deleted += deleted
+    report.seconds = time.perf_counter() - started
+    return report
