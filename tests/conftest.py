@@ -1,0 +1,114 @@
+"""Shared fixtures: the real packaged embedding model, real Chroma (embedded and a `chroma run`
+server on loopback), settings rooted in a temporary data directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# No test may reach the internet; the hub libraries must never try.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+    os.environ.pop(var, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def embed_model():
+    """The packaged all-MiniLM-L6-v2, loaded once for the whole session."""
+    from core.embeddings import build_embedding
+    from core.settings import EmbeddingSettings
+
+    return build_embedding(EmbeddingSettings())
+
+
+@pytest.fixture(scope="session")
+def embed_id() -> str:
+    from core.embeddings import embedding_id
+    from core.settings import EmbeddingSettings
+
+    return embedding_id(EmbeddingSettings())
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory):
+    """A real `chroma run` server on 127.0.0.1, started once per session."""
+    exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
+    port = free_port()
+    path = tmp_path_factory.mktemp("chroma-server")
+    log = (path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [exe, "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"chroma run exited: {(path / 'server.log').read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("chroma run did not start listening within 60 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def settings(request, tmp_path):
+    """Settings on a fresh data directory and a fresh collection, for each Chroma backend."""
+    from core.settings import Settings
+
+    s = Settings(data_dir=tmp_path / "data")
+    s.chroma.collection = f"t-{uuid.uuid4().hex[:12]}"
+    if request.param == "server":
+        s.chroma.url = request.getfixturevalue("chroma_server")
+    return s
+
+
+@pytest.fixture
+def embedded_settings(tmp_path):
+    """Settings on the embedded store only (for tests whose subject is not the Chroma backend)."""
+    from core.settings import Settings
+
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def collection(settings, embed_id):
+    from core.vectorstore import chroma_client, open_collection
+
+    client = chroma_client(settings)
+    col = open_collection(client, settings.chroma.collection, embed_id)
+    yield col
+    if settings.chroma.url:
+        client.delete_collection(settings.chroma.collection)
