@@ -1,0 +1,1 @@
+"""The chat app: a RAG pipeline over the Chroma collection, its answer providers and the web UI."""

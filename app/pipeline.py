@@ -1,0 +1,210 @@
+"""The RAG pipeline: condense a follow-up with the history, retrieve from Chroma through a
+LlamaIndex query engine, stream the answer with its sources, and log the turn (question first,
+answer after)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from llama_index.core.query_engine import RetrieverQueryEngine
+
+from app.retriever import ChromaRetriever, to_source
+from app.synthesis import NO_ANSWER, CitingSynthesizer, ExtractiveSynthesizer
+from core.errors import ProviderError, RagError
+from core.records import SourceRef, TokenUsage
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    from app.prompt import SystemPrompt
+    from app.providers import ChatModel
+    from core.chatlog import ChatLog
+    from core.settings import RetrievalSettings
+
+log = logging.getLogger(__name__)
+
+CONDENSE_PROMPT = (
+    "Rewrite the last question so that it can be understood without the conversation, keeping "
+    "its meaning and language. Reply with the rewritten question only.\n\n"
+    "Conversation:\n{history}\n\nLast question: {question}\n\nStandalone question:"
+)
+# Words that make a question lean on the one before it (used when no LLM can condense).
+_ANAPHORA = re.compile(
+    r"\b(it|its|that|this|those|these|they|them|their|he|she|him|her|there|one|ones|more|else|"
+    r"also|same|why|how so)\b",
+    re.IGNORECASE,
+)
+HISTORY_TURNS = 3
+
+
+@dataclass
+class AnswerUpdate:
+    """What the UI shows while an answer streams in; `done` on the last one."""
+
+    text: str
+    sources: list[SourceRef] = field(default_factory=list)
+    turn_id: int | None = None
+    done: bool = False
+    warning: str | None = None  # e.g. the chat log could not be written
+
+
+def provider_error(exc: Exception) -> RagError:
+    """Map the OpenAI SDK's typed errors to messages that say what to do."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover
+        return ProviderError(str(exc))
+    if isinstance(exc, openai.AuthenticationError):
+        return ProviderError(
+            "the model server rejected the API key (401): check OPENAI_API_KEY / RAG_LLM__API_KEY"
+        )
+    if isinstance(exc, openai.RateLimitError):
+        return ProviderError(
+            "the model server is rate limiting us (429) even after retries: wait and ask again, "
+            "or raise RAG_LLM__MAX_RETRIES"
+        )
+    if isinstance(exc, openai.BadRequestError):
+        return ProviderError(f"the model server refused the request (400): {exc.message}")
+    if isinstance(exc, openai.APIStatusError):
+        return ProviderError(
+            f"the model server failed ({exc.status_code}) after retries: try again later"
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(
+            "cannot reach the model server: check RAG_LLM__BASE_URL and the network"
+        )
+    return ProviderError(f"the chat model failed: {type(exc).__name__}: {exc}")
+
+
+def _history_text(history: Sequence[dict]) -> str:
+    lines = [f"{m['role']}: {m['content']}" for m in history[-2 * HISTORY_TURNS :]]
+    return "\n".join(lines)
+
+
+class RagPipeline:
+    """Answers questions over one collection with one chat model, logging every turn."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        embed_model: BaseEmbedding,
+        chat_model: ChatModel,
+        chatlog: ChatLog | None,
+        prompt: SystemPrompt,
+        retrieval: RetrievalSettings,
+    ):
+        self.collection = collection
+        self.embed_model = embed_model
+        self.chat_model = chat_model
+        self.chatlog = chatlog
+        self.prompt = prompt
+        self.retriever = ChromaRetriever(
+            collection, embed_model, retrieval.top_k, retrieval.similarity_cutoff
+        )
+
+    def condense(self, question: str, history: Sequence[dict]) -> str:
+        """A standalone version of a follow-up question, for retrieval."""
+        users = [m["content"] for m in history if m.get("role") == "user"]
+        if not users:
+            return question
+        llm = self.chat_model.llm
+        if llm is None:
+            # No model to rewrite with: lean on the previous question when this one points back.
+            if _ANAPHORA.search(question) or len(question.split()) <= 4:
+                return f"{users[-1]} {question}"
+            return question
+        prompt = CONDENSE_PROMPT.format(history=_history_text(history), question=question)
+        try:
+            condensed = llm.complete(prompt).text.strip()
+        except Exception as exc:  # the SDK's typed errors, mapped to what to do
+            raise provider_error(exc) from exc
+        return condensed or question
+
+    def _engine(self) -> tuple[RetrieverQueryEngine, CitingSynthesizer | ExtractiveSynthesizer]:
+        if self.chat_model.llm is None:
+            synth = ExtractiveSynthesizer(self.embed_model)
+        else:
+            synth = CitingSynthesizer(
+                self.chat_model.llm, self.prompt.text, self.chat_model.stream_usage
+            )
+        return RetrieverQueryEngine(retriever=self.retriever, response_synthesizer=synth), synth
+
+    def _log_start(self, session_id: str, question: str) -> tuple[int | None, str | None]:
+        if self.chatlog is None:
+            return None, None
+        try:
+            return self.chatlog.start_turn(session_id, question), None
+        except Exception as exc:  # a broken log must never break the chat
+            log.exception("could not log the question")
+            return None, f"this turn could not be logged ({type(exc).__name__}); the answer is fine"
+
+    def ask(
+        self, session_id: str, question: str, history: Sequence[dict] = ()
+    ) -> Iterator[AnswerUpdate]:
+        """Stream the answer to `question`. Raises RagError (after logging the failure) when the
+        chat model fails; every other update carries the text so far and the sources."""
+        question = question.strip()
+        if not question:
+            raise RagError("ask a question first")
+        started = time.perf_counter()
+        turn_id, warning = self._log_start(session_id, question)
+        condensed: str | None = None
+        sources: list[SourceRef] = []
+        text = ""
+        synth = None
+        try:
+            condensed = self.condense(question, history)
+            engine, synth = self._engine()
+            response = engine.query(condensed)
+            sources = [to_source(n) for n in response.source_nodes]
+            for delta in response.response_gen:
+                text += delta
+                yield AnswerUpdate(text, sources, turn_id, warning=warning)
+            if not text.strip():
+                text = NO_ANSWER
+        except Exception as exc:
+            error = exc if isinstance(exc, RagError) else provider_error(exc)
+            warning = self._log_finish(
+                turn_id, None, condensed, sources, started, None, str(error), warning
+            )
+            raise error from exc
+        usage = synth.usage if synth is not None else None
+        warning = self._log_finish(turn_id, text, condensed, sources, started, usage, None, warning)
+        yield AnswerUpdate(text, sources, turn_id, done=True, warning=warning)
+
+    def _log_finish(
+        self,
+        turn_id: int | None,
+        answer: str | None,
+        condensed: str | None,
+        sources: list[SourceRef],
+        started: float,
+        usage: TokenUsage | None,
+        error: str | None,
+        warning: str | None,
+    ) -> str | None:
+        if self.chatlog is None or turn_id is None:
+            return warning
+        try:
+            self.chatlog.finish_turn(
+                turn_id,
+                answer=answer,
+                condensed_question=condensed,
+                contexts=sources,
+                model_id=self.chat_model.model_id,
+                provider=self.chat_model.provider,
+                prompt_version=self.prompt.version,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                usage=usage,
+                error=error,
+            )
+        except Exception as exc:
+            log.exception("could not log the answer")
+            return f"the answer could not be logged ({type(exc).__name__})"
+        return warning
