@@ -156,6 +156,9 @@ class Settings(BaseSettings):
             self.llm.api_key = SecretStr(key)
         if key and self.embedding.api_key is None:
             self.embedding.api_key = SecretStr(key)
+        admin = os.environ.get("RAG_ADMIN_PASSWORD")
+        if admin and self.app.admin_password is None:
+            self.app.admin_password = SecretStr(admin)
         base = os.environ.get("OPENAI_BASE_URL")
         if base and self.llm.base_url is None:
             self.llm.base_url = base

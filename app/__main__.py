@@ -1,0 +1,121 @@
+"""`python -m app`: start the chat app. `python -m app export-logs`: write the chat log as JSONL."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+# The app never phones home: no analytics, no hub look-ups for the packaged model.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from core.errors import RagError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app", description="The document chat app.")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 7860)")
+    sub = p.add_subparsers(dest="command")
+    exp = sub.add_parser("export-logs", help="write logged turns as JSONL")
+    exp.add_argument("--since", help="only turns at or after this ISO date/time")
+    exp.add_argument(
+        "--feedback",
+        choices=["all", "any", "up", "down", "none"],
+        default="all",
+        help="any: rated turns; up/down: that rating; none: unrated",
+    )
+    exp.add_argument("--out", type=Path, help="output file (default: standard output)")
+    return p
+
+
+def _since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise RagError(f"--since {text!r} is not an ISO date like 2026-11-01") from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def export_logs(args: argparse.Namespace) -> int:
+    from core.chatlog import ChatLog, export_jsonl
+    from core.settings import Settings
+
+    settings = Settings()
+    log = ChatLog(settings.database_url)
+    since = _since(args.since)
+    if args.out:
+        with args.out.open("w", encoding="utf-8") as out:
+            n = export_jsonl(log, out, since=since, feedback=args.feedback)
+    else:
+        n = export_jsonl(log, sys.stdout, since=since, feedback=args.feedback)
+    print(f"exported {n} turns" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    import gradio as gr
+
+    from app.service import admin_allowed, build_service, require_port_free
+    from app.ui import build_ui
+    from core.settings import Settings
+
+    settings = Settings()
+    if args.host:
+        settings.app.host = args.host
+    if args.port:
+        settings.app.port = args.port
+    require_port_free(settings.app.host, settings.app.port)
+    service = build_service(settings)
+    if service.first_run is not None:
+        print(f"first run: indexed the bundled docs: {service.first_run.summary()}")
+    admin = admin_allowed(settings)
+    if not admin:
+        print(
+            f"note: {settings.app.host} is not a loopback address and RAG_ADMIN_PASSWORD is not "
+            "set, so the admin functions (upload, log export) are not served",
+            file=sys.stderr,
+        )
+    password = settings.app.admin_password
+    demo = build_ui(
+        service.pipeline,
+        service.chatlog,
+        service.ingest_files if admin else None,
+        settings.data_dir / "uploads",
+        password.get_secret_value() if password else None,
+    )
+    print(f"model: {service.pipeline.chat_model.badge}")
+    print(f"open http://{settings.app.host}:{settings.app.port}", flush=True)
+    demo.queue(default_concurrency_limit=32).launch(
+        server_name=settings.app.host,
+        server_port=settings.app.port,
+        theme=gr.themes.Default(
+            font=["ui-sans-serif", "system-ui", "sans-serif"],
+            font_mono=["ui-monospace", "monospace"],
+        ),
+        show_error=True,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "export-logs":
+            return export_logs(args)
+        return serve(args)
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

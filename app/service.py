@@ -1,0 +1,99 @@
+"""Wiring the app from settings: collection, embedding model, chat model, chat log, prompt; and the
+first-run ingest of the bundled docs so a newcomer can chat at once."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.pipeline import RagPipeline
+from app.prompt import load_prompt
+from app.providers import build_chat_model
+from core.chatlog import ChatLog
+from core.embeddings import build_embedding, embedding_id
+from core.errors import ConfigError
+from core.vectorstore import chroma_client, open_collection
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+    from ingest import IngestReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    settings: Settings
+    pipeline: RagPipeline
+    chatlog: ChatLog
+    first_run: IngestReport | None
+
+    def ingest_files(self, paths: list[Path]) -> IngestReport:
+        from ingest import ingest_paths
+
+        return ingest_paths(
+            self.settings,
+            self.pipeline.collection,
+            self.pipeline.embed_model,
+            paths=paths,
+            progress=False,
+        )
+
+
+def build_service(settings: Settings) -> Service:
+    """Everything the app needs; ingests `docs/` when the collection is empty."""
+    from ingest import ingest_paths
+
+    embed_model = build_embedding(settings.embedding)
+    collection = open_collection(
+        chroma_client(settings), settings.chroma.collection, embedding_id(settings.embedding)
+    )
+    first_run = None
+    if collection.count() == 0 and settings.app.docs_dir.is_dir():
+        log.info("empty collection: ingesting %s", settings.app.docs_dir)
+        first_run = ingest_paths(
+            settings, collection, embed_model, paths=[settings.app.docs_dir], progress=True
+        )
+    chatlog = ChatLog(settings.database_url)
+    pipeline = RagPipeline(
+        collection,
+        embed_model,
+        build_chat_model(settings.llm),
+        chatlog,
+        load_prompt(settings.app.prompt_path),
+        settings.retrieval,
+    )
+    return Service(settings, pipeline, chatlog, first_run)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the app on this machine."""
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return False
+
+
+def admin_allowed(settings: Settings) -> bool:
+    """Admin functions are served on loopback, or anywhere once an admin password is set."""
+    return is_loopback(settings.app.host) or settings.app.admin_password is not None
+
+
+def require_port_free(host: str, port: int) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pass --port or set RAG_APP__PORT"
+            ) from exc
