@@ -49,11 +49,16 @@ class ChromaRetriever(BaseRetriever):
             score = 1.0 - float(dist)
             if self.similarity_cutoff is not None and score < self.similarity_cutoff:
                 continue
-            nodes.append(
-                NodeWithScore(
-                    node=TextNode(id_=cid, text=text, metadata=dict(meta or {})), score=score
-                )
+            meta = dict(meta or {})
+            node = TextNode(
+                id_=cid,
+                text=text,
+                metadata=meta,
+                # only the passage text goes to the model; metadata is shown as citations
+                excluded_llm_metadata_keys=list(meta),
+                excluded_embed_metadata_keys=list(meta),
             )
+            nodes.append(NodeWithScore(node=node, score=score))
         return nodes
 
 

@@ -65,7 +65,8 @@ class CitingSynthesizer(BaseSynthesizer):
 
         def gen() -> Generator[str, None, None]:
             for chunk in stream:
-                counts = chunk.additional_kwargs or {}
+                # OpenAI puts usage on the chunk; completion-style models on the message.
+                counts = chunk.additional_kwargs or chunk.message.additional_kwargs or {}
                 if "prompt_tokens" in counts:
                     self.usage = TokenUsage(
                         prompt_tokens=counts.get("prompt_tokens"),

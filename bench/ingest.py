@@ -70,7 +70,10 @@ def main() -> int:
     ours_rate = first.chunks_written / first.seconds
     print(f"pages={len(documents)} pdfs={len(pdfs)}")
     print(f"baseline: {base_chunks} chunks in {base_s:.1f}s = {base_rate:.1f} chunks/s")
-    print(f"ours:     {first.chunks_written} chunks in {first.seconds:.1f}s = {ours_rate:.1f} chunks/s")
+    print(
+        f"ours:     {first.chunks_written} chunks in {first.seconds:.1f}s = "
+        f"{ours_rate:.1f} chunks/s"
+    )
     print(f"re-ingest unchanged: {again.seconds:.2f}s, {again.chunks_written} chunks written")
     print(
         f"ingest_vs_baseline={ours_rate / base_rate:.2f} "

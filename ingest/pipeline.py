@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 SPLITTER_VERSION = "1"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256
+# Sources read and chunked ahead of the one being embedded.
+LOOKAHEAD = 2
 
 
 @dataclass
@@ -224,28 +227,42 @@ def ingest_sources(
     writer = _Writer(collection, embed_model, report)
     seen: set[str] = set()
     bar = tqdm(sources, total=total, unit="file", disable=not progress, desc="ingest")
-    for source in bar:
-        report.seen += 1
-        if isinstance(source, SourceFailure):
-            report.failed.append((source.name, source.reason))
-            continue
-        seen.add(source.key)
-        ingest_key = ingest_key_for(source, chunking)
-        existing = state.get(source.key)
-        if existing is not None and existing.complete(ingest_key):
-            report.unchanged += 1
-            continue
+    # Reading and chunking the next sources (pure Python) runs in a helper thread while the
+    # embedding model (torch, which releases the GIL) works on the current batch.
+    ahead: deque[tuple[SourceDoc, str, bool, Future[list[Chunk]]]] = deque()
+
+    def settle(source: SourceDoc, ingest_key: str, existed: bool, job: Future) -> None:
         try:
-            chunks = chunk_source(source, ingest_key, splitter)
+            chunks = job.result()
         except SourceError as exc:
             report.failed.append((source.name, str(exc)))
-            continue
-        if existing is not None and existing.counts:
+            return
+        if existed:
             report.changed += 1
         else:
             report.new += 1
         writer.add(source, ingest_key, chunks)
         bar.set_postfix(chunks=report.chunks_written + writer.size, refresh=False)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunker") as pool:
+        for source in bar:
+            report.seen += 1
+            if isinstance(source, SourceFailure):
+                report.failed.append((source.name, source.reason))
+                continue
+            seen.add(source.key)
+            ingest_key = ingest_key_for(source, chunking)
+            existing = state.get(source.key)
+            if existing is not None and existing.complete(ingest_key):
+                report.unchanged += 1
+                continue
+            existed = existing is not None and bool(existing.counts)
+            job = pool.submit(chunk_source, source, ingest_key, splitter)
+            ahead.append((source, ingest_key, existed, job))
+            if len(ahead) > LOOKAHEAD:
+                settle(*ahead.popleft())
+        while ahead:
+            settle(*ahead.popleft())
     writer.flush()
     if prune:
         report.pruned, deleted = _prune(collection, state, seen, set(pruned_datasets))
