@@ -166,8 +166,7 @@ class RagPipeline:
             for delta in response.response_gen:
                 text += delta
                 yield AnswerUpdate(text, sources, turn_id, warning=warning)
-            if not text.strip():
-                text = NO_ANSWER
+            text = text.strip() or NO_ANSWER
         except Exception as exc:
             error = exc if isinstance(exc, RagError) else provider_error(exc)
             warning = self._log_finish(

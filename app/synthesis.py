@@ -84,8 +84,15 @@ class CitingSynthesizer(BaseSynthesizer):
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n{2,}")
 
 
+_HEADING = re.compile(r"^\s*#{1,6}\s+(.*)$", re.MULTILINE)
+_MARKUP = re.compile(r"^\s*(?:#{1,6}|>|[-*+]|\d+[.)])\s+", re.MULTILINE)
+
+
 def split_sentences(text: str) -> list[str]:
-    parts = (p.strip() for p in _SENTENCE_END.split(text))
+    """Sentences worth quoting: Markdown markers dropped, fragments under three words (headings,
+    list stubs) skipped."""
+    text = _HEADING.sub(r"\n\n\1\n\n", text)  # a heading never runs into the next line
+    parts = (p.strip() for p in _SENTENCE_END.split(_MARKUP.sub("", text)))
     return [" ".join(p.split()) for p in parts if len(p.split()) >= 3]
 
 

@@ -1,0 +1,138 @@
+"""The chat log store on SQLite and on the real PostgreSQL at 127.0.0.1:5432 (skipped if absent)."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import inspect, text
+
+from core.chatlog import MIGRATIONS, ChatLog, export_jsonl
+from core.records import SourceRef, TokenUsage
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=2
+        ).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'log.db'}"
+        return
+    if not _pg_available():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    from sqlalchemy import create_engine
+
+    name = f"ragtest_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def source(i: int) -> SourceRef:
+    return SourceRef(
+        chunk_id=f"c{i}", source="/d/a.pdf", file_name="a.pdf", page=i, score=0.5, text=f"t{i}"
+    )
+
+
+def answer(log: ChatLog, turn_id: int, text_: str = "an answer") -> None:
+    log.finish_turn(
+        turn_id,
+        answer=text_,
+        condensed_question="cq",
+        contexts=[source(1), source(2)],
+        model_id="m",
+        provider="extractive",
+        prompt_version="1+abc",
+        latency_ms=12.5,
+        usage=TokenUsage(prompt_tokens=10, completion_tokens=3),
+    )
+
+
+def test_turn_round_trip_with_feedback(db_url):
+    log = ChatLog(db_url)
+    tid = log.start_turn("s1", "What is it?")
+    assert [t.status for t in log.turns()] == ["pending"]  # logged before any answer exists
+    answer(log, tid)
+    log.set_feedback(tid, "down", "wrong page")
+    [turn] = log.turns()
+    assert turn.user_input == "What is it?" and turn.response == "an answer"
+    assert turn.condensed_question == "cq" and turn.retrieved_contexts[1].page == 2
+    assert turn.usage.prompt_tokens == 10 and turn.latency_ms == 12.5
+    assert turn.feedback.rating == "down" and turn.feedback.comment == "wrong page"
+    log.set_feedback(tid, "up")  # re-rating keeps the comment, changes the rating
+    [turn] = log.turns()
+    assert (turn.feedback.rating, turn.feedback.comment) == ("up", "wrong page")
+    with pytest.raises(ValueError):
+        log.set_feedback(tid, "meh")
+    with pytest.raises(KeyError):
+        log.set_feedback(tid + 100, "up")
+    log.dispose()
+
+
+def test_filters_and_export(db_url):
+    log = ChatLog(db_url)
+    ids = [log.start_turn("s1" if i < 2 else "s2", f"q{i}") for i in range(4)]
+    for i in ids:
+        answer(log, i)
+    log.set_feedback(ids[0], "up")
+    log.set_feedback(ids[2], "down", "bad")
+    assert [t.user_input for t in log.turns(feedback="down")] == ["q2"]
+    assert [t.user_input for t in log.turns(feedback="any")] == ["q0", "q2"]
+    assert [t.user_input for t in log.turns(feedback="none")] == ["q1", "q3"]
+    assert [t.user_input for t in log.turns(session_id="s2")] == ["q2", "q3"]
+    future = datetime.now(UTC) + timedelta(hours=1)
+    assert list(log.turns(since=future)) == []
+    out = io.StringIO()
+    assert export_jsonl(log, out, feedback="down") == 1
+    row = json.loads(out.getvalue())
+    assert row["user_input"] == "q2" and row["feedback"]["comment"] == "bad"
+    assert row["retrieved_contexts"][0]["chunk_id"] == "c1"
+    log.dispose()
+
+
+def test_schema_is_migrated_once_and_reopens(db_url):
+    log = ChatLog(db_url)
+    tid = log.start_turn("s", "kept")
+    log.dispose()
+    again = ChatLog(db_url)  # opening again must neither fail nor lose data
+    assert [t.id for t in again.turns()] == [tid]
+    with again.engine.connect() as conn:
+        versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
+    assert versions == [v for v, _ in MIGRATIONS]
+    assert {"turns", "feedback", "chat_sessions"} <= set(inspect(again.engine).get_table_names())
+    again.dispose()
+
+
+def test_concurrent_writers_lose_nothing(db_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    log = ChatLog(db_url)
+
+    def chat(n: int) -> None:
+        for k in range(10):
+            tid = log.start_turn(f"s{n}", f"q{n}-{k}")
+            answer(log, tid)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(chat, range(8)))
+    assert log.count_turns() == 80 and log.count_turns("answered") == 80
+    log.dispose()
