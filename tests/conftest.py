@@ -32,6 +32,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until_up(proc, probe, log_path: Path, what: str, timeout: float) -> None:
+    """Wait for a server process to answer `probe`; fail with its log if it dies or stalls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited: {log_path.read_text()[-3000:]}")
+        if probe():
+            return
+        time.sleep(0.3)
+    proc.kill()
+    pytest.fail(f"{what} did not start within {timeout:.0f} s: {log_path.read_text()[-3000:]}")
+
+
+def stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def embed_model():
     """The packaged all-MiniLM-L6-v2, loaded once for the whole session."""
@@ -62,24 +91,9 @@ def chroma_server(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"chroma run exited: {(path / 'server.log').read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("chroma run did not start listening within 60 s")
+    wait_until_up(proc, lambda: port_open(port), path / "server.log", "chroma run", 60)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
     log.close()
 
 

@@ -8,13 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from core.chatlog import ChatLog
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, port_open, stop, wait_until_up
 from tests.corpus import make_pdf
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -35,24 +33,9 @@ def app_server(tmp_path_factory):
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited: {log_path.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"app did not start: {log_path.read_text()[-3000:]}")
+    wait_until_up(proc, lambda: port_open(port), log_path, "the app", 120)
     yield url, data, log_path
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 def chatlog(data) -> ChatLog:
