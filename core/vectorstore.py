@@ -54,15 +54,21 @@ def open_collection(
     """The named collection, created (cosine space) if missing and `create` is true.
 
     Raises EmbeddingMismatchError when it was built with another embedding model."""
-    from chromadb.errors import NotFoundError
+    from chromadb.errors import InvalidArgumentError, NotFoundError
 
     if create:
-        collection = client.get_or_create_collection(
-            name,
-            metadata={EMBED_MODEL_KEY: embed_model},
-            configuration={"hnsw": {"space": "cosine"}},
-            embedding_function=None,
-        )
+        try:
+            collection = client.get_or_create_collection(
+                name,
+                metadata={EMBED_MODEL_KEY: embed_model},
+                configuration={"hnsw": {"space": "cosine"}},
+                embedding_function=None,
+            )
+        except InvalidArgumentError as exc:
+            raise ConfigError(
+                f"{name!r} is not a valid collection name: use 3-512 letters, digits, '.', '_' "
+                "or '-', starting and ending with a letter or digit (RAG_CHROMA__COLLECTION)"
+            ) from exc
     else:
         try:
             collection = client.get_collection(name, embedding_function=None)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import respx
 
-from core.errors import EmbeddingMismatchError
+from core.errors import ConfigError, EmbeddingMismatchError
 from ingest import RecordFields, ingest_paths
 from ingest.pipeline import read_state
 from tests.conftest import SHARED_DATA
@@ -297,3 +298,47 @@ def test_real_sciq_supports_are_retrievable(embedded_settings, embed_model, embe
         for row in head
     )
     assert hits / len(head) >= 0.6
+
+
+@respx.mock
+def test_openai_embedding_provider_through_the_sdk(tmp_path):
+    """The `openai` embedding provider, via the real SDK against a fake /v1/embeddings."""
+    import httpx
+
+    from core.embeddings import build_embedding, embedding_id
+    from core.settings import EmbeddingSettings, Settings
+    from core.vectorstore import chroma_client, open_collection
+
+    def embed(request):
+        texts = json.loads(request.content)["input"]
+        # deterministic 8-d vectors: texts about keys point one way, everything else another
+        vecs = [[1.0 if "key" in t else 0.0, 0.1, *([0.0] * 6)] for t in texts]
+        return httpx.Response(
+            200,
+            json={
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vecs)
+                ],
+                "model": "text-embedding-3-small",
+                "usage": {"prompt_tokens": 5, "total_tokens": 5},
+            },
+        )
+
+    route = respx.post("https://api.openai.com/v1/embeddings").mock(side_effect=embed)
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.embedding = EmbeddingSettings(provider="openai", api_key="sk-test")
+    embed_model = build_embedding(settings.embedding)
+    name = embedding_id(settings.embedding)
+    assert name == "openai:text-embedding-3-small"
+    with pytest.raises(ConfigError, match="not a valid collection name"):
+        open_collection(chroma_client(settings), "oa", name)
+    collection = open_collection(chroma_client(settings), "oa-test", name)
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("The spare key hangs behind the blue door.")
+    (corpus / "b.txt").write_text("Penguins live in the southern hemisphere.")
+    report = run(settings, collection, embed_model, corpus)
+    assert report.new == 2 and route.called
+    assert "spare key" in top_hit(collection, embed_model, "where is the key")["text"]
+    assert collection.metadata["embed_dim"] == 8
