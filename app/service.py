@@ -71,9 +71,9 @@ def build_service(settings: Settings) -> Service:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps the app on this machine."""
-    if host in ("localhost", ""):
-        return host == "localhost"
+    """Whether binding `host` keeps the app on this machine ("" means every interface)."""
+    if not host:
+        return False
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,12 @@ QUESTIONS = [
     "How does the app handle follow-up questions?",
     "Where is the chat log stored?",
 ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -88,7 +95,6 @@ def load_test(data_dir: Path, sessions: int, questions: int) -> dict:
     from gradio_client import Client
 
     from core.chatlog import ChatLog
-    from tests.conftest import free_port
 
     port = free_port()
     env = {**os.environ, "RAG_DATA_DIR": str(data_dir), "RAG_APP__PORT": str(port)}

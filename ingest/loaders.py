@@ -116,7 +116,7 @@ def _load_docx(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
 
 
 def record_sections(
-    records: list[tuple[int, dict[str, Any]]], fields: RecordFields, name: str
+    records: list[tuple[int, dict[str, Any]]], fields: RecordFields
 ) -> list[Section]:
     """One section per record: the text field (or every field as `key: value` lines when none is
     chosen) and the chosen metadata fields; `row` keeps the record's position."""
@@ -150,7 +150,7 @@ def _load_csv(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
         rows = list(csv.DictReader(io.StringIO(text)))
     except csv.Error as exc:
         raise SourceError(f"malformed CSV ({exc})") from exc
-    return record_sections(list(enumerate(rows)), fields, path.name)
+    return record_sections(list(enumerate(rows)), fields)
 
 
 def _load_jsonl(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
@@ -166,7 +166,7 @@ def _load_jsonl(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
         if not isinstance(record, dict):
             raise SourceError(f"line {number} is not a JSON object")
         records.append((number - 1, record))
-    return record_sections(records, fields, path.name)
+    return record_sections(records, fields)
 
 
 LOADERS: dict[str, Callable[[Path, bytes, RecordFields], list[Section]]] = {

@@ -214,7 +214,6 @@ def ingest_sources(
     prune: bool = False,
     pruned_datasets: Iterable[str] = (),
     progress: bool = True,
-    total: int | None = None,
 ) -> IngestReport:
     """Bring the collection in line with `sources`: embed only new or changed ones, repair
     half-written ones, optionally prune vanished ones. Bad sources are reported, never fatal."""
@@ -226,7 +225,7 @@ def ingest_sources(
     splitter = make_splitter(chunking)
     writer = _Writer(collection, embed_model, report)
     seen: set[str] = set()
-    bar = tqdm(sources, total=total, unit="file", disable=not progress, desc="ingest")
+    bar = tqdm(sources, unit="file", disable=not progress, desc="ingest")
     # Reading and chunking the next sources (pure Python) runs in a helper thread while the
     # embedding model (torch, which releases the GIL) works on the current batch.
     ahead: deque[tuple[SourceDoc, str, bool, Future[list[Chunk]]]] = deque()

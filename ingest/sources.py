@@ -144,7 +144,7 @@ def dataset_sources(
     for row, record in enumerate(table):
         error: SourceError | None = None
         try:
-            sections = record_sections([(row, record)], fields, f"{spec} row {row}")
+            sections = record_sections([(row, record)], fields)
         except SourceError as exc:
             sections, error = [], exc
         payload = json.dumps([[s.text, s.metadata] for s in sections], sort_keys=True, default=str)
