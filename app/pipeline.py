@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import QueryBundle
 
 from app.retriever import ChromaRetriever, to_source
-from app.synthesis import NO_ANSWER, CitingSynthesizer, ExtractiveSynthesizer
+from app.synthesis import NO_ANSWER, CitingSynthesizer, ExtractiveSynthesizer, SentenceVectors
 from core.errors import ProviderError, RagError
 from core.records import SourceRef, TokenUsage
 
@@ -104,6 +105,7 @@ class RagPipeline:
         self.chat_model = chat_model
         self.chatlog = chatlog
         self.prompt = prompt
+        self.sentence_vectors = SentenceVectors(embed_model)
         self.retriever = ChromaRetriever(
             collection, embed_model, retrieval.top_k, retrieval.similarity_cutoff
         )
@@ -126,9 +128,11 @@ class RagPipeline:
             raise provider_error(exc) from exc
         return condensed or question
 
-    def _engine(self) -> tuple[RetrieverQueryEngine, CitingSynthesizer | ExtractiveSynthesizer]:
+    def _engine(
+        self, query_embedding: list[float]
+    ) -> tuple[RetrieverQueryEngine, CitingSynthesizer | ExtractiveSynthesizer]:
         if self.chat_model.llm is None:
-            synth = ExtractiveSynthesizer(self.embed_model)
+            synth = ExtractiveSynthesizer(self.sentence_vectors, query_embedding)
         else:
             synth = CitingSynthesizer(
                 self.chat_model.llm, self.prompt.text, self.chat_model.stream_usage
@@ -160,8 +164,10 @@ class RagPipeline:
         synth = None
         try:
             condensed = self.condense(question, history)
-            engine, synth = self._engine()
-            response = engine.query(condensed)
+            # Embedded once: the retriever searches with it, the extractive answerer ranks with it.
+            embedding = self.embed_model.get_query_embedding(condensed)
+            engine, synth = self._engine(embedding)
+            response = engine.query(QueryBundle(condensed, embedding=embedding))
             sources = [to_source(n) for n in response.source_nodes]
             for delta in response.response_gen:
                 text += delta

@@ -4,6 +4,8 @@ numbered passages, and one that needs no LLM and quotes the most relevant senten
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -96,19 +98,49 @@ def split_sentences(text: str) -> list[str]:
     return [" ".join(p.split()) for p in parts if len(p.split()) >= 3]
 
 
+class SentenceVectors:
+    """Embeddings of passage sentences, kept across answers (the same passages come back again
+    and again), bounded, least recently used first out; safe to share between sessions."""
+
+    def __init__(self, embed_model: BaseEmbedding, max_items: int = 20_000):
+        self.embed_model = embed_model
+        self.max_items = max_items
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, sentences: Sequence[str]) -> np.ndarray:
+        """One row per sentence, in order."""
+        wanted = list(dict.fromkeys(sentences))
+        with self._lock:
+            known = {s: self._items[s] for s in wanted if s in self._items}
+            for s in known:
+                self._items.move_to_end(s)
+        missing = [s for s in wanted if s not in known]
+        if missing:
+            fresh = np.asarray(self.embed_model.get_text_embedding_batch(missing), np.float32)
+            with self._lock:
+                for s, v in zip(missing, fresh, strict=True):
+                    known[s] = self._items[s] = v
+                while len(self._items) > self.max_items:
+                    self._items.popitem(last=False)
+        return np.stack([known[s] for s in sentences])
+
+
 class ExtractiveSynthesizer(BaseSynthesizer):
     """No LLM: ranks every sentence of the retrieved passages by embedding similarity to the
     question and quotes the best few, each with its passage number, under a clear label."""
 
     def __init__(
         self,
-        embed_model: BaseEmbedding,
+        sentence_vectors: SentenceVectors,
+        query_embedding: Sequence[float],
         max_sentences: int = 3,
         min_score: float = 0.15,
         max_gap: float = 0.2,
     ):
         super().__init__(llm=MockLLM(), streaming=True, empty_response=NO_ANSWER)
-        self.embed_model = embed_model
+        self.sentence_vectors = sentence_vectors
+        self.query_embedding = np.asarray(query_embedding, np.float32)
         self.max_sentences = max_sentences
         self.min_score = min_score
         self.max_gap = max_gap  # a sentence far below the best one is noise, not support
@@ -129,8 +161,8 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         ]
         if not candidates:
             return []
-        query = np.asarray(self.embed_model.get_query_embedding(query_str))
-        vectors = np.asarray(self.embed_model.get_text_embedding_batch([s for s, _ in candidates]))
+        query = self.query_embedding
+        vectors = self.sentence_vectors.get([s for s, _ in candidates])
         scores = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query) + 1e-12)
         order = np.argsort(-scores, kind="stable")
         picked, seen = [], set()

@@ -223,3 +223,34 @@ def test_broken_chat_log_never_breaks_the_chat(indexed, embed_model, tmp_path):
     final = last(pipe.ask("s1", "Who keeps the lighthouse?"))[-1]
     assert FACT in final.text
     assert final.turn_id is None and "could not be logged" in final.warning
+
+
+def test_sentence_vectors_are_reused_in_order_and_bounded(embed_model):
+    import numpy as np
+
+    from app.synthesis import SentenceVectors
+
+    calls = []
+
+    class Counting:
+        def get_text_embedding_batch(self, texts):
+            calls.append(list(texts))
+            return embed_model.get_text_embedding_batch(texts)
+
+    cache = SentenceVectors(Counting(), max_items=3)
+    a, b, c, d = (
+        "Bees make honey.",
+        "Ice is frozen water.",
+        "Owls hunt at night.",
+        "Salt dissolves.",
+    )
+    first = cache.get([a, b, a])
+    direct = np.asarray(embed_model.get_text_embedding_batch([a, b]), np.float32)
+    assert np.allclose(first, direct[[0, 1, 0]], atol=1e-5)
+    assert calls == [[a, b]]  # duplicates embedded once
+    assert np.allclose(cache.get([b, a]), direct[[1, 0]], atol=1e-5) and len(calls) == 1
+    cache.get([c, d])  # over the bound: the least recently used (b) goes
+    cache.get([a])
+    assert len(calls) == 2
+    cache.get([b])
+    assert calls[-1] == [b]
