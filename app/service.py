@@ -14,9 +14,8 @@ from app.pipeline import RagPipeline
 from app.prompt import load_prompt
 from app.providers import build_chat_model
 from core.chatlog import ChatLog
-from core.embeddings import build_embedding, embedding_id
 from core.errors import ConfigError
-from core.vectorstore import chroma_client, open_collection
+from core.vectorstore import open_index
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -48,16 +47,31 @@ def build_service(settings: Settings) -> Service:
     """Everything the app needs; ingests `docs/` when the collection is empty."""
     from ingest import ingest_paths
 
-    embed_model = build_embedding(settings.embedding)
-    collection = open_collection(
-        chroma_client(settings), settings.chroma.collection, embedding_id(settings.embedding)
-    )
+    collection, embed_model = open_index(settings)
     first_run = None
     if collection.count() == 0 and settings.app.docs_dir.is_dir():
         log.info("empty collection: ingesting %s", settings.app.docs_dir)
         first_run = ingest_paths(
             settings, collection, embed_model, paths=[settings.app.docs_dir], progress=True
         )
+    else:
+        from ingest.pipeline import outdated_files
+
+        stale = outdated_files(collection)
+        if stale:
+            log.warning(
+                "%d indexed file(s) were chunked by an older version of ingest; re-embedding "
+                "them once (clean text, heading paths, passages that fit the model)",
+                len(stale),
+            )
+            ingest_paths(settings, collection, embed_model, paths=stale, progress=True)
+    lexical = None
+    if settings.retrieval.hybrid:
+        from app.retriever import LexicalSource
+        from ingest.lexical import lexical_dir
+
+        lexical = LexicalSource(collection, lexical_dir(settings.data_dir, collection))
+        lexical.get()  # load (or rebuild from Chroma) now rather than on the first question
     chatlog = ChatLog(settings.database_url)
     pipeline = RagPipeline(
         collection,
@@ -66,6 +80,7 @@ def build_service(settings: Settings) -> Service:
         chatlog,
         load_prompt(settings.app.prompt_path),
         settings.retrieval,
+        lexical,
     )
     return Service(settings, pipeline, chatlog, first_run)
 
