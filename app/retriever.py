@@ -153,23 +153,43 @@ class HybridRetriever(BaseRetriever):
             missing = [c.chunk_id for c in candidates.values() if c.text is None]
             if missing:
                 self._fill(candidates, missing, np.asarray(embedding, np.float32))
-        ranked = self._fuse(candidates) if self.lexical is not None else list(candidates.values())
-        kept: list[_Candidate] = []
-        per_source: dict[str, int] = {}
+        if self.lexical is not None:
+            ranked = self._fuse(candidates)
+        else:
+            ranked = list(candidates.values())
+            for c in ranked:
+                c.fused = c.cosine or 0.0
+        kept = [
+            c
+            for c in ranked
+            if c.text is not None  # else gone from Chroma since the lexical index was read
+            and (s.similarity_cutoff is None or (c.cosine or 0.0) >= s.similarity_cutoff or c.rare)
+        ]
+        return self._by_source(kept, k)
+
+    def _by_source(self, ranked: list[_Candidate], k: int) -> list[_Candidate]:
+        """Sources ranked by their best passage plus a share of their next best ones (a page
+        several of whose passages match is more likely the page than one lucky sentence);
+        each source's passages follow in their own order, at most `max_per_source` of them."""
+        s = self.settings
+        groups: dict[str, list[_Candidate]] = {}
         for c in ranked:
-            if c.text is None:
-                continue  # gone from Chroma since the lexical index was read
-            weak = s.similarity_cutoff is not None and (c.cosine or 0.0) < s.similarity_cutoff
-            if weak and not c.rare:
-                continue
-            source = str((c.metadata or {}).get("source_key") or (c.metadata or {}).get("source"))
-            if s.max_per_source is not None and per_source.get(source, 0) >= s.max_per_source:
-                continue
-            per_source[source] = per_source.get(source, 0) + 1
-            kept.append(c)
-            if len(kept) == k:
+            meta = c.metadata or {}
+            groups.setdefault(str(meta.get("source_key") or meta.get("source")), []).append(c)
+        for group in groups.values():
+            group.sort(key=lambda c: -c.fused)
+
+        def strength(group: list[_Candidate]) -> float:
+            extra = sum(c.fused for c in group[1 : s.source_pool])
+            return group[0].fused + s.source_bonus * extra
+
+        order = sorted(groups.values(), key=lambda g: -strength(g))
+        out: list[_Candidate] = []
+        for group in order:
+            out.extend(group[: s.max_per_source] if s.max_per_source else group)
+            if len(out) >= k:
                 break
-        return kept
+        return out[:k]
 
     def _fill(self, candidates: dict[str, _Candidate], ids: list[str], query: np.ndarray) -> None:
         got = self.collection.get(ids=ids, include=["documents", "metadatas", "embeddings"])

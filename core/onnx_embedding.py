@@ -24,7 +24,7 @@ from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = "3"  # bump when the export recipe changes, so caches are rebuilt
+EXPORT_VERSION = "5"  # bump when the export recipe changes, so caches are rebuilt
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
 

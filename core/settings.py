@@ -138,16 +138,30 @@ class RetrievalSettings(BaseModel):
         description="Fuse lexical (BM25) search with dense search; false: dense only.",
     )
     fusion: Literal["rrf", "weighted"] = Field(
-        default="rrf",
+        default="weighted",
         description="How dense and lexical rankings are fused: reciprocal rank fusion, or a "
         "weighted sum of normalised scores.",
     )
     rrf_k: int = Field(default=60, ge=1, description="The k of reciprocal rank fusion.")
     lexical_weight: float = Field(
-        default=0.5, ge=0, le=1, description="Share of the lexical score in `weighted` fusion."
+        default=0.3, ge=0, le=1, description="Share of the lexical score in `weighted` fusion."
     )
     candidates: int = Field(
         default=30, ge=1, description="Candidates taken from each ranking before fusion."
+    )
+    source_pool: int = Field(
+        default=2,
+        ge=1,
+        description="Sources are ranked by their best passage plus `source_bonus` times the "
+        "scores of their next best ones, up to this many passages in all.",
+    )
+    source_bonus: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Weight of a source's further matching passages in its rank: a document "
+        "with several matching passages ranks above one lucky sentence; 0 ranks by the best "
+        "passage alone.",
     )
     max_per_source: int | None = Field(
         default=2,

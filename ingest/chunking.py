@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
     from core.settings import ChunkingSettings
+    from ingest.loaders import Section
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +106,63 @@ def plan_chunks(chunking: ChunkingSettings, embed_model: BaseEmbedding) -> Chunk
     overlap = chunking.overlap if chunking.overlap is not None else size // 8
     overlap = min(overlap, size // 2)
     return ChunkPlan(encode=encode, window=window, size=size, overlap=overlap, warning=warning)
+
+
+@dataclass
+class _Pack:
+    metadata: dict[str, Any]
+    parts: list[tuple[list[str], str]]  # (heading path as a list, text) of each merged section
+
+    def common(self) -> list[str]:
+        paths = [p for p, _ in self.parts]
+        common: list[str] = []
+        for level in zip(*paths, strict=False):
+            if any(name != level[0] for name in level):
+                break
+            common.append(level[0])
+        return common
+
+    def render(self) -> tuple[str, str]:
+        """(heading path shared by all parts, text with each part's own headings inline)."""
+        common = self.common()
+        blocks = []
+        for path, text in self.parts:
+            own = path[len(common) :]
+            blocks.append((" > ".join(own) + "\n" if own else "") + text)
+        return " > ".join(common), "\n\n".join(blocks)
+
+
+def _place(metadata: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in metadata.items() if k not in _PATH_KEYS))
+
+
+_PATH_KEYS = ("heading_path", "section")
+
+
+def pack_sections(sections: list[Section], plan: ChunkPlan) -> list[Section]:
+    """Neighbouring sections of one place (one page of a PDF, one web page) merged while they fit
+    the window together: a page of many short sections is embedded as a few chunks that carry its
+    context rather than as many fragments (a heading with one line under it) that match anything.
+    The merged chunk's heading path is what its parts share; their own headings stay in the text."""
+    from ingest.loaders import Section
+
+    packs: list[_Pack] = []
+    for section in sections:
+        path = [p for p in (section.metadata.get("heading_path") or "").split(" > ") if p]
+        if packs and _place(packs[-1].metadata) == _place(section.metadata):
+            trial = _Pack(packs[-1].metadata, [*packs[-1].parts, (path, section.text)])
+            common, text = trial.render()
+            if plan.count(embed_text(plan.prefix_for(common), text)) <= min(plan.window, plan.size):
+                packs[-1] = trial
+                continue
+        packs.append(_Pack(section.metadata, [(path, section.text)]))
+    packed = []
+    for pack in packs:
+        common, text = pack.render()
+        meta = {k: v for k, v in pack.metadata.items() if k not in _PATH_KEYS}
+        if common:
+            meta["heading_path"] = common
+            if len(common.split(" > ")) > 1:
+                meta["section"] = common.split(" > ")[-1]
+        packed.append(Section(text, meta))
+    return packed

@@ -148,16 +148,19 @@ class _Walker:
             self.flush_inline()
             if tag == "li":
                 self.inline.append("- ")
+        self.walk_children(el)
+        if block:
+            if tag == "li" and _words("".join(self.inline)) == "-":
+                self.inline = []
+            self.flush_inline()
+
+    def walk_children(self, el) -> None:
         if el.text:
             self.inline.append(el.text)
         for child in el:
             self.walk(child)
             if child.tail:
                 self.inline.append(child.tail)
-        if block:
-            if tag == "li" and _words("".join(self.inline)) == "-":
-                self.inline = []
-            self.flush_inline()
 
 
 def html_sections(markup: str) -> tuple[str | None, list[HtmlSection]]:
@@ -187,12 +190,7 @@ def _extract(markup: str, link_lists: bool) -> tuple[str | None, list[HtmlSectio
     container = _main_container(doc)
     _strip_frame(container, link_lists)
     walker = _Walker()
-    if container.text:
-        walker.inline.append(container.text)
-    for child in container:
-        walker.walk(child)
-        if child.tail:
-            walker.inline.append(child.tail)
+    walker.walk_children(container)
     walker.flush_inline()
     sections = [s for s in walker.sections if s.blocks or s.path]
     return title or None, sections

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import SourceError
-from ingest.chunking import ChunkPlan, embed_text, plan_chunks
+from ingest.chunking import ChunkPlan, embed_text, pack_sections, plan_chunks
 from ingest.sources import DATASET_PREFIX, FILE_PREFIX, SourceDoc, SourceFailure
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def ingest_key_for(source: SourceDoc, plan: ChunkPlan) -> str:
 def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Chunk]:
     """Split every section of a source into chunks that fit the model's window together with
     their heading path; ids are deterministic so a re-run overwrites, never adds."""
-    sections = source.load()
+    sections = pack_sections(source.load(), plan)
     pieces: list[tuple[str, str, dict[str, Any]]] = []
     for section in sections:
         prefix = plan.prefix_for(section.metadata.get("heading_path"))

@@ -134,17 +134,35 @@ def test_structured_documents_carry_heading_paths(
     document.add_paragraph("Security", style="Heading 1")
     document.add_paragraph("Badges must be worn at all times in the building.")
     document.save(str(docs / "hand.docx"))
+    from ingest.loaders import load_sections
+
+    def paths(name: str) -> dict[str, str]:
+        sections = load_sections(docs / name, (docs / name).read_bytes())
+        return {s.text.split("\n")[0]: s.metadata.get("heading_path") for s in sections}
+
+    guide = paths("guide.md")
+    assert guide["Intro text about operations."] == "Operations guide"
+    assert guide["Backups run nightly at two."] == "Operations guide > Backups"
+    assert guide["Restore with the restore-tool command."] == (
+        "Operations guide > Backups > Restoring"
+    )
+    assert guide["Upgrades happen on Sundays."] == "Operations guide > Upgrades"
+    hand = paths("hand.docx")
+    assert hand["Badges must be worn at all times in the building."] == (
+        "Office handbook > Security"
+    )
+
+    # Short neighbouring sections are embedded together: the chunk's path is what they share, and
+    # each part's own heading stays in its text.
     col = open_collection(chroma_client(embedded_settings), "structured", embed_id)
     ingest_paths(embedded_settings, col, embed_model, paths=[docs], progress=False)
-    paths = {t.split("\n")[0]: m.get("heading_path") for t, m in all_chunks(col)}
-    assert paths["Backups run nightly at two."] == "Operations guide > Backups"
-    assert paths["Restore with the restore-tool command."].endswith("Backups > Restoring")
-    assert paths["Upgrades happen on Sundays."] == "Operations guide > Upgrades"
-    assert (
-        paths["Badges must be worn at all times in the building."] == "Office handbook > Security"
-    )
-    restoring = [t for t, _ in all_chunks(col) if "restore-tool --latest" in t]
-    assert restoring and "# not a heading inside code" in restoring[0]
+    guide_chunks = [(t, m) for t, m in all_chunks(col) if m["file_name"] == "guide.md"]
+    assert len(guide_chunks) == 1
+    text, meta = guide_chunks[0]
+    assert meta["heading_path"] == "Operations guide"
+    assert "Backups\nBackups run nightly" in text
+    assert "Backups > Restoring\nRestore with" in text
+    assert "# not a heading inside code" in text
 
 
 def test_no_chunk_exceeds_the_embedding_window(embedded_settings, embed_model, embed_id, tmp_path):
