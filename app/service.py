@@ -10,13 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.pipeline import RagPipeline
+from app.live import LivePipeline
 from app.prompt import load_prompt
-from app.providers import build_chat_model
 from core.chatlog import ChatLog
-from core.embeddings import build_embedding, embedding_id
 from core.errors import ConfigError
-from core.vectorstore import chroma_client, open_collection
+from core.registry import Registry
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -28,9 +26,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class Service:
     settings: Settings
-    pipeline: RagPipeline
+    pipeline: LivePipeline
     chatlog: ChatLog
     first_run: IngestReport | None
+    registry: Registry
 
     def ingest_files(self, paths: list[Path]) -> IngestReport:
         from ingest import ingest_paths
@@ -45,29 +44,26 @@ class Service:
 
 
 def build_service(settings: Settings) -> Service:
-    """Everything the app needs; ingests `docs/` when the collection is empty."""
+    """Everything the app needs; registers the configured models as the first active versions on
+    first start; ingests `docs/` when the active collection is empty."""
     from ingest import ingest_paths
 
-    embed_model = build_embedding(settings.embedding)
-    collection = open_collection(
-        chroma_client(settings), settings.chroma.collection, embedding_id(settings.embedding)
-    )
+    chatlog = ChatLog(settings.database_url)
+    registry = Registry(chatlog.engine)
+    registry.seed(settings)
+    pipeline = LivePipeline(settings, registry, chatlog, load_prompt(settings.app.prompt_path))
+    current = pipeline.current()
     first_run = None
-    if collection.count() == 0 and settings.app.docs_dir.is_dir():
+    if current.collection.count() == 0 and settings.app.docs_dir.is_dir():
         log.info("empty collection: ingesting %s", settings.app.docs_dir)
         first_run = ingest_paths(
-            settings, collection, embed_model, paths=[settings.app.docs_dir], progress=True
+            settings,
+            current.collection,
+            current.embed_model,
+            paths=[settings.app.docs_dir],
+            progress=True,
         )
-    chatlog = ChatLog(settings.database_url)
-    pipeline = RagPipeline(
-        collection,
-        embed_model,
-        build_chat_model(settings.llm),
-        chatlog,
-        load_prompt(settings.app.prompt_path),
-        settings.retrieval,
-    )
-    return Service(settings, pipeline, chatlog, first_run)
+    return Service(settings, pipeline, chatlog, first_run, registry)
 
 
 def is_loopback(host: str) -> bool:

@@ -118,17 +118,36 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
 ]
 
 
+# Key of the PostgreSQL advisory lock that lets one process at a time migrate (app processes
+# starting together on a fresh database would otherwise both create the tables).
+_MIGRATION_LOCK = 7_226_001
+
+
 def migrate(engine: Engine) -> int:
     """Bring the schema to the newest version; returns that version."""
-    SchemaVersion.__table__.create(engine, checkfirst=True)
-    with engine.begin() as conn:
-        current = conn.execute(select(func.max(SchemaVersion.version))).scalar() or 0
-    for version, step in MIGRATIONS:
-        if version > current:
-            with engine.begin() as conn:
-                step(conn)
-                conn.execute(SchemaVersion.__table__.insert().values(version=version))
-            current = version
+    with engine.connect() as conn:
+        locked = conn.dialect.name == "postgresql"
+        if locked:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+            conn.commit()
+        try:
+            SchemaVersion.__table__.create(conn, checkfirst=True)
+            conn.commit()
+            current = conn.execute(select(func.max(SchemaVersion.version))).scalar() or 0
+            conn.commit()
+            for version, step in MIGRATIONS:
+                if version > current:
+                    step(conn)
+                    conn.execute(SchemaVersion.__table__.insert().values(version=version))
+                    conn.commit()
+                    current = version
+        except Exception:
+            conn.rollback()
+            raise
+        finally:
+            if locked:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+                conn.commit()
     return current
 
 

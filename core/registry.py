@@ -157,9 +157,9 @@ def _event(row: RegistryEventRow) -> RegistryEvent:
     )
 
 
-def _strip_secrets(value: Any) -> Any:
+def strip_secrets(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _strip_secrets(v) for k, v in value.items() if k not in SECRET_FIELDS}
+        return {k: strip_secrets(v) for k, v in value.items() if k not in SECRET_FIELDS}
     return value
 
 
@@ -173,7 +173,7 @@ def check_spec(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
         raise RegistryError(
             f"a {kind} version may only set {', '.join(allowed)}; not {', '.join(extra)}"
         )
-    if _strip_secrets(spec) != spec:
+    if strip_secrets(spec) != spec:
         raise RegistryError("API keys are never stored in the registry; keep them in settings")
     return spec
 
@@ -306,7 +306,7 @@ class Registry:
                 out[kind] = current
                 continue
             snapshot = {
-                section: _strip_secrets(getattr(settings, section).model_dump(mode="json"))
+                section: strip_secrets(getattr(settings, section).model_dump(mode="json"))
                 for section in SPEC_SECTIONS[kind]
                 if hasattr(settings, section)
             }

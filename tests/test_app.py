@@ -50,7 +50,7 @@ def test_first_run_indexes_docs_and_streams_a_logged_answer(app_server):
     client = Client(url, verbose=False)
     job = client.submit("How do I export the chat log?", [], api_name="/respond")
     outputs = list(job)  # every streamed update
-    _, history, sources = job.result()
+    _, history, sources, badge = job.result()
     answer = (
         history[-1]["content"][0]["text"]
         if isinstance(history[-1]["content"], list)
@@ -62,6 +62,9 @@ def test_first_run_indexes_docs_and_streams_a_logged_answer(app_server):
     turns = [t for t in chatlog(data).turns() if t.user_input == "How do I export the chat log?"]
     assert len(turns) == 1 and turns[0].status == "answered" and turns[0].response == answer
     assert turns[0].retrieved_contexts[0].file_name == "feedback-and-logs.md"
+    # The first start registered the configured models; the badge and the turn name the version.
+    assert "extractive" in badge and f"chat v{turns[0].chat_version_id}" in badge
+    assert turns[0].chat_version_id is not None and turns[0].embedding_version_id is not None
 
 
 def test_upload_through_admin_tab_then_ask(app_server, tmp_path):
@@ -75,7 +78,7 @@ def test_upload_through_admin_tab_then_ask(app_server, tmp_path):
     summary = client.predict([handle_file(str(pdf)), handle_file(str(bad))], "", api_name="/upload")
     assert "new 1" in summary and "failed 1" in summary and "broken.pdf" in summary
     assert (data / "uploads" / "velmora.pdf").is_file()
-    _, history, sources = client.predict(
+    _, history, sources, _badge = client.predict(
         "Who is the lighthouse keeper of Velmora?", [], api_name="/respond"
     )
     assert "Orsolya Brandt" in str(history[-1]["content"])

@@ -1,0 +1,147 @@
+"""Answering with the registry's active versions, per request, without a restart: each question
+checks the registry revision (one small query) and the pipeline is rebuilt only when it changed.
+Also builds the pipeline of any given versions, for eval to answer with champion and candidate."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from app.pipeline import AnswerUpdate, RagPipeline
+from app.providers import build_chat_model
+from core.embeddings import build_embedding, embedding_id
+from core.registry import apply_spec
+from core.vectorstore import chroma_client, open_collection
+
+if TYPE_CHECKING:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    from app.prompt import SystemPrompt
+    from core.chatlog import ChatLog
+    from core.registry import ModelVersion, Registry
+    from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingCache:
+    """Embedding models by their id, so switching chat versions never reloads the encoder."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, BaseEmbedding] = {}
+        self._lock = threading.Lock()
+
+    def get(self, settings: Settings) -> BaseEmbedding:
+        key = embedding_id(settings.embedding)
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = build_embedding(settings.embedding)
+            return self._models[key]
+
+    def put(self, settings: Settings, model: BaseEmbedding) -> None:
+        with self._lock:
+            self._models[embedding_id(settings.embedding)] = model
+
+
+def build_pipeline(
+    settings: Settings,
+    chat: ModelVersion | None,
+    embedding: ModelVersion | None,
+    chatlog: ChatLog | None,
+    prompt: SystemPrompt,
+    embeddings: EmbeddingCache,
+) -> RagPipeline:
+    """A pipeline answering as the given versions (their specs over `settings`)."""
+    applied = apply_spec(settings, chat, embedding)
+    embed_model = embeddings.get(applied)
+    # A version that names its own collection must find it built (ingest's re-index makes it);
+    # the settings' own collection is created on first start.
+    own_collection = embedding is not None and "chroma" in embedding.spec
+    collection = open_collection(
+        chroma_client(applied),
+        applied.chroma.collection,
+        embedding_id(applied.embedding),
+        create=not own_collection,
+    )
+    pipeline = RagPipeline(
+        collection,
+        embed_model,
+        build_chat_model(applied.llm),
+        chatlog,
+        prompt,
+        applied.retrieval,
+    )
+    pipeline.chat_version_id = chat.id if chat else None
+    pipeline.embedding_version_id = embedding.id if embedding else None
+    return pipeline
+
+
+class LivePipeline:
+    """The app's pipeline: always the active chat and embedding versions of the registry."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        chatlog: ChatLog | None,
+        prompt: SystemPrompt,
+        embeddings: EmbeddingCache | None = None,
+    ):
+        self.settings = settings
+        self.registry = registry
+        self.chatlog = chatlog
+        self.prompt = prompt
+        self.embeddings = embeddings or EmbeddingCache()
+        self._lock = threading.Lock()
+        self._revision: int | None = None
+        self._pipeline: RagPipeline | None = None
+        self.rebuilds = 0
+
+    def current(self) -> RagPipeline:
+        """The pipeline of the active versions; rebuilt only when the registry revision moved."""
+        revision = self.registry.revision()
+        if revision == self._revision and self._pipeline is not None:
+            return self._pipeline
+        with self._lock:
+            if revision == self._revision and self._pipeline is not None:
+                return self._pipeline
+            active = self.registry.active_all()
+            chat, embedding = active["chat"], active["embedding"]
+            old = self._pipeline
+            same = (
+                old is not None
+                and old.chat_version_id == (chat.id if chat else None)
+                and old.embedding_version_id == (embedding.id if embedding else None)
+            )
+            if not same:
+                self._pipeline = build_pipeline(
+                    self.settings, chat, embedding, self.chatlog, self.prompt, self.embeddings
+                )
+                self.rebuilds += 1
+                log.info("now answering with %s", self._pipeline.badge)
+            self._revision = revision
+            return self._pipeline
+
+    def ask(
+        self, session_id: str, question: str, history: Sequence[dict] = ()
+    ) -> Iterator[AnswerUpdate]:
+        """RagPipeline.ask on the active versions as of this question."""
+        yield from self.current().ask(session_id, question, history)
+
+    @property
+    def badge(self) -> str:
+        return self.current().badge
+
+    @property
+    def chat_model(self):
+        return self.current().chat_model
+
+    @property
+    def collection(self):
+        return self.current().collection
+
+    @property
+    def embed_model(self):
+        return self.current().embed_model
