@@ -404,6 +404,21 @@ class EvalStore:
             s.flush()
             return _decision(row)
 
+    def decided(self, version_id: int, set_hash: str) -> bool:
+        """Whether the gate has judged `version_id` on the set with this content hash."""
+        with Session(self.engine) as s:
+            found = s.scalar(
+                select(GateDecisionRow.id)
+                .join(EvalRunRow, EvalRunRow.id == GateDecisionRow.candidate_run_id)
+                .join(EvalSetRow, EvalSetRow.id == EvalRunRow.set_id)
+                .where(
+                    GateDecisionRow.candidate_version_id == version_id,
+                    EvalSetRow.content_hash == set_hash,
+                )
+                .limit(1)
+            )
+            return found is not None
+
     def mark_applied(self, decision_id: int) -> None:
         with Session(self.engine) as s, s.begin():
             s.execute(
