@@ -175,3 +175,54 @@ def test_admin_functions_need_a_password_off_loopback():
     assert not admin_allowed(s)
     s.app.admin_password = "pw"
     assert admin_allowed(s)
+
+
+def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_path, monkeypatch):
+    """`python -m eval run` on the running app's database; the Evaluate tab lists the run, drills
+    into a sample, and promotes and rolls back a version that the chat answers with at once."""
+    from gradio_client import Client
+
+    from core.registry import Registry
+    from eval.__main__ import main as eval_main
+
+    url, data, _ = app_server
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(
+        json.dumps(
+            {
+                "user_input": "How do I export the chat log?",
+                "reference": "python -m app export-logs",
+                "reference_sources": ["feedback-and-logs.md"],
+            }
+        )
+        + "\n"
+        + json.dumps({"user_input": "Which chat models are supported?"})
+        + "\n"
+    )
+    monkeypatch.setenv("RAG_DATA_DIR", str(data))
+    assert eval_main(["run", "--set", str(golden), "--report", str(tmp_path / "r.html")]) == 0
+    assert "Evaluation run" in (tmp_path / "r.html").read_text()
+    client = Client(url, verbose=False)
+    runs, _history, versions = client.predict("", api_name="/refresh")
+    [row] = runs["data"]
+    assert row[2] == "done" and row[6] == 2  # status, samples
+    assert "| chat | v1 | active |" in versions
+    samples, _ = client.predict(row[0], "", api_name="/drill")
+    assert [r[1] for r in samples["data"]] == [
+        "How do I export the chat log?",
+        "Which chat models are supported?",
+    ]
+    detail = client.predict(row[0], 0, "", api_name="/sample_detail")
+    assert "feedback-and-logs.md" in detail and "hit_at_1" in detail
+    assert "no reference" in client.predict(row[0], 1, "", api_name="/sample_detail")
+
+    reg = Registry(f"sqlite:///{(data / 'rag.db').resolve()}")
+    candidate = reg.register("chat", "top-1", {"retrieval": {"top_k": 1}})
+    note, _ = client.predict(candidate.id, "", api_name="/promote")
+    assert f"chat v{candidate.id} is active" in note
+    _, _, _, badge = client.predict("How do I export the chat log?", [], api_name="/respond")
+    assert f"chat v{candidate.id}" in badge
+    note, _ = client.predict("chat", "", api_name="/rollback")
+    assert "v1 is active again" in note
+    _, _, _, badge = client.predict("How do I export the chat log?", [], api_name="/respond")
+    assert "chat v1" in badge

@@ -4,8 +4,6 @@ app answers with the new version on its next question; rollback restores the cha
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.evalcorpus import make_eval_corpus
@@ -101,19 +99,32 @@ def test_worse_rejected_better_promoted_app_switches_and_rollback_restores(
         str(seed.id),
     )
     better = reg.versions("chat", "candidate")[-1]
+    report = settings.data_dir / "compare.html"
     out = cli(
-        capsys, "compare", "--set", str(golden), "--candidate", str(better.id), "--auto-promote"
+        capsys,
+        "compare",
+        "--set",
+        str(golden),
+        "--candidate",
+        str(better.id),
+        "--auto-promote",
+        "--report",
+        str(report),
     )
     assert "PROMOTE (applied)" in out.strip().splitlines()[-1], out
     [champ_line, cand_line] = out.strip().splitlines()[:2]
     assert "hit_at_5=0.667" in champ_line and "hit_at_5=1.000" in cand_line
     assert reg.active("chat").id == better.id
-    decision = service_decision = json.loads(json.dumps(reg.history("chat")[-1].reason))
-    assert decision.startswith("decision:")
+    reason = reg.history("chat")[-1].reason
+    assert reason.startswith("decision:")
     assert app_answer() == (4, better.id)  # the next question, no restart
+
+    page = report.read_text()
+    assert "Gate decision" in page and "PROMOTE (applied)" in page and "plotly" in page
+    assert "Worst samples by hit_at_5" in page
 
     out = cli(capsys, "rollback", "chat")
     assert f"v{seed.id} is active again" in out
     assert app_answer() == (2, seed.id)
     out = cli(capsys, "history", "--kind", "chat")
-    assert service_decision in out and "rollback" in out and "rejected" in out
+    assert reason in out and "rollback" in out and "rejected" in out
