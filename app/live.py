@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from app.pipeline import AnswerUpdate, RagPipeline
 from app.providers import build_chat_model
+from app.synthesis import SentenceVectors
 from core.embeddings import build_embedding, embedding_id
 from core.registry import apply_spec
 from core.vectorstore import chroma_client, open_collection
@@ -31,7 +32,17 @@ class EmbeddingCache:
 
     def __init__(self) -> None:
         self._models: dict[str, BaseEmbedding] = {}
+        self._sentences: dict[str, SentenceVectors] = {}
         self._lock = threading.Lock()
+
+    def sentence_vectors(self, settings: Settings) -> SentenceVectors:
+        """One sentence-embedding cache per model, shared by every pipeline built on it."""
+        model = self.get(settings)
+        key = embedding_id(settings.embedding)
+        with self._lock:
+            if key not in self._sentences:
+                self._sentences[key] = SentenceVectors(model)
+            return self._sentences[key]
 
     def get(self, settings: Settings) -> BaseEmbedding:
         key = embedding_id(settings.embedding)
@@ -73,6 +84,7 @@ def build_pipeline(
         prompt,
         applied.retrieval,
     )
+    pipeline.sentence_vectors = embeddings.sentence_vectors(applied)
     pipeline.chat_version_id = chat.id if chat else None
     pipeline.embedding_version_id = embedding.id if embedding else None
     return pipeline

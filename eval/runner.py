@@ -68,6 +68,30 @@ class EvalContext:
         return self.store.save_set(name, content_hash(samples), samples)
 
 
+def warm_up(pipeline: RagPipeline, samples: list[EvalSample], batch: int = 256) -> None:
+    """Without an LLM each answer embeds the sentences of its passages; embed them for the whole
+    set up front, in large batches (the passages come from one batched search), so that answering
+    hundreds of questions is cache hits rather than hundreds of small embedding calls."""
+    from app.synthesis import split_sentences
+
+    if pipeline.chat_model.llm is not None:
+        return
+    depth = getattr(pipeline.retriever, "top_k", None) or 10
+    texts: dict[str, None] = {}
+    questions = [s.user_input for s in samples]
+    for start in range(0, len(questions), batch):
+        part = questions[start : start + batch]
+        vectors = pipeline.embed_model.get_text_embedding_batch(part)
+        found = pipeline.collection.query(
+            query_embeddings=vectors, n_results=depth, include=["documents"]
+        )
+        for docs in found["documents"] or []:
+            texts.update(dict.fromkeys(d for d in docs if d))
+    sentences = list(dict.fromkeys(s for t in texts for s in split_sentences(t)))
+    if sentences:
+        pipeline.sentence_vectors.get(sentences)
+
+
 def answer_set(
     pipeline: RagPipeline, samples: list[EvalSample], progress: bool = True, desc: str = "answer"
 ) -> list[ScoredSample]:
@@ -75,6 +99,7 @@ def answer_set(
     answer is kept as a sample with no response; its metrics become NaN with the reason."""
     from tqdm import tqdm
 
+    warm_up(pipeline, samples)
     out = []
     for i, sample in enumerate(tqdm(samples, desc=desc, unit="q", disable=not progress)):
         scored = ScoredSample(idx=i, user_input=sample.user_input, reference=sample.reference)

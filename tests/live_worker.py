@@ -4,6 +4,7 @@ answers one question per line of stdin, printing one JSON line per answer."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from app.service import build_service
@@ -17,7 +18,7 @@ def main() -> None:
         question = line.strip()
         if not question:
             continue
-        last = list(service.pipeline.ask("worker", question))[-1]
+        last = list(service.pipeline.ask(f"worker-{os.getpid()}", question))[-1]
         out = {
             "turn_id": last.turn_id,
             "sources": len(last.sources),
