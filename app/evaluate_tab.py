@@ -95,7 +95,9 @@ def build_evaluate_tab(
             [s.idx, s.user_input, (s.response or "")[:200], *(_fmt(s.scores.get(m)) for m in names)]
             for s in samples
         ]
-        return gr.update(value=rows, headers=["#", "question", "answer", *names]), ""
+        import pandas as pd
+
+        return pd.DataFrame(rows, columns=["#", "question", "answer", *names]), ""
 
     def sample_detail(run_id: float | None, idx: float | None, password: str) -> str:
         check(password)
