@@ -46,6 +46,12 @@ def _set_options(p: argparse.ArgumentParser) -> None:
         help="--from-log filter, as in export-logs",
     )
     g.add_argument("--since", help="--from-log: only turns at or after this ISO date")
+    g.add_argument(
+        "--generate",
+        type=int,
+        metavar="N",
+        help="N questions written by the judge LLM from indexed chunks",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,7 +108,12 @@ def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
     """Store the set the options name; returns its id."""
     from eval import sets
 
-    if args.from_log:
+    if args.generate:
+        samples, skipped = _generate(ctx, args.generate)
+        if skipped:
+            print(f"note: {len(skipped)} chunks skipped: {skipped[0]}", file=sys.stderr)
+        name = f"generated from the index ({len(samples)})"
+    elif args.from_log:
         from core.chatlog import ChatLog
 
         samples = sets.from_chatlog(
@@ -136,6 +147,37 @@ def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
     if args.limit:
         samples = samples[: args.limit]
     return ctx.save_set(name, samples)
+
+
+def _generate(ctx: EvalContext, size: int):
+    import openai
+
+    from core.embeddings import embedding_id
+    from core.registry import apply_spec
+    from core.vectorstore import chroma_client, open_collection
+    from eval.sets import generate_from_chunks
+
+    cfg = ctx.settings.eval
+    key = cfg.judge_api_key.get_secret_value() if cfg.judge_api_key else None
+    if not cfg.judge_model or (key is None and cfg.judge_base_url is None):
+        raise RagError(
+            "--generate needs an LLM: set RAG_EVAL__JUDGE_MODEL and RAG_EVAL__JUDGE_BASE_URL (or "
+            "OPENAI_API_KEY); or use --set, --dataset or --from-log"
+        )
+    applied = apply_spec(ctx.settings, ctx.registry.active("embedding"))
+    collection = open_collection(
+        chroma_client(applied),
+        applied.chroma.collection,
+        embedding_id(applied.embedding),
+        create=False,
+    )
+    client = openai.OpenAI(
+        api_key=key or "unused",
+        base_url=cfg.judge_base_url,
+        timeout=cfg.judge_timeout_s,
+        max_retries=cfg.judge_max_retries,
+    )
+    return generate_from_chunks(collection, client, cfg.judge_model, size, seed=cfg.seed)
 
 
 def summary_line(run: EvalRun) -> str:

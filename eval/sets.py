@@ -201,3 +201,70 @@ def check_no_training_overlap(samples: list[EvalSample], *versions: ModelVersion
                 f"({version.name}); a model is never judged on its training questions: use a "
                 "held-out set"
             )
+
+
+GENERATE_PROMPT = (
+    "Write one question that a reader could answer from the passage below alone, and its short "
+    'answer. Reply with JSON only: {{"question": "...", "answer": "..."}}\n\nPassage:\n{passage}'
+)
+
+
+def generate_from_chunks(
+    collection,
+    client,
+    model: str,
+    size: int = 20,
+    min_words: int = 40,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[list[EvalSample], list[str]]:
+    """A test set written by an LLM (an `openai.OpenAI` client on any OpenAI-compatible server)
+    from `size` randomly chosen indexed chunks of at least `min_words` words: one question and
+    answer per chunk, the chunk as reference context and its file as reference source. Returns
+    the samples and the reasons chunks were skipped (a malformed reply loses only its chunk)."""
+    import openai
+    from tqdm import tqdm
+
+    got = collection.get(include=["documents", "metadatas"])
+    chunks = [
+        (doc, meta or {})
+        for doc, meta in zip(got["documents"] or [], got["metadatas"] or [], strict=True)
+        if doc and len(doc.split()) >= min_words
+    ]
+    if not chunks:
+        raise EvalSetError(
+            f"no indexed chunk has {min_words} words or more ({len(got['ids'])} chunks in the "
+            "collection): the documents are too short to write questions from; write a golden "
+            "set by hand or ingest longer documents"
+        )
+    picked = random.Random(seed).sample(chunks, min(size, len(chunks)))
+    samples, skipped = [], []
+    for doc, meta in tqdm(picked, desc="generate", unit="q", disable=not progress):
+        try:
+            reply = client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": GENERATE_PROMPT.format(passage=doc)}],
+                temperature=0.2,
+                response_format={"type": "json_object"},
+            )
+            data = json.loads(reply.choices[0].message.content or "")
+            question, answer = str(data["question"]).strip(), str(data["answer"]).strip()
+            if not question:
+                raise ValueError("empty question")
+        except openai.APIError as exc:
+            raise EvalSetError(f"the LLM failed while writing the test set: {exc}") from exc
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            skipped.append(f"malformed reply ({type(exc).__name__}: {exc})")
+            continue
+        source = meta.get("file_name") or meta.get("source")
+        samples.append(
+            EvalSample(
+                user_input=question,
+                reference=answer or None,
+                reference_contexts=[doc],
+                reference_sources=[str(source)] if source else [],
+            )
+        )
+    if not samples:
+        raise EvalSetError(f"the LLM wrote no usable question: {'; '.join(skipped[:3])}")
+    return samples, skipped
