@@ -47,6 +47,11 @@ def _set_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--since", help="--from-log: only turns at or after this ISO date")
     g.add_argument(
+        "--teacher",
+        action="store_true",
+        help="--from-log: the judge LLM writes references for turns without a thumbs-up",
+    )
+    g.add_argument(
         "--generate",
         type=int,
         metavar="N",
@@ -116,12 +121,16 @@ def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
     elif args.from_log:
         from core.chatlog import ChatLog
 
+        teacher = None
+        if args.teacher:
+            teacher = sets.openai_teacher(*_llm_client(ctx, "--teacher"))
         samples = sets.from_chatlog(
             ChatLog(ctx.settings.database_url),
             size=args.size,
             since=_since(args.since),
             feedback=args.feedback,
             seed=ctx.settings.eval.seed,
+            teacher=teacher,
         )
         name = f"chat log sample ({args.feedback}, {len(samples)})"
     elif args.dataset:
@@ -149,21 +158,33 @@ def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
     return ctx.save_set(name, samples)
 
 
-def _generate(ctx: EvalContext, size: int):
+def _llm_client(ctx: EvalContext, flag: str):
+    """(openai client, model) of the configured judge, which also writes sets and references."""
     import openai
-
-    from core.embeddings import embedding_id
-    from core.registry import apply_spec
-    from core.vectorstore import chroma_client, open_collection
-    from eval.sets import generate_from_chunks
 
     cfg = ctx.settings.eval
     key = cfg.judge_api_key.get_secret_value() if cfg.judge_api_key else None
     if not cfg.judge_model or (key is None and cfg.judge_base_url is None):
         raise RagError(
-            "--generate needs an LLM: set RAG_EVAL__JUDGE_MODEL and RAG_EVAL__JUDGE_BASE_URL (or "
-            "OPENAI_API_KEY); or use --set, --dataset or --from-log"
+            f"{flag} needs an LLM: set RAG_EVAL__JUDGE_MODEL and RAG_EVAL__JUDGE_BASE_URL (or "
+            "OPENAI_API_KEY)"
         )
+    client = openai.OpenAI(
+        api_key=key or "unused",
+        base_url=cfg.judge_base_url,
+        timeout=cfg.judge_timeout_s,
+        max_retries=cfg.judge_max_retries,
+    )
+    return client, cfg.judge_model
+
+
+def _generate(ctx: EvalContext, size: int):
+    from core.embeddings import embedding_id
+    from core.registry import apply_spec
+    from core.vectorstore import chroma_client, open_collection
+    from eval.sets import generate_from_chunks
+
+    client, model = _llm_client(ctx, "--generate")
     applied = apply_spec(ctx.settings, ctx.registry.active("embedding"))
     collection = open_collection(
         chroma_client(applied),
@@ -171,13 +192,7 @@ def _generate(ctx: EvalContext, size: int):
         embedding_id(applied.embedding),
         create=False,
     )
-    client = openai.OpenAI(
-        api_key=key or "unused",
-        base_url=cfg.judge_base_url,
-        timeout=cfg.judge_timeout_s,
-        max_retries=cfg.judge_max_retries,
-    )
-    return generate_from_chunks(collection, client, cfg.judge_model, size, seed=cfg.seed)
+    return generate_from_chunks(collection, client, model, size, seed=ctx.settings.eval.seed)
 
 
 def summary_line(run: EvalRun) -> str:

@@ -9,7 +9,7 @@ import json
 import random
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -143,9 +143,11 @@ def from_chatlog(
     since: datetime | None = None,
     feedback: str = "all",
     seed: int = 0,
+    teacher: Callable[[str, list[str]], str | None] | None = None,
 ) -> list[EvalSample]:
     """A seeded sample of answered turns (filters as in export-logs). A thumbs-up answer becomes
-    the reference; other turns carry the question only (reference-free metrics, or a teacher)."""
+    the reference; for other turns a `teacher` (question, passages) -> answer writes it, or they
+    carry the question only (reference-free metrics)."""
     turns = [
         t
         for t in chatlog.turns(since=since, feedback=feedback)
@@ -156,13 +158,47 @@ def from_chatlog(
     # One question once: the newest answer of a repeated question wins.
     by_question = {question_key(t.user_input): t for t in turns}
     picked = random.Random(seed).sample(list(by_question.values()), min(size, len(by_question)))
-    return [
-        EvalSample(
-            user_input=t.user_input,
-            reference=t.response if t.feedback and t.feedback.rating == "up" else None,
-        )
-        for t in sorted(picked, key=lambda t: t.id or 0)
-    ]
+    out = []
+    for t in sorted(picked, key=lambda t: t.id or 0):
+        reference = t.response if t.feedback and t.feedback.rating == "up" else None
+        if reference is None and teacher is not None:
+            reference = teacher(t.user_input, [c.text for c in t.retrieved_contexts])
+        out.append(EvalSample(user_input=t.user_input, reference=reference))
+    return out
+
+
+TEACHER_PROMPT = (
+    "Answer the question from the passages, briefly and exactly; reply with the answer only, or "
+    "with NONE if the passages do not hold it.\n\nPassages:\n{passages}\n\nQuestion: {question}"
+)
+
+
+def openai_teacher(client, model: str) -> Callable[[str, list[str]], str | None]:
+    """A teacher on an `openai.OpenAI` client: writes the reference answer of a logged question
+    from the passages that were retrieved for it. API errors stop with a clear message."""
+    import openai
+
+    def write(question: str, passages: list[str]) -> str | None:
+        if not passages:
+            return None
+        text = "\n\n".join(f"[{i}] {p}" for i, p in enumerate(passages, start=1))
+        try:
+            reply = client.chat.completions.create(
+                model=model,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": TEACHER_PROMPT.format(passages=text, question=question),
+                    }
+                ],
+                temperature=0.0,
+            )
+        except openai.APIError as exc:
+            raise EvalSetError(f"the teacher model failed: {exc}") from exc
+        answer = (reply.choices[0].message.content or "").strip()
+        return None if not answer or answer.upper() == "NONE" else answer
+
+    return write
 
 
 def content_hash(samples: Iterable[EvalSample]) -> str:

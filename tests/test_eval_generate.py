@@ -70,3 +70,41 @@ def test_api_error_is_a_clear_error(collection):
 def test_short_documents_get_a_clear_message(collection):
     with pytest.raises(EvalSetError, match="documents are too short to write questions from"):
         generate_from_chunks(collection, client(), "gpt-4o-mini", min_words=500)
+
+
+def test_teacher_writes_references_for_unrated_logged_turns(tmp_path):
+    from core.chatlog import ChatLog
+    from core.records import SourceRef
+    from eval.sets import from_chatlog, openai_teacher
+
+    log = ChatLog(f"sqlite:///{tmp_path / 'rag.db'}")
+    passage = SourceRef(chunk_id="c", source="/d/h.md", score=0.9, text=LONG)
+    for i, (rating, contexts) in enumerate([("up", [passage]), (None, [passage]), (None, [])]):
+        tid = log.start_turn("s", f"When was the harbour rebuilt {i}?")
+        log.finish_turn(
+            tid,
+            answer=f"logged answer {i}",
+            condensed_question=None,
+            contexts=contexts,
+            model_id="m",
+            provider="extractive",
+            prompt_version="1",
+            latency_ms=1,
+        )
+        if rating:
+            log.set_feedback(tid, rating)
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        content = json.loads(request.content)["messages"][0]["content"]
+        assert "[1] The harbour of Velmora" in content  # the retrieved passages, numbered
+        return fakes.completion("After the storm of 1911.")
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        route = mock.post(fakes.OPENAI_CHAT_URL).mock(side_effect=reply)
+        samples = from_chatlog(log, teacher=openai_teacher(client(), "gpt-4o-mini"))
+    assert [s.reference for s in samples] == [
+        "logged answer 0",  # thumbs up: the answer itself
+        "After the storm of 1911.",  # written by the teacher
+        None,  # nothing was retrieved: nothing to write from
+    ]
+    assert route.call_count == 1
