@@ -128,9 +128,24 @@ class LivePipeline:
                 and old.embedding_version_id == (embedding.id if embedding else None)
             )
             if not same:
-                self._pipeline = build_pipeline(
-                    self.settings, chat, embedding, self.chatlog, self.prompt, self.embeddings
-                )
+                try:
+                    self._pipeline = build_pipeline(
+                        self.settings, chat, embedding, self.chatlog, self.prompt, self.embeddings
+                    )
+                except Exception:
+                    if old is None:
+                        raise
+                    # A promoted version that cannot be built (its collection is missing, its
+                    # model directory gone) must not take the chat down: keep answering with the
+                    # versions that work, and say so in the log; each turn records which answered.
+                    log.exception(
+                        "cannot build chat v%s / embedding v%s; still answering with %s",
+                        chat.id if chat else None,
+                        embedding.id if embedding else None,
+                        old.badge,
+                    )
+                    self._revision = revision
+                    return old
                 self.rebuilds += 1
                 log.info("now answering with %s", self._pipeline.badge)
             self._revision = revision

@@ -60,6 +60,13 @@ def test_next_question_uses_the_newly_promoted_version(corpus_settings, embed_mo
     versions = [t.chat_version_id for t in log.turns()]
     assert versions == [seed.id, seed.id, candidate.id, seed.id]
 
+    # A promoted version that cannot be built keeps the chat answering with what works.
+    broken = reg.register("embedding", "no index", {"chroma": {"collection": "never-built"}})
+    reg.promote(broken.id)
+    still = list(live.ask("s", QUESTION))[-1]
+    assert "Orsolya Brandt" in still.text
+    assert list(log.turns())[-1].embedding_version_id != broken.id
+
 
 @pytest.mark.postgres
 @pytest.mark.slow
