@@ -352,9 +352,8 @@ def cmd_schedule(settings, args) -> int:
         return load_set(ctx, args)
 
     if args.once:
-        outcome = run_scheduled(ctx, load, auto)
-        print(outcome.summary())
-        return 0
+        outcome = run_scheduled(ctx, load, auto)  # prints its one-line summary
+        return 0 if outcome.ran else 1
     cron = args.cron or settings.eval.schedule_cron
     print(f"evaluating on cron {cron!r}; Ctrl-C stops", flush=True)
     start_scheduler(ctx, load, cron, auto, blocking=True)

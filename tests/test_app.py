@@ -226,3 +226,38 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
     assert "v1 is active again" in note
     _, _, _, badge = client.predict("How do I export the chat log?", [], api_name="/respond")
     assert "chat v1" in badge
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_browser_evaluate_tab_runs_and_samples(app_server, tmp_path, monkeypatch):
+    from playwright.sync_api import expect, sync_playwright
+
+    from eval.__main__ import main as eval_main
+
+    url, data, _ = app_server
+    golden = tmp_path / "golden.jsonl"
+    question = "What file formats can be indexed?"
+    golden.write_text(json.dumps({"user_input": question, "reference": "PDF"}) + "\n")
+    monkeypatch.setenv("RAG_DATA_DIR", str(data))
+    assert eval_main(["run", "--set", str(golden)]) == 0
+    from core.evalstore import EvalStore
+
+    run_id = EvalStore(f"sqlite:///{(data / 'rag.db').resolve()}").runs(limit=1)[0].id
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Evaluate").click()
+        page.locator("#eval-refresh").click()
+        expect(page.locator("#eval-runs")).to_contain_text("done", timeout=30_000)
+        expect(page.locator("#eval-versions")).to_contain_text("active", timeout=30_000)
+        page.locator("#eval-run-id input").fill(str(run_id))
+        page.locator("#eval-show").click()
+        expect(page.locator("#eval-samples")).to_contain_text(question, timeout=30_000)
+        page.locator("#eval-sample-idx input").fill("0")
+        page.locator("#eval-detail").click()
+        expect(page.locator("#eval-sample-detail")).to_contain_text("Retrieved", timeout=30_000)
+        browser.close()

@@ -126,5 +126,23 @@ def test_worse_rejected_better_promoted_app_switches_and_rollback_restores(
     out = cli(capsys, "rollback", "chat")
     assert f"v{seed.id} is active again" in out
     assert app_answer() == (2, seed.id)
+    # A scheduled evaluation judges the new candidate (and only new ones) and promotes a winner.
+    cli(
+        capsys,
+        "register",
+        "--kind",
+        "chat",
+        "--name",
+        "top-4 again",
+        "--spec",
+        '{"retrieval": {"top_k": 4}}',
+    )
+    again = reg.versions("chat", "candidate")[-1]
+    out = cli(capsys, "schedule", "--once", "--set", str(golden), "--auto-promote")
+    assert f"v{again.id} promoted" in out and f"v{worse.id}" not in out, out
+    assert app_answer() == (4, again.id)
+    out = cli(capsys, "schedule", "--once", "--set", str(golden), "--auto-promote")
+    assert "no new candidates" in out, out
+
     out = cli(capsys, "history", "--kind", "chat")
     assert reason in out and "rollback" in out and "rejected" in out
