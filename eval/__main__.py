@@ -303,7 +303,8 @@ def cmd_history(settings, args) -> int:
     for e in events:
         print(
             f"  {e.created_at:%Y-%m-%d %H:%M} {e.kind:9} {e.action:8} v{e.version_id} "
-            f"(was v{e.previous_id}): {e.reason}"
+            + (f"(was v{e.previous_id})" if e.previous_id else "(first)")
+            + f": {e.reason}"
         )
     runs = EvalStore(reg.engine).runs(limit=10)
     print("recent runs:")
@@ -354,7 +355,10 @@ def cmd_schedule(settings, args) -> int:
     if args.once:
         outcome = run_scheduled(ctx, load, auto)  # prints its one-line summary
         return 0 if outcome.ran else 1
+    from eval.schedule import cron_trigger
+
     cron = args.cron or settings.eval.schedule_cron
+    cron_trigger(cron)  # a bad expression fails here, before anything starts
     print(f"evaluating on cron {cron!r}; Ctrl-C stops", flush=True)
     start_scheduler(ctx, load, cron, auto, blocking=True)
     return 0
