@@ -12,48 +12,83 @@ from typing import TYPE_CHECKING
 from app.pipeline import AnswerUpdate, RagPipeline
 from app.providers import build_chat_model
 from app.synthesis import SentenceVectors
-from core.embeddings import build_embedding, embedding_id
+from core.embeddings import build_embedding, embedding_id, resolve_backend
 from core.registry import apply_spec
-from core.vectorstore import chroma_client, open_collection
+from core.vectorstore import built_with, chroma_client, open_collection
 
 if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
     from app.prompt import SystemPrompt
+    from app.retriever import LexicalSource
     from core.chatlog import ChatLog
     from core.registry import ModelVersion, Registry
-    from core.settings import Settings
+    from core.settings import EmbeddingSettings, Settings
 
 log = logging.getLogger(__name__)
 
 
 class EmbeddingCache:
-    """Embedding models by their id, so switching chat versions never reloads the encoder."""
+    """Embedding models by their id, their sentence caches and the lexical indexes by folder, so
+    switching versions never reloads what another version already loaded."""
 
     def __init__(self) -> None:
         self._models: dict[str, BaseEmbedding] = {}
         self._sentences: dict[str, SentenceVectors] = {}
+        self._lexical: dict[str, LexicalSource] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _resolved(settings: Settings, client=None) -> EmbeddingSettings:
+        # The backend follows the collection's when none is configured (as core.vectorstore).
+        client = client or chroma_client(settings)
+        return resolve_backend(settings.embedding, built_with(client, settings.chroma.collection))
+
+    def _model(self, cfg: EmbeddingSettings, settings: Settings) -> BaseEmbedding:
+        key = embedding_id(cfg)
+        with self._lock:
+            if key not in self._models:
+                cache_dir = settings.embedding.cache_dir or settings.data_dir / "models"
+                self._models[key] = build_embedding(cfg, cache_dir=cache_dir)
+            return self._models[key]
+
+    def get(self, settings: Settings) -> BaseEmbedding:
+        return self._model(self._resolved(settings), settings)
+
+    def put(self, settings: Settings, model: BaseEmbedding) -> None:
+        with self._lock:
+            self._models[embedding_id(self._resolved(settings))] = model
 
     def sentence_vectors(self, settings: Settings) -> SentenceVectors:
         """One sentence-embedding cache per model, shared by every pipeline built on it."""
-        model = self.get(settings)
-        key = embedding_id(settings.embedding)
+        cfg = self._resolved(settings)
+        model = self._model(cfg, settings)
+        key = embedding_id(cfg)
         with self._lock:
             if key not in self._sentences:
                 self._sentences[key] = SentenceVectors(model)
             return self._sentences[key]
 
-    def get(self, settings: Settings) -> BaseEmbedding:
-        key = embedding_id(settings.embedding)
-        with self._lock:
-            if key not in self._models:
-                self._models[key] = build_embedding(settings.embedding)
-            return self._models[key]
+    def open(self, settings: Settings, create: bool) -> tuple[Collection, BaseEmbedding]:
+        """The collection the settings name and the embedding model that reads it."""
+        client = chroma_client(settings)
+        cfg = self._resolved(settings, client)
+        model = self._model(cfg, settings)
+        collection = open_collection(client, settings.chroma.collection, embedding_id(cfg), create)
+        return collection, model
 
-    def put(self, settings: Settings, model: BaseEmbedding) -> None:
+    def lexical(self, settings: Settings, collection: Collection) -> LexicalSource:
+        from app.retriever import LexicalSource
+        from ingest.lexical import lexical_dir
+
+        directory = lexical_dir(settings.data_dir, collection)
         with self._lock:
-            self._models[embedding_id(settings.embedding)] = model
+            source = self._lexical.get(str(directory))
+            if source is None:
+                source = self._lexical[str(directory)] = LexicalSource(collection, directory)
+        source.get()  # load (or rebuild from Chroma) now rather than on the first question
+        return source
 
 
 def build_pipeline(
@@ -66,16 +101,11 @@ def build_pipeline(
 ) -> RagPipeline:
     """A pipeline answering as the given versions (their specs over `settings`)."""
     applied = apply_spec(settings, chat, embedding)
-    embed_model = embeddings.get(applied)
     # A version that names its own collection must find it built (ingest's re-index makes it);
     # the settings' own collection is created on first start.
     own_collection = embedding is not None and "chroma" in embedding.spec
-    collection = open_collection(
-        chroma_client(applied),
-        applied.chroma.collection,
-        embedding_id(applied.embedding),
-        create=not own_collection,
-    )
+    collection, embed_model = embeddings.open(applied, create=not own_collection)
+    lexical = embeddings.lexical(applied, collection) if applied.retrieval.hybrid else None
     pipeline = RagPipeline(
         collection,
         embed_model,
@@ -83,6 +113,7 @@ def build_pipeline(
         chatlog,
         prompt,
         applied.retrieval,
+        lexical,
     )
     pipeline.sentence_vectors = embeddings.sentence_vectors(applied)
     pipeline.chat_version_id = chat.id if chat else None

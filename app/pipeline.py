@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
-from app.retriever import ChromaRetriever, to_source
+from app.retriever import HybridRetriever, LexicalSource, to_source
 from app.synthesis import NO_ANSWER, CitingSynthesizer, ExtractiveSynthesizer, SentenceVectors
 from core.errors import ProviderError, RagError
 from core.records import SourceRef, TokenUsage
@@ -103,6 +103,7 @@ class RagPipeline:
         chatlog: ChatLog | None,
         prompt: SystemPrompt,
         retrieval: RetrievalSettings,
+        lexical: LexicalSource | None = None,
     ):
         self.collection = collection
         self.embed_model = embed_model
@@ -110,9 +111,7 @@ class RagPipeline:
         self.chatlog = chatlog
         self.prompt = prompt
         self.sentence_vectors = SentenceVectors(embed_model)
-        self.retriever = ChromaRetriever(
-            collection, embed_model, retrieval.top_k, retrieval.similarity_cutoff
-        )
+        self.retriever = HybridRetriever(collection, embed_model, retrieval, lexical)
 
     @property
     def badge(self) -> str:

@@ -1,10 +1,16 @@
-"""A LlamaIndex retriever straight over the Chroma collection, scoring by cosine similarity (the
-stock Chroma store reports exp(-distance), which is not a similarity a cutoff can be set on)."""
+"""Retrieval over the Chroma collection as a LlamaIndex retriever: dense search by cosine similarity
+(the stock Chroma store reports exp(-distance), which is not a similarity a cutoff can be set on),
+fused with lexical BM25 search (hybrid, on by default), at most a few passages per source."""
 
 from __future__ import annotations
 
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
@@ -14,51 +20,182 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
+    from core.settings import RetrievalSettings
+    from ingest.lexical import LexicalIndex
 
-class ChromaRetriever(BaseRetriever):
+log = logging.getLogger(__name__)
+
+
+class LexicalSource:
+    """The collection's lexical index as the app sees it: loaded once, reloaded when ingest (in
+    this or another process) writes a new build, rebuilt from Chroma when missing or stale."""
+
+    def __init__(self, collection: Collection, directory: Path):
+        self.collection = collection
+        self.directory = directory
+        self._index: LexicalIndex | None = None
+        self._pointer: str | None = None
+        self._lock = threading.Lock()
+
+    def _pointer_now(self) -> str | None:
+        from ingest.lexical import CURRENT
+
+        try:
+            return (self.directory / CURRENT).read_text().strip()
+        except OSError:
+            return None
+
+    def get(self) -> LexicalIndex:
+        """The current index; cheap when nothing changed (one small file read and a count)."""
+        from ingest.lexical import ensure_lexical, load_lexical
+
+        with self._lock:
+            pointer = self._pointer_now()
+            if self._index is None or pointer != self._pointer:
+                self._index = load_lexical(self.directory) if pointer else None
+                self._pointer = pointer
+            if self._index is None or len(self._index) != self.collection.count():
+                # Missing, or out of step (a run killed between its Chroma and lexical writes).
+                self._index, rebuilt = ensure_lexical(self.collection, self.directory)
+                if rebuilt:
+                    log.warning("lexical index was missing or stale; rebuilt from Chroma")
+                self._pointer = self._pointer_now()
+            return self._index
+
+
+@dataclass
+class _Candidate:
+    chunk_id: str
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+    cosine: float | None = None
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    lexical_score: float = 0.0
+    rare: bool = False
+    fused: float = 0.0
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+
+
+class HybridRetriever(BaseRetriever):
+    """Dense (Chroma, cosine) and, when a lexical source is given, BM25 candidates fused by
+    reciprocal rank or a weighted score sum; each passage is scored by its cosine similarity to
+    the question (what the user sees), ordered by the fused rank."""
+
     def __init__(
         self,
         collection: Collection,
         embed_model: BaseEmbedding,
-        top_k: int,
-        similarity_cutoff: float | None = None,
+        settings: RetrievalSettings,
+        lexical: LexicalSource | None = None,
     ):
         super().__init__()
         self.collection = collection
         self.embed_model = embed_model
-        self.top_k = top_k
-        self.similarity_cutoff = similarity_cutoff
+        self.settings = settings
+        self.lexical = lexical if settings.hybrid else None
+
+    @property
+    def top_k(self) -> int:
+        return self.settings.top_k
+
+    def _dense(self, embedding: list[float], n: int) -> dict[str, _Candidate]:
+        res = self.collection.query(
+            query_embeddings=[embedding],
+            n_results=n,
+            include=["documents", "metadatas", "distances"],
+        )
+        found: dict[str, _Candidate] = {}
+        for rank, (cid, text, meta, dist) in enumerate(
+            zip(
+                res["ids"][0],
+                res["documents"][0],
+                res["metadatas"][0],
+                res["distances"][0],
+                strict=True,
+            )
+        ):
+            found[cid] = _Candidate(cid, text, dict(meta or {}), 1.0 - float(dist), rank)
+        return found
+
+    def _fuse(self, candidates: dict[str, _Candidate]) -> list[_Candidate]:
+        s = self.settings
+        if s.fusion == "rrf":
+            for c in candidates.values():
+                c.fused = sum(
+                    1.0 / (s.rrf_k + r + 1) for r in (c.dense_rank, c.lexical_rank) if r is not None
+                )
+        else:
+            top_lex = max((c.lexical_score for c in candidates.values()), default=0.0) or 1.0
+            cosines = [c.cosine for c in candidates.values() if c.cosine is not None]
+            lo, hi = (min(cosines), max(cosines)) if cosines else (0.0, 1.0)
+            for c in candidates.values():
+                dense = ((c.cosine or lo) - lo) / (hi - lo or 1.0)
+                lexical = c.lexical_score / top_lex
+                c.fused = (1 - s.lexical_weight) * dense + s.lexical_weight * lexical
+        return sorted(candidates.values(), key=lambda c: -c.fused)
+
+    def ranked(
+        self, query_str: str, embedding: list[float], k: int | None = None
+    ) -> list[_Candidate]:
+        """Passages for the question, best first, cut off and capped per source."""
+        s = self.settings
+        k = k or s.top_k
+        n = max(s.candidates, k)
+        candidates = self._dense(embedding, n)
+        if self.lexical is not None:
+            for rank, hit in enumerate(self.lexical.get().search(query_str, n)):
+                c = candidates.setdefault(hit.chunk_id, _Candidate(hit.chunk_id))
+                c.lexical_rank, c.lexical_score, c.rare = rank, hit.score, hit.rare
+            missing = [c.chunk_id for c in candidates.values() if c.text is None]
+            if missing:
+                self._fill(candidates, missing, np.asarray(embedding, np.float32))
+        ranked = self._fuse(candidates) if self.lexical is not None else list(candidates.values())
+        kept: list[_Candidate] = []
+        per_source: dict[str, int] = {}
+        for c in ranked:
+            if c.text is None:
+                continue  # gone from Chroma since the lexical index was read
+            weak = s.similarity_cutoff is not None and (c.cosine or 0.0) < s.similarity_cutoff
+            if weak and not c.rare:
+                continue
+            source = str((c.metadata or {}).get("source_key") or (c.metadata or {}).get("source"))
+            if s.max_per_source is not None and per_source.get(source, 0) >= s.max_per_source:
+                continue
+            per_source[source] = per_source.get(source, 0) + 1
+            kept.append(c)
+            if len(kept) == k:
+                break
+        return kept
+
+    def _fill(self, candidates: dict[str, _Candidate], ids: list[str], query: np.ndarray) -> None:
+        got = self.collection.get(ids=ids, include=["documents", "metadatas", "embeddings"])
+        for cid, text, meta, vector in zip(
+            got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
+        ):
+            c = candidates[cid]
+            c.text, c.metadata = text, dict(meta or {})
+            c.cosine = _cosine(np.asarray(vector, np.float32), query)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         embedding = query_bundle.embedding or self.embed_model.get_query_embedding(
             query_bundle.query_str
         )
-        res = self.collection.query(
-            query_embeddings=[embedding],
-            n_results=self.top_k,
-            include=["documents", "metadatas", "distances"],
-        )
         nodes = []
-        for cid, text, meta, dist in zip(
-            res["ids"][0],
-            res["documents"][0],
-            res["metadatas"][0],
-            res["distances"][0],
-            strict=True,
-        ):
-            score = 1.0 - float(dist)
-            if self.similarity_cutoff is not None and score < self.similarity_cutoff:
-                continue
-            meta = dict(meta or {})
+        for c in self.ranked(query_bundle.query_str, embedding):
+            meta = c.metadata or {}
             node = TextNode(
-                id_=cid,
-                text=text,
+                id_=c.chunk_id,
+                text=c.text or "",
                 metadata=meta,
                 # only the passage text goes to the model; metadata is shown as citations
                 excluded_llm_metadata_keys=list(meta),
                 excluded_embed_metadata_keys=list(meta),
             )
-            nodes.append(NodeWithScore(node=node, score=score))
+            nodes.append(NodeWithScore(node=node, score=c.cosine))
         return nodes
 
 
@@ -71,6 +208,7 @@ def to_source(node: NodeWithScore) -> SourceRef:
         file_name=meta.get("file_name"),
         page=int(page) if page is not None else None,
         title=meta.get("title"),
+        heading_path=meta.get("heading_path"),
         score=round(float(node.score or 0.0), 4),
         text=node.node.get_content(),
     )

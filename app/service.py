@@ -52,17 +52,25 @@ def build_service(settings: Settings) -> Service:
     registry = Registry(chatlog.engine)
     registry.seed(settings)
     pipeline = LivePipeline(settings, registry, chatlog, load_prompt(settings.app.prompt_path))
-    current = pipeline.current()
+    current = pipeline.current()  # the active versions; loads (or rebuilds) the lexical index
+    collection, embed_model = current.collection, current.embed_model
     first_run = None
-    if current.collection.count() == 0 and settings.app.docs_dir.is_dir():
+    if collection.count() == 0 and settings.app.docs_dir.is_dir():
         log.info("empty collection: ingesting %s", settings.app.docs_dir)
         first_run = ingest_paths(
-            settings,
-            current.collection,
-            current.embed_model,
-            paths=[settings.app.docs_dir],
-            progress=True,
+            settings, collection, embed_model, paths=[settings.app.docs_dir], progress=True
         )
+    else:
+        from ingest.pipeline import outdated_files
+
+        stale = outdated_files(collection)
+        if stale:
+            log.warning(
+                "%d indexed file(s) were chunked by an older version of ingest; re-embedding "
+                "them once (clean text, heading paths, passages that fit the model)",
+                len(stale),
+            )
+            ingest_paths(settings, collection, embed_model, paths=stale, progress=True)
     return Service(settings, pipeline, chatlog, first_run, registry)
 
 

@@ -98,6 +98,10 @@ def split_sentences(text: str) -> list[str]:
     return [" ".join(p.split()) for p in parts if len(p.split()) >= 3]
 
 
+def _normalise(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
 class SentenceVectors:
     """Embeddings of passage sentences, kept across answers (the same passages come back again
     and again), bounded, least recently used first out; safe to share between sessions."""
@@ -159,6 +163,12 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             for number, text in enumerate(text_chunks, start=1)
             for sentence in split_sentences(text)
         ]
+        if not candidates:
+            return []
+        # A sentence that quotes the question itself (an example question in the docs) only
+        # restates it: never an answer.
+        asked = _normalise(query_str)
+        candidates = [(s, n) for s, n in candidates if not asked or asked not in _normalise(s)]
         if not candidates:
             return []
         query = self.query_embedding

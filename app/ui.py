@@ -38,6 +38,8 @@ def sources_markdown(sources: list[SourceRef]) -> str:
         if len(snippet) > SNIPPET_CHARS:
             snippet = snippet[:SNIPPET_CHARS] + "…"
         name = s.file_name or s.source.rsplit("/", 1)[-1]
+        if s.heading_path:  # where in the document: `Title > Section > Subsection`
+            name = f"{name} — {s.heading_path}"
         cells = [str(i), name, "" if s.page is None else str(s.page), f"{s.score:.2f}", snippet]
         rows.append("| " + " | ".join(html.escape(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows)

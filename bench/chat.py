@@ -47,16 +47,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+WORDS = ["backups", "replication", "indexes", "vacuum", "locks", "roles", "logging", "tuning"]
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def retrieval_latency(embed_model, client, n_chunks: int, queries: int = 50) -> tuple[float, float]:
+def retrieval_latency(
+    embed_model, client, settings, n_chunks: int, queries: int = 50
+) -> tuple[float, float]:
+    """Hybrid retrieval (dense + lexical, the default) over `n_chunks` synthetic passages."""
     import numpy as np
 
-    from app.retriever import ChromaRetriever
+    from app.retriever import HybridRetriever, LexicalSource
     from core.vectorstore import open_collection
+    from ingest.lexical import lexical_dir
 
     col = open_collection(client, f"synthetic-{n_chunks}", "synthetic")
     rng = np.random.default_rng(0)
@@ -68,10 +75,15 @@ def retrieval_latency(embed_model, client, n_chunks: int, queries: int = 50) -> 
         col.add(
             ids=[f"c{start + i}" for i in range(size)],
             embeddings=vecs,
-            documents=[f"synthetic passage {start + i}" for i in range(size)],
+            documents=[
+                f"synthetic passage {start + i} about {WORDS[(start + i) % len(WORDS)]}"
+                for i in range(size)
+            ],
             metadatas=[{"source": "synthetic", "chunk_index": start + i} for i in range(size)],
         )
-    retriever = ChromaRetriever(col, embed_model, top_k=4)
+    lexical = LexicalSource(col, lexical_dir(settings.data_dir, col))
+    lexical.get()  # built once, as ingest would
+    retriever = HybridRetriever(col, embed_model, settings.retrieval, lexical)
     retriever.retrieve("warm up")
     times = []
     for i in range(queries):
@@ -172,7 +184,7 @@ def main() -> int:
         client = chroma_client(settings)
         results = {}
         for size in (int(s) for s in args.sizes.split(",")):
-            p50, p95 = retrieval_latency(service.pipeline.embed_model, client, size)
+            p50, p95 = retrieval_latency(service.pipeline.embed_model, client, settings, size)
             results[size] = p95
             print(f"retrieval {size:>7} chunks: p50 {p50:.1f} ms  p95 {p95:.1f} ms")
         p50, p95 = extractive_latency(service)

@@ -4,6 +4,7 @@ all-MiniLM-L6-v2 by default) and `openai` (any OpenAI-compatible embeddings endp
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 
 PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_OPENAI_EMBEDDING = "text-embedding-3-small"
+# The backend of new collections. ONNX Runtime (fp32 or int8) is available per collection; the
+# default moves only when a benchmark on this kind of machine shows it faster at equal quality.
+DEFAULT_BACKEND = "torch"
 
 
 def packaged_model_dir() -> Path:
@@ -41,38 +45,137 @@ def _local_dir(cfg: EmbeddingSettings) -> Path:
     return path
 
 
+def model_window(path: Path) -> int:
+    """How many word pieces a sentence-transformers model reads by default (its max_seq_length)."""
+    config = path / "sentence_bert_config.json"
+    try:
+        return int(json.loads(config.read_text())["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 512
+
+
 def embedding_id(cfg: EmbeddingSettings) -> str:
     """A stable name for the configured model, recorded on every collection it builds.
 
     The packaged model is named by its hub name; another local directory by its folder name plus a
-    fingerprint of its weights, so a fine-tuned model saved over the same folder counts as new."""
+    fingerprint of its weights, so a fine-tuned model saved over the same folder counts as new. A
+    window other than the model's own is part of the name (`@512`), and so is a backend other than
+    torch (`+onnx-int8`): either embeds differently, so a change re-embeds."""
     if cfg.provider == "openai":
         return f"openai:{cfg.model or DEFAULT_OPENAI_EMBEDDING}"
     if cfg.provider != "local":
         _unknown(cfg.provider)
     path = _local_dir(cfg)
+    window = ""
+    if cfg.max_seq_length is not None and cfg.max_seq_length != model_window(path):
+        window = f"@{cfg.max_seq_length}"
+    backend = cfg.backend or DEFAULT_BACKEND
+    if backend != "torch":
+        window += f"+{backend}"
     if path.resolve() == packaged_model_dir().resolve():
-        return f"local:{PACKAGED_MODEL_NAME}"
+        return f"local:{PACKAGED_MODEL_NAME}{window}"
     digest = hashlib.sha256()
     for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         with weights.open("rb") as fh:
             digest.update(fh.read(1 << 20))
         digest.update(str(weights.stat().st_size).encode())
-    return f"local:{path.resolve().name}@{digest.hexdigest()[:12]}"
+    return f"local:{path.resolve().name}@{digest.hexdigest()[:12]}{window}"
 
 
-def _build_local(cfg: EmbeddingSettings) -> BaseEmbedding:
+def resolve_backend(cfg: EmbeddingSettings, built_with: str | None) -> EmbeddingSettings:
+    """Settings with the backend decided: the configured one; else the one that built the
+    collection (an index made with torch keeps working after the default changed); else the
+    default."""
+    if cfg.provider != "local" or cfg.backend is not None:
+        return cfg
+    if built_with:
+        for backend in ("torch", "onnx", "onnx-int8"):
+            candidate = cfg.model_copy(update={"backend": backend})
+            if embedding_id(candidate) == built_with:
+                return candidate
+    return cfg.model_copy(update={"backend": DEFAULT_BACKEND})
+
+
+def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbedding:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
+    path = _local_dir(cfg)
+    if cfg.max_seq_length is not None:
+        limit = _position_limit(path)
+        if limit is not None and cfg.max_seq_length > limit:
+            raise ConfigError(
+                f"RAG_EMBEDDING__MAX_SEQ_LENGTH={cfg.max_seq_length} is beyond what the model at "
+                f"{path} can read ({limit} positions); use {limit} or less"
+            )
+    backend = cfg.backend or DEFAULT_BACKEND
+    if backend != "torch":
+        from core.onnx_embedding import OnnxEmbedding
+
+        if cache_dir is None:
+            raise ConfigError(f"the {backend} backend needs a cache folder for its export")
+        return OnnxEmbedding(
+            path,
+            cache_dir,
+            backend=backend,
+            max_length=cfg.max_seq_length,
+            embed_batch_size=cfg.batch_size,
+        )
     return HuggingFaceEmbedding(
-        model_name=str(_local_dir(cfg)),
+        model_name=str(path),
+        max_length=cfg.max_seq_length,
         embed_batch_size=cfg.batch_size,
         device=cfg.device,
         local_files_only=True,
     )
 
 
-def _build_openai(cfg: EmbeddingSettings) -> BaseEmbedding:
+def _position_limit(path: Path) -> int | None:
+    try:
+        return int(json.loads((path / "config.json").read_text())["max_position_embeddings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+OPENAI_WINDOW = 8191  # input limit of OpenAI's embedding models, in their tokenizer's tokens
+
+
+def embedding_tokenizer(embed_model: BaseEmbedding) -> tuple[Callable[[str], list[int]], int]:
+    """(the embedding model's own tokenizer, how many of its tokens the model reads per text).
+
+    Chunks are measured with this so the model sees each one whole."""
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    from core.onnx_embedding import OnnxEmbedding
+
+    if isinstance(embed_model, OnnxEmbedding):
+        tok = embed_model.chunk_tokenizer()
+        specials = len(tok.encode("", add_special_tokens=True).ids)
+        return (lambda text: tok.encode(text, add_special_tokens=False).ids), (
+            embed_model.max_length - specials
+        )
+    if isinstance(embed_model, HuggingFaceEmbedding):
+        from tokenizers import Tokenizer
+
+        model = embed_model._model
+        hf = model.tokenizer
+        # An independent copy: fast tokenizers keep padding/truncation state, and ingest chunks
+        # in one thread while the model tokenizes batches in another.
+        own = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+        own.no_padding()
+        own.no_truncation()
+
+        def encode(text: str) -> list[int]:
+            return own.encode(text, add_special_tokens=False).ids
+
+        # The window counts the [CLS] and [SEP] the model adds around every text.
+        specials = hf.num_special_tokens_to_add(pair=False)
+        return encode, int(model.max_seq_length) - specials
+    from llama_index.core.utils import get_tokenizer
+
+    return get_tokenizer(), OPENAI_WINDOW
+
+
+def _build_openai(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbedding:
     from llama_index.embeddings.openai import OpenAIEmbedding
 
     if cfg.api_key is None and cfg.base_url is None:
@@ -88,7 +191,7 @@ def _build_openai(cfg: EmbeddingSettings) -> BaseEmbedding:
     )
 
 
-EMBEDDING_PROVIDERS: dict[str, Callable[[EmbeddingSettings], BaseEmbedding]] = {
+EMBEDDING_PROVIDERS: dict[str, Callable[[EmbeddingSettings, Path | None], BaseEmbedding]] = {
     "local": _build_local,
     "openai": _build_openai,
 }
@@ -100,9 +203,10 @@ def _unknown(name: str) -> None:
     )
 
 
-def build_embedding(cfg: EmbeddingSettings) -> BaseEmbedding:
-    """The embedding model the settings name; fails with the known names for an unknown one."""
+def build_embedding(cfg: EmbeddingSettings, cache_dir: Path | None = None) -> BaseEmbedding:
+    """The embedding model the settings name; fails with the known names for an unknown one.
+    `cache_dir` keeps the ONNX exports of local models (under the data directory)."""
     factory = EMBEDDING_PROVIDERS.get(cfg.provider)
     if factory is None:
         _unknown(cfg.provider)
-    return factory(cfg)
+    return factory(cfg, cache_dir)

@@ -16,6 +16,9 @@ class SourceRef(BaseModel):
     file_name: str | None = None
     page: int | None = None
     title: str | None = None
+    heading_path: str | None = Field(
+        default=None, description="`Title > Section > Subsection` the passage sits under."
+    )
     score: float = Field(description="Cosine similarity to the (condensed) question.")
     text: str
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,17 +41,46 @@ class EmbeddingSettings(BaseModel):
     base_url: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible embeddings server."
     )
+    backend: Literal["torch", "onnx", "onnx-int8"] | None = Field(
+        default=None,
+        description="How the `local` model runs: `torch`, `onnx` (ONNX Runtime) or `onnx-int8` "
+        "(ONNX Runtime, weights quantized to int8). Default: the backend that built the "
+        "collection, else `torch`. Part of the collection's embedding id: vectors of two "
+        "backends never mix in one collection.",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where ONNX exports of local models are kept (made once, then reused); "
+        "default: <data_dir>/models.",
+    )
     batch_size: int = Field(default=64, ge=1, description="Texts embedded per batch.")
+    max_seq_length: int | None = Field(
+        default=None,
+        ge=16,
+        description="Word pieces the `local` model reads per text (its window); default: the "
+        "model's own (256 for all-MiniLM-L6-v2). A change re-embeds, since it is part of the "
+        "collection's embedding id.",
+    )
     device: str = Field(default="cpu", description="Torch device for the `local` provider.")
 
 
 class ChunkingSettings(BaseModel):
-    size: int = Field(default=512, ge=32, description="Chunk size in tokens.")
-    overlap: int = Field(default=64, ge=0, description="Overlap between chunks in tokens.")
+    size: int | None = Field(
+        default=None,
+        ge=32,
+        description="Chunk size in the embedding model's own tokens; default: the model's window "
+        "less the heading prefix, so every chunk is embedded whole. A larger size is clamped to "
+        "the window with a warning.",
+    )
+    overlap: int | None = Field(
+        default=None,
+        ge=0,
+        description="Overlap between chunks in tokens; default: an eighth of the chunk size.",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkingSettings:
-        if self.overlap >= self.size:
+        if self.size is not None and self.overlap is not None and self.overlap >= self.size:
             raise ValueError(f"chunk overlap ({self.overlap}) must be below size ({self.size})")
         return self
 
@@ -100,7 +130,30 @@ class RetrievalSettings(BaseModel):
     top_k: int = Field(default=4, ge=1, description="Passages retrieved per question.")
     similarity_cutoff: float | None = Field(
         default=0.2,
-        description="Passages scoring below this cosine similarity are dropped; None keeps all.",
+        description="Passages scoring below this cosine similarity are dropped (unless they "
+        "contain a rare word of the question, such as an exact name); None keeps all.",
+    )
+    hybrid: bool = Field(
+        default=True,
+        description="Fuse lexical (BM25) search with dense search; false: dense only.",
+    )
+    fusion: Literal["rrf", "weighted"] = Field(
+        default="rrf",
+        description="How dense and lexical rankings are fused: reciprocal rank fusion, or a "
+        "weighted sum of normalised scores.",
+    )
+    rrf_k: int = Field(default=60, ge=1, description="The k of reciprocal rank fusion.")
+    lexical_weight: float = Field(
+        default=0.5, ge=0, le=1, description="Share of the lexical score in `weighted` fusion."
+    )
+    candidates: int = Field(
+        default=30, ge=1, description="Candidates taken from each ranking before fusion."
+    )
+    max_per_source: int | None = Field(
+        default=2,
+        ge=1,
+        description="Most passages from one source among those shown and given to the answerer, "
+        "so one page's near-duplicates do not crowd out other sources; None: no cap.",
     )
 
 

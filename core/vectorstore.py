@@ -11,6 +11,7 @@ from core.errors import ConfigError, EmbeddingMismatchError
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
+    from llama_index.core.base.embeddings.base import BaseEmbedding
 
     from core.settings import Settings
 
@@ -81,10 +82,36 @@ def open_collection(
     if built_with and built_with != embed_model:
         raise EmbeddingMismatchError(
             f"collection {name!r} was built with embedding model {built_with!r}, but "
-            f"{embed_model!r} is configured; set RAG_EMBEDDING__MODEL back, or ingest into a new "
-            "collection (RAG_CHROMA__COLLECTION=...) to re-index with the new model"
+            f"{embed_model!r} is configured; set RAG_EMBEDDING__MODEL (and __BACKEND, "
+            "__MAX_SEQ_LENGTH) back, or ingest into a new collection (RAG_CHROMA__COLLECTION=...) "
+            "to re-index with the new model"
         )
     return collection
+
+
+def built_with(client: ClientAPI, name: str) -> str | None:
+    """The embedding id an existing collection was built with; None when there is none yet."""
+    from chromadb.errors import NotFoundError
+
+    try:
+        collection = client.get_collection(name, embedding_function=None)
+    except (NotFoundError, ValueError):
+        return None
+    return (collection.metadata or {}).get(EMBED_MODEL_KEY)
+
+
+def open_index(settings: Settings, create: bool = True) -> tuple[Collection, BaseEmbedding]:
+    """The configured collection and the embedding model that reads it (its backend following the
+    collection's when none is configured)."""
+    from core.embeddings import build_embedding, embedding_id, resolve_backend
+
+    client = chroma_client(settings)
+    cfg = resolve_backend(settings.embedding, built_with(client, settings.chroma.collection))
+    embed_model = build_embedding(
+        cfg, cache_dir=settings.embedding.cache_dir or settings.data_dir / "models"
+    )
+    collection = open_collection(client, settings.chroma.collection, embedding_id(cfg), create)
+    return collection, embed_model
 
 
 def record_dimension(collection: Collection, dim: int) -> None:

@@ -35,6 +35,7 @@ def ingest_paths(
 ) -> IngestReport:
     """Ingest files under `paths` and rows of `datasets` into `collection`; see ingest_sources."""
     from core.errors import SourceError
+    from ingest.lexical import lexical_dir
     from ingest.sources import SourceFailure
 
     def all_sources():
@@ -53,4 +54,5 @@ def ingest_paths(
         prune=prune,
         pruned_datasets=[dataset_name(d) for d in datasets],
         progress=progress,
+        lexical_dir=lexical_dir(settings.data_dir, collection),
     )

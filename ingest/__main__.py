@@ -54,9 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not args.paths and not args.dataset:
         _parser().error("give at least one PATH or --dataset")
-    from core.embeddings import build_embedding, embedding_id
     from core.settings import Settings
-    from core.vectorstore import chroma_client, open_collection
+    from core.vectorstore import open_index
     from ingest import RecordFields, ingest_paths
 
     try:
@@ -73,13 +72,11 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
         metadata_fields = [f for item in args.metadata_field for f in item.split(",") if f]
-        collection = open_collection(
-            chroma_client(settings), settings.chroma.collection, embedding_id(settings.embedding)
-        )
+        collection, embed_model = open_index(settings)
         report = ingest_paths(
             settings,
             collection,
-            build_embedding(settings.embedding),
+            embed_model,
             paths=args.paths,
             include=args.glob,
             exclude=args.exclude,
@@ -93,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     except (RagError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
     for name, reason in report.failed:
         print(f"failed: {name}: {reason}", file=sys.stderr)
     print(report.summary())

@@ -48,17 +48,97 @@ def _decode(data: bytes) -> str:
     return text
 
 
+def heading_path(*parts: str | None) -> str:
+    """`Title > Section > Subsection`, skipping empty parts and a heading that repeats the one
+    before it (a page whose first heading is its title)."""
+    kept: list[str] = []
+    for part in parts:
+        part = " ".join((part or "").split())
+        if part and (not kept or kept[-1].casefold() != part.casefold()):
+            kept.append(part)
+    return " > ".join(kept)
+
+
+def structured_section(text: str, title: str, path: Sequence[str] = (), **extra: Any) -> Section:
+    """A section of a structured document: its title and heading path travel with every chunk,
+    are embedded with it, and are shown as the citation."""
+    meta: dict[str, Any] = {"title": title, "heading_path": heading_path(title, *path)}
+    if path:
+        meta["section"] = path[-1]
+    meta.update(extra)
+    return Section(text, meta)
+
+
 def _load_text(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
-    return [Section(_decode(data), {"title": path.stem})]
+    return [structured_section(_decode(data), path.stem)]
 
 
-_MD_HEADING = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_MD_ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
+_MD_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def markdown_sections(text: str, fallback_title: str) -> list[Section]:
+    """Sections under each ATX heading (`#`...), headings inside fenced code ignored; the first
+    level-1 heading is the document title."""
+    parts: list[tuple[list[str], list[str]]] = [([], [])]
+    stack: list[tuple[int, str]] = []
+    title: str | None = None
+    fenced = False
+    for line in text.splitlines():
+        if _MD_FENCE.match(line):
+            fenced = not fenced
+        match = None if fenced else _MD_ATX.match(line)
+        if match is None:
+            parts[-1][1].append(line)
+            continue
+        level, heading = len(match.group(1)), match.group(2).strip()
+        if level == 1 and title is None:
+            title = heading
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, heading))
+        parts.append(([h for _, h in stack], []))
+    title = title or fallback_title
+    sections = []
+    for path, lines in parts:
+        body = "\n".join(lines).strip()
+        if body:
+            sections.append(structured_section(body, title, path))
+    return sections
 
 
 def _load_markdown(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
-    text = _decode(data)
-    heading = _MD_HEADING.search(text)
-    return [Section(text, {"title": heading.group(1) if heading else path.stem})]
+    sections = markdown_sections(_decode(data), path.stem)
+    if not sections:
+        raise SourceError("Markdown file has only headings, no text")
+    return sections
+
+
+def _pdf_outline(reader) -> list[tuple[int, list[str]]]:
+    """(first page index, heading path) of each outline entry, in page order."""
+    entries: list[tuple[int, list[str]]] = []
+
+    def walk(items, trail: list[str]) -> None:
+        last: list[str] = trail
+        for item in items:
+            if isinstance(item, list):
+                walk(item, last)
+                continue
+            try:
+                page = reader.get_destination_page_number(item)
+            except Exception:  # a dangling outline entry: keep the rest
+                continue
+            title = " ".join(str(getattr(item, "title", "") or "").split())
+            if page is None or page < 0 or not title:
+                continue
+            last = [*trail, title]
+            entries.append((page, last))
+
+    try:
+        walk(reader.outline, [])
+    except Exception:  # malformed outlines are common; pages still load without one
+        return []
+    return sorted(entries, key=lambda e: e[0])
 
 
 def _load_pdf(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
@@ -72,11 +152,15 @@ def _load_pdf(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
         title = None
         if reader.metadata is not None and reader.metadata.title:
             title = str(reader.metadata.title)
+        outline = _pdf_outline(reader)
         sections = []
-        for number, page in enumerate(reader.pages, start=1):
+        trail: list[str] = []
+        for index, page in enumerate(reader.pages):
+            while outline and outline[0][0] <= index:
+                trail = outline.pop(0)[1]
             text = page.extract_text() or ""
             if text.strip():
-                sections.append(Section(text, {"page": number, "title": title or path.stem}))
+                sections.append(structured_section(text, title or path.stem, trail, page=index + 1))
     except (PdfReadError, PdfStreamError, ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"corrupt or unreadable PDF ({exc})") from exc
     if not sections:
@@ -85,16 +169,20 @@ def _load_pdf(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
 
 
 def _load_html(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
-    from bs4 import BeautifulSoup
+    from ingest.html import html_sections
 
-    soup = BeautifulSoup(_decode(data), "html.parser")
-    title = soup.title.get_text(strip=True) if soup.title else path.stem
-    for tag in soup(["script", "style", "noscript", "template"]):
-        tag.decompose()
-    text = soup.get_text("\n", strip=True)
-    if not text:
-        raise SourceError("HTML page has no visible text")
-    return [Section(text, {"title": title})]
+    page_title, parts = html_sections(_decode(data))
+    title = page_title or path.stem
+    sections = [
+        structured_section(part.text, title, part.path) for part in parts if part.text.strip()
+    ]
+    if not sections:
+        # A page of links only (an index): its headings still say what it is about.
+        headings = [heading_path(*part.path) for part in parts if part.path]
+        if not headings:
+            raise SourceError("HTML page has no main text (only navigation or markup)")
+        sections = [structured_section("\n".join(headings), title)]
+    return sections
 
 
 def _load_docx(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
@@ -108,11 +196,36 @@ def _load_docx(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
         document = docx.Document(io.BytesIO(data))
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise SourceError(f"corrupt or unreadable DOCX ({exc})") from exc
-    text = "\n".join(p.text for p in document.paragraphs if p.text.strip())
-    if not text:
-        raise SourceError("DOCX has no text")
     title = document.core_properties.title or path.stem
-    return [Section(text, {"title": title})]
+    parts: list[tuple[list[str], list[str]]] = [([], [])]
+    stack: list[tuple[int, str]] = []
+    for para in document.paragraphs:
+        text = para.text.strip()
+        if not text:
+            continue
+        style = (para.style.name if para.style is not None else "") or ""
+        level = None
+        if style == "Title":
+            level = 0
+        elif style.startswith("Heading"):
+            digits = style.removeprefix("Heading").strip()
+            level = int(digits) if digits.isdigit() else 1
+        if level is None:
+            parts[-1][1].append(text)
+            continue
+        if level == 0:
+            title = text
+            continue
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, text))
+        parts.append(([h for _, h in stack], []))
+    sections = [
+        structured_section("\n".join(lines), title, trail) for trail, lines in parts if lines
+    ]
+    if not sections:
+        raise SourceError("DOCX has no text")
+    return sections
 
 
 def record_sections(

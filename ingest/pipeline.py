@@ -2,8 +2,9 @@
 
 The manifest is the collection itself: every chunk carries its source key, the ingest key (content
 hash + chunking) it was built from and how many chunks that build has. A source is complete when all
-of them are present, so a run killed anywhere is repaired by the next run, and nothing is kept in a
-second store that could disagree with Chroma."""
+of them are present, so a run killed anywhere is repaired by the next run. The lexical (BM25) index
+is derived from the collection after every write and stamped with its chunk ids, so it can never
+silently disagree with Chroma (see ingest/lexical.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import SourceError
+from ingest.chunking import ChunkPlan, embed_text, plan_chunks
 from ingest.sources import DATASET_PREFIX, FILE_PREFIX, SourceDoc, SourceFailure
 
 if TYPE_CHECKING:
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
     from core.settings import ChunkingSettings
 
 # Bumped whenever chunking changes in a way that must re-embed unchanged files.
-SPLITTER_VERSION = "1"
+# 2: main-content HTML, heading paths embedded with each chunk, chunks sized in the model's tokens.
+SPLITTER_VERSION = "2"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256
 # Sources read and chunked ahead of the one being embedded.
@@ -36,8 +39,12 @@ LOOKAHEAD = 2
 @dataclass
 class Chunk:
     id: str
-    text: str
+    text: str  # stored, shown and quoted
     metadata: dict[str, Any]
+    embed_text: str = ""  # what the model embeds: heading path + text
+
+    def __post_init__(self) -> None:
+        self.embed_text = self.embed_text or self.text
 
 
 @dataclass
@@ -46,6 +53,7 @@ class SourceState:
 
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     expected: dict[str, int] = field(default_factory=dict)
+    splitters: set[str] = field(default_factory=set)
 
     def complete(self, ingest_key: str) -> bool:
         return set(self.counts) == {ingest_key} and self.counts[ingest_key] == self.expected.get(
@@ -62,6 +70,8 @@ class IngestReport:
     changed: int = 0
     unchanged: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings and one-off upgrades, for the user
+    lexical_rebuilt: bool = False
     chunks_written: int = 0
     chunks_deleted: int = 0
     pruned: int = 0
@@ -91,46 +101,65 @@ def read_state(collection: Collection, page: int = 5000) -> dict[str, SourceStat
             ingest_key = str(meta["ingest_key"])
             entry.counts[ingest_key] += 1
             entry.expected[ingest_key] = int(meta["n_chunks"])
+            entry.splitters.add(str(meta.get("splitter_version", "1")))
         if len(metas) < page:
             return dict(state)
         offset += page
 
 
-def ingest_key_for(source: SourceDoc, chunking: ChunkingSettings) -> str:
+def outdated_files(collection: Collection) -> list[Path]:
+    """Files still on disk whose chunks an older splitter made (to re-embed once after an
+    upgrade). Cheap when there are none: one id-only query."""
+    current = collection.get(where={"splitter_version": SPLITTER_VERSION}, include=[])["ids"]
+    if len(current) == collection.count():
+        return []
+    paths = []
+    for key, entry in read_state(collection).items():
+        if entry.splitters - {SPLITTER_VERSION} and key.startswith(FILE_PREFIX):
+            path = Path(key[len(FILE_PREFIX) :])
+            if path.exists():
+                paths.append(path)
+    return sorted(paths)
+
+
+def ingest_key_for(source: SourceDoc, plan: ChunkPlan) -> str:
     """Content hash plus everything that shapes the chunks: change any and the source re-embeds."""
-    raw = f"{source.fingerprint}|{chunking.size}|{chunking.overlap}|{SPLITTER_VERSION}"
+    raw = f"{source.fingerprint}|{plan.key}|{SPLITTER_VERSION}"
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-def make_splitter(chunking: ChunkingSettings):
-    from llama_index.core.node_parser import SentenceSplitter
-
-    return SentenceSplitter(chunk_size=chunking.size, chunk_overlap=chunking.overlap)
-
-
-def chunk_source(source: SourceDoc, ingest_key: str, splitter) -> list[Chunk]:
-    """Split every section of a source; ids are deterministic so a re-run overwrites, never adds."""
+def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Chunk]:
+    """Split every section of a source into chunks that fit the model's window together with
+    their heading path; ids are deterministic so a re-run overwrites, never adds."""
     sections = source.load()
-    pieces: list[tuple[str, dict[str, Any]]] = []
+    pieces: list[tuple[str, str, dict[str, Any]]] = []
     for section in sections:
-        for text in splitter.split_text(section.text):
-            if text.strip():
-                pieces.append((text, section.metadata))
+        prefix = plan.prefix_for(section.metadata.get("heading_path"))
+        for text in plan.split(section.text, prefix):
+            pieces.append((text, prefix, section.metadata))
     if not pieces:
         raise SourceError("no text to index")
     key_hash = hashlib.sha256(source.key.encode()).hexdigest()[:16]
     chunks = []
-    for index, (text, section_meta) in enumerate(pieces):
+    for index, (text, prefix, section_meta) in enumerate(pieces):
         metadata = {
             **source.metadata,
             **section_meta,
             "source_key": source.key,
             "ingest_key": ingest_key,
+            "splitter_version": SPLITTER_VERSION,
             "chunk_index": index,
             "n_chunks": len(pieces),
             "content_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
         }
-        chunks.append(Chunk(f"{key_hash}-{ingest_key[:12]}-{index:05d}", text, metadata))
+        chunks.append(
+            Chunk(
+                f"{key_hash}-{ingest_key[:12]}-{index:05d}",
+                text,
+                metadata,
+                embed_text(prefix, text),
+            )
+        )
     return chunks
 
 
@@ -166,7 +195,12 @@ class _Writer:
         if not self.pending:
             return
         chunks = [c for _, _, cs in self.pending for c in cs]
-        vectors = self.embed_model.get_text_embedding_batch([c.text for c in chunks])
+        # Batches of texts of like length pad least: embed longest first, then restore the order.
+        order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i].embed_text))
+        embedded = self.embed_model.get_text_embedding_batch([chunks[i].embed_text for i in order])
+        vectors: list[list[float]] = [[]] * len(chunks)
+        for i, vector in zip(order, embedded, strict=True):
+            vectors[i] = vector
         if not self.dimension_recorded and vectors:
             from core.vectorstore import record_dimension
 
@@ -214,15 +248,28 @@ def ingest_sources(
     prune: bool = False,
     pruned_datasets: Iterable[str] = (),
     progress: bool = True,
+    lexical_dir: Path | None = None,
 ) -> IngestReport:
     """Bring the collection in line with `sources`: embed only new or changed ones, repair
-    half-written ones, optionally prune vanished ones. Bad sources are reported, never fatal."""
+    half-written ones, optionally prune vanished ones. Bad sources are reported, never fatal.
+    With `lexical_dir`, the lexical index there is then brought in step with the collection."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     report = IngestReport()
     state = read_state(collection)
-    splitter = make_splitter(chunking)
+    plan = plan_chunks(chunking, embed_model)
+    if plan.warning:
+        report.notes.append(plan.warning)
+    outdated = sum(1 for entry in state.values() if entry.splitters - {SPLITTER_VERSION})
+    if outdated:
+        report.notes.append(
+            f"{outdated} indexed source(s) were chunked by an older version of ingest; each is "
+            "re-embedded once when ingested again (clean text, heading paths, chunks that fit "
+            "the embedding model)"
+        )
+        if progress:
+            tqdm.write(report.notes[-1])
     writer = _Writer(collection, embed_model, report)
     seen: set[str] = set()
     bar = tqdm(sources, unit="file", disable=not progress, desc="ingest")
@@ -250,13 +297,13 @@ def ingest_sources(
                 report.failed.append((source.name, source.reason))
                 continue
             seen.add(source.key)
-            ingest_key = ingest_key_for(source, chunking)
+            ingest_key = ingest_key_for(source, plan)
             existing = state.get(source.key)
             if existing is not None and existing.complete(ingest_key):
                 report.unchanged += 1
                 continue
             existed = existing is not None and bool(existing.counts)
-            job = pool.submit(chunk_source, source, ingest_key, splitter)
+            job = pool.submit(chunk_source, source, ingest_key, plan)
             ahead.append((source, ingest_key, existed, job))
             if len(ahead) > LOOKAHEAD:
                 settle(*ahead.popleft())
@@ -266,5 +313,9 @@ def ingest_sources(
     if prune:
         report.pruned, deleted = _prune(collection, state, seen, set(pruned_datasets))
         report.chunks_deleted += deleted
+    if lexical_dir is not None:
+        from ingest.lexical import ensure_lexical
+
+        _, report.lexical_rebuilt = ensure_lexical(collection, lexical_dir, progress=progress)
     report.seconds = time.perf_counter() - started
     return report

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +23,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# ONNX exports of the packaged model are made once per machine and shared by every test (and
+# every app the tests launch); the cache is keyed by the model's fingerprint.
+MODEL_CACHE = Path(tempfile.gettempdir()) / "rag-chat-test-models"
+os.environ.setdefault("RAG_EMBEDDING__CACHE_DIR", str(MODEL_CACHE))
 for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
     os.environ.pop(var, None)
 
@@ -67,7 +72,7 @@ def embed_model():
     from core.embeddings import build_embedding
     from core.settings import EmbeddingSettings
 
-    return build_embedding(EmbeddingSettings())
+    return build_embedding(EmbeddingSettings(), cache_dir=MODEL_CACHE)
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ RANK2 = [
     ),
     (
         "How deep is the Linfield well?",
-        "Measured last spring, the shaft goes down forty metres.",
+        "Measured last spring, the Linfield shaft goes down forty metres.",
         "forty metres",
     ),
 ]

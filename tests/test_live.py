@@ -45,7 +45,8 @@ def test_next_question_uses_the_newly_promoted_version(corpus_settings, embed_mo
     live = LivePipeline(settings, reg, log, load_prompt(settings.app.prompt_path), cache)
 
     first = list(live.ask("s", QUESTION))[-1]
-    assert len(first.sources) == 4 and "Orsolya Brandt" in first.text
+    many = len(first.sources)
+    assert many > 1 and "Orsolya Brandt" in first.text
     list(live.ask("s", QUESTION))
     assert live.rebuilds == 1  # nothing changed: the pipeline is not rebuilt
     candidate = reg.register("chat", "top-1", {"retrieval": {"top_k": 1}}, parent_id=seed.id)
@@ -55,7 +56,7 @@ def test_next_question_uses_the_newly_promoted_version(corpus_settings, embed_mo
     assert len(after.sources) == 1 and f"chat v{candidate.id}" in live.badge
     reg.rollback("chat")
     back = list(live.ask("s", QUESTION))[-1]
-    assert len(back.sources) == 4
+    assert len(back.sources) == many
     assert live.rebuilds == 3
     versions = [t.chat_version_id for t in log.turns()]
     assert versions == [seed.id, seed.id, candidate.id, seed.id]
@@ -110,14 +111,15 @@ def test_two_app_processes_on_postgres_both_switch(corpus_settings, tmp_path):
                 assert json.loads(p.stdout.readline()) == {"ready": True}
             reg = Registry(url)
             seed = reg.active("chat")
-            assert [a["sources"] for a in ask_all()] == [4, 4]
+            many = [a["sources"] for a in ask_all()]
+            assert many[0] == many[1] > 1
             candidate = reg.register("chat", "top-1", {"retrieval": {"top_k": 1}})
             reg.promote(candidate.id, reason="admin")
             answers = ask_all()
             assert [a["sources"] for a in answers] == [1, 1]
             assert all(f"chat v{candidate.id}" in a["badge"] for a in answers)
             reg.rollback("chat")
-            assert [a["sources"] for a in ask_all()] == [4, 4]
+            assert [a["sources"] for a in ask_all()] == many
             turns = list(ChatLog(url).turns())
             expected = [seed.id] * 2 + [candidate.id] * 2 + [seed.id] * 2
             assert sorted(t.chat_version_id for t in turns) == sorted(expected)

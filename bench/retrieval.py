@@ -1,0 +1,210 @@
+"""Page-level retrieval quality on a real manual against a plain LlamaIndex baseline built in the
+same run, plus gold-passage hit@1 on SciQ. Installs nothing: it says what to install when the manual
+is missing.
+
+    .venv/bin/python bench/retrieval.py [--manual DIR] [--questions FILE] [--no-sciq] [--variants]
+
+Ours: our ingest (main-content HTML, heading paths, model-sized chunks, lexical index) into a
+temporary data directory, questions asked through the app's retriever. Baseline:
+`VectorStoreIndex.from_documents` over BeautifulSoup `get_text()` of each page, SentenceSplitter
+1024/200, the same embedding model. Chunks are deduplicated into pages in rank order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHARED = ROOT.parent / "shared" / "data"
+MANUAL = Path("/usr/share/doc/postgresql-doc-15/html")
+
+
+def page_metrics(ranked_pages: list[list[str]], gold: list[set[str]]) -> dict[str, float]:
+    """hit@1/5/10 and MRR@10 of page rankings against gold page sets."""
+    hits = {1: 0, 5: 0, 10: 0}
+    rr = []
+    for pages, wanted in zip(ranked_pages, gold, strict=True):
+        rank = next((i for i, p in enumerate(pages[:10], start=1) if p in wanted), None)
+        for k in hits:
+            hits[k] += rank is not None and rank <= k
+        rr.append(1.0 / rank if rank else 0.0)
+    n = len(gold)
+    return {
+        "hit1": hits[1] / n,
+        "hit5": hits[5] / n,
+        "hit10": hits[10] / n,
+        "mrr10": statistics.fmean(rr),
+    }
+
+
+def dedupe(names: list[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def run_baseline(files: list[Path], questions: list[str], embed) -> tuple[list[list[str]], float]:
+    from bs4 import BeautifulSoup
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.node_parser import SentenceSplitter
+
+    started = time.perf_counter()
+    docs = []
+    for f in files:
+        text = BeautifulSoup(f.read_text(errors="replace"), "html.parser").get_text()
+        if text.strip():
+            docs.append(Document(text=text, metadata={"file_name": f.name}))
+    index = VectorStoreIndex.from_documents(
+        docs,
+        embed_model=embed,
+        transformations=[SentenceSplitter(chunk_size=1024, chunk_overlap=200)],
+    )
+    seconds = time.perf_counter() - started
+    retriever = index.as_retriever(similarity_top_k=40)
+    ranked = []
+    for q in questions:
+        nodes = retriever.retrieve(q)
+        ranked.append(dedupe([n.node.metadata["file_name"] for n in nodes]))
+    return ranked, seconds
+
+
+def ask_ours(retriever, embed, questions: list[str]) -> list[list[str]]:
+    ranked = []
+    for q in questions:
+        emb = embed.get_query_embedding(q)
+        found = retriever.ranked(q, emb, k=40)
+        ranked.append(dedupe([str(c.metadata.get("file_name")) for c in found]))
+    return ranked
+
+
+def variants(base):
+    """Retrieval settings compared on the same index (--variants)."""
+    yield "dense only", base.model_copy(update={"hybrid": False})
+    yield "hybrid rrf", base.model_copy(update={"fusion": "rrf"})
+    for w in (0.3, 0.5):
+        yield (
+            f"hybrid weighted {w}",
+            base.model_copy(update={"fusion": "weighted", "lexical_weight": w}),
+        )
+
+
+def sciq_hit1(settings, embed, limit: int | None) -> float | None:
+    """Gold-passage hit@1 on SciQ: the top passage is the question's own support."""
+    from app.retriever import HybridRetriever, LexicalSource
+    from core.embeddings import embedding_id
+    from core.vectorstore import chroma_client, open_collection
+    from ingest import RecordFields, ingest_paths
+    from ingest.lexical import lexical_dir
+
+    path = SHARED / "sciq" / "validation.csv"
+    if not path.exists():
+        return None
+    rows = list(csv.DictReader(path.open(encoding="utf-8")))[:limit]
+    col = open_collection(chroma_client(settings), "sciq", embedding_id(settings.embedding))
+    ingest_paths(
+        settings,
+        col,
+        embed,
+        datasets=[str(path)],
+        fields=RecordFields("support", ["question"]),
+        progress=False,
+    )
+    retriever = HybridRetriever(
+        col, embed, settings.retrieval, LexicalSource(col, lexical_dir(settings.data_dir, col))
+    )
+    hits = 0
+    for row in rows:
+        found = retriever.ranked(row["question"], embed.get_query_embedding(row["question"]), k=1)
+        hits += bool(found) and " ".join(found[0].text.split()) in " ".join(row["support"].split())
+    return hits / len(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manual", type=Path, default=MANUAL)
+    parser.add_argument("--questions", type=Path, default=SHARED / "pgdocs" / "questions.jsonl")
+    parser.add_argument("--no-sciq", action="store_true", help="skip the SciQ check")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain baseline")
+    parser.add_argument("--variants", action="store_true", help="compare fusion settings too")
+    parser.add_argument("--sciq-limit", type=int, default=None)
+    args = parser.parse_args()
+    if not args.manual.is_dir():
+        print(
+            f"the manual is not at {args.manual}: install it with "
+            "`apt-get install -y postgresql-doc-15`, or pass --manual DIR",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.questions.exists():
+        print(f"no question set at {args.questions}; pass --questions", file=sys.stderr)
+        return 2
+    items = [json.loads(line) for line in args.questions.read_text().splitlines() if line.strip()]
+    questions = [item["q"] for item in items]
+    gold = [set(item["gold"]) for item in items]
+    files = sorted(args.manual.glob("*.html"))
+
+    from app.retriever import HybridRetriever, LexicalSource
+    from core.embeddings import build_embedding, embedding_id
+    from core.settings import Settings
+    from core.vectorstore import chroma_client, open_collection
+    from ingest import ingest_paths
+    from ingest.lexical import lexical_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp))
+        embed = build_embedding(settings.embedding)
+        embed.get_text_embedding_batch(["warm up the model"] * 8)
+
+        col = open_collection(chroma_client(settings), "manual", embedding_id(settings.embedding))
+        report = ingest_paths(settings, col, embed, paths=[args.manual], progress=False)
+        ours_s = report.seconds
+        print(f"ours: {report.summary()}; {col.count()} chunks", flush=True)
+        lexical = LexicalSource(col, lexical_dir(settings.data_dir, col))
+        retriever = HybridRetriever(col, embed, settings.retrieval, lexical)
+        ours = page_metrics(ask_ours(retriever, embed, questions), gold)
+        print(f"ours ({settings.retrieval.fusion}): {_fmt(ours)}", flush=True)
+        if args.variants:
+            for name, variant in variants(settings.retrieval):
+                r = HybridRetriever(col, embed, variant, lexical)
+                scores = page_metrics(ask_ours(r, embed, questions), gold)
+                print(f"  variant {name:<20} {_fmt(scores)}")
+            for cap in (1, None):
+                v = settings.retrieval.model_copy(update={"max_per_source": cap})
+                r = HybridRetriever(col, embed, v, lexical)
+                scores = page_metrics(ask_ours(r, embed, questions), gold)
+                print(f"  variant cap={cap!s:<16} {_fmt(scores)}")
+
+        if args.no_baseline:
+            base, base_s = {"hit1": 0.0, "hit5": 0.0, "hit10": 0.0, "mrr10": 0.0}, float("nan")
+        else:
+            ranked, base_s = run_baseline(files, questions, embed)
+            base = page_metrics(ranked, gold)
+            print(f"baseline: {_fmt(base)}; ingest {base_s:.1f}s", flush=True)
+        print(f"ingest seconds: ours {ours_s:.1f}, baseline {base_s:.1f}")
+
+        sciq = None if args.no_sciq else sciq_hit1(settings, embed, args.sciq_limit)
+        if sciq is not None:
+            print(f"sciq gold-passage hit@1: {sciq:.3f} (target: not below 0.80)")
+
+    print(
+        f"hit1={ours['hit1']:.3f} mrr10={ours['mrr10']:.3f} base_hit1={base['hit1']:.3f} "
+        f"base_mrr10={base['mrr10']:.3f} hit5={ours['hit5']:.3f} base_hit5={base['hit5']:.3f} "
+        f"ingest_ratio={ours_s / base_s:.2f}"
+        + (f" sciq_hit1={sciq:.3f}" if sciq is not None else "")
+    )
+    return 0
+
+
+def _fmt(m: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.3f}" for k, v in m.items())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

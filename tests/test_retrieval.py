@@ -1,0 +1,406 @@
+"""Retrieval quality features on real Chroma with the packaged model: main-content HTML, heading
+paths, chunks that fit the model's window, hybrid search, and the lexical index kept in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest import ingest_paths
+from ingest.lexical import current_stamp, lexical_dir, load_lexical
+from tests.conftest import ROOT
+from tests.corpus import make_corpus
+
+# The PostgreSQL manual (Debian's postgresql-doc-15), used when installed: real HTML pages.
+MANUAL = Path("/usr/share/doc/postgresql-doc-15/html")
+
+FRAME_TOPICS = [
+    "Configuring the replication slots",
+    "Tuning the autovacuum daemon",
+    "Managing tablespaces on disk",
+    "Writing trigger functions",
+    "Installing from source code",
+    "Client authentication methods",
+    "Monitoring disk usage",
+    "Regression tests",
+]
+MAIN_TEXT = (
+    "The ferry to Kessel Island leaves the north pier every morning at seven thirty. "
+    "Tickets are sold on board and bicycles travel free of charge."
+)
+
+
+def framed_page(title: str, body: str) -> str:
+    """A documentation page with a heavy frame around a short main text."""
+    nav = "".join(f'<li><a href="t{i}.html">{t}</a></li>' for i, t in enumerate(FRAME_TOPICS))
+    return f"""<!DOCTYPE html><html><head><title>{title}</title></head><body>
+<div class="navheader"><table><tr><td><a href="prev.html">Prev</a></td>
+<td>Chapter 7. Travel</td><td><a href="next.html">Next</a></td></tr></table></div>
+<div class="sidebar"><h3>Topics</h3><ul>{nav}</ul></div>
+<div class="breadcrumb">Home / Guides / Travel / {title}</div>
+<div class="toc"><dl><dt><a href="a.html">7.1 Getting there by air</a></dt>
+<dt><a href="b.html">7.2 Getting there by sea</a></dt></dl></div>
+<div class="section"><h2 class="title">{title}</h2><p>{body}</p>
+<div class="note"><h3 class="title">Note</h3><p>Timetables change in winter.</p></div></div>
+<div class="navfooter"><a href="prev.html">Prev</a> <a href="index.html">Home</a>
+<a href="next.html">Next</a></div>
+<footer>Copyright 2026 The Island Travel Group. All rights reserved.</footer>
+</body></html>"""
+
+
+def decoy_index_page() -> str:
+    links = "".join(
+        f'<li><a href="p{i}.html">{t}</a></li>'
+        for i, t in enumerate(
+            ["Ferry to Kessel Island", "Kessel Island ferry timetable", *FRAME_TOPICS]
+        )
+    )
+    return f"<html><head><title>Index</title></head><body><ul>{links}</ul></body></html>"
+
+
+def all_chunks(collection) -> list[tuple[str, dict]]:
+    got = collection.get(include=["documents", "metadatas"])
+    return list(zip(got["documents"], got["metadatas"], strict=True))
+
+
+def make_retriever(settings, collection, embed_model, **overrides):
+    from app.retriever import HybridRetriever, LexicalSource
+
+    retrieval = settings.retrieval.model_copy(update=overrides)
+    lexical = LexicalSource(collection, lexical_dir(settings.data_dir, collection))
+    return HybridRetriever(collection, embed_model, retrieval, lexical)
+
+
+def ask(retriever, embed_model, question: str, k: int = 4):
+    return retriever.ranked(question, embed_model.get_query_embedding(question), k=k)
+
+
+def test_html_frame_never_reaches_the_index_and_the_real_page_ranks_first(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    from core.vectorstore import chroma_client, open_collection
+
+    docs = tmp_path / "site"
+    docs.mkdir()
+    (docs / "ferry.html").write_text(framed_page("Ferry to Kessel Island", MAIN_TEXT))
+    (docs / "index.html").write_text(decoy_index_page())
+    for i, topic in enumerate(FRAME_TOPICS[:4]):
+        (docs / f"topic{i}.html").write_text(
+            framed_page(topic, f"This page explains {topic.lower()} in detail for operators.")
+        )
+    col = open_collection(chroma_client(embedded_settings), "site", embed_id)
+    report = ingest_paths(embedded_settings, col, embed_model, paths=[docs], progress=False)
+    assert not report.failed
+    frame_bits = ["Prev", "Next", "Copyright", "Home / Guides", "7.2 Getting there", "Topics"]
+    for text, meta in all_chunks(col):
+        if meta["file_name"] == "index.html":
+            continue
+        for bit in frame_bits + FRAME_TOPICS[4:]:
+            assert bit not in text, (meta["file_name"], bit, text)
+    ferry = [(t, m) for t, m in all_chunks(col) if m["file_name"] == "ferry.html"]
+    assert any("Tickets are sold on board" in t for t, _ in ferry)
+    # The admonition heading is not a section: its text stays under the page's own heading.
+    assert {m["heading_path"] for _, m in ferry} == {"Ferry to Kessel Island"}
+
+    for hybrid in (True, False):
+        found = ask(
+            make_retriever(embedded_settings, col, embed_model, hybrid=hybrid),
+            embed_model,
+            "When does the ferry to Kessel Island leave?",
+        )
+        assert found[0].metadata["file_name"] == "ferry.html", hybrid
+
+
+def test_structured_documents_carry_heading_paths(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    from core.vectorstore import chroma_client, open_collection
+    from tests.corpus import make_docx
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.md").write_text(
+        "# Operations guide\n\nIntro text about operations.\n\n"
+        "## Backups\n\nBackups run nightly at two.\n\n"
+        "### Restoring\n\nRestore with the restore-tool command.\n\n"
+        "```bash\n# not a heading inside code\nrestore-tool --latest\n```\n\n"
+        "## Upgrades\n\nUpgrades happen on Sundays.\n"
+    )
+    import docx
+
+    make_docx(docs / "hand.docx", [])
+    document = docx.Document(str(docs / "hand.docx"))
+    document.add_paragraph("Security", style="Heading 1")
+    document.add_paragraph("Badges must be worn at all times in the building.")
+    document.save(str(docs / "hand.docx"))
+    col = open_collection(chroma_client(embedded_settings), "structured", embed_id)
+    ingest_paths(embedded_settings, col, embed_model, paths=[docs], progress=False)
+    paths = {t.split("\n")[0]: m.get("heading_path") for t, m in all_chunks(col)}
+    assert paths["Backups run nightly at two."] == "Operations guide > Backups"
+    assert paths["Restore with the restore-tool command."].endswith("Backups > Restoring")
+    assert paths["Upgrades happen on Sundays."] == "Operations guide > Upgrades"
+    assert (
+        paths["Badges must be worn at all times in the building."] == "Office handbook > Security"
+    )
+    restoring = [t for t, _ in all_chunks(col) if "restore-tool --latest" in t]
+    assert restoring and "# not a heading inside code" in restoring[0]
+
+
+def test_no_chunk_exceeds_the_embedding_window(embedded_settings, embed_model, embed_id, tmp_path):
+    """Checked with the model's own tokenizer on real files: the bundled docs, a mixed corpus,
+    long generated text, and part of the manual when the benchmark data is present."""
+    from core.vectorstore import chroma_client, open_collection
+    from ingest.chunking import embed_text, plan_chunks
+
+    corpus = make_corpus(tmp_path / "corpus")
+    (corpus / "long.md").write_text(
+        "# Long\n\n## A section with a long heading about many things\n\n"
+        + " ".join(f"Sentence {i} mentions configuration_parameter_{i} twice." for i in range(900))
+    )
+    paths = [corpus, ROOT / "docs"]
+    manual = sorted(MANUAL.glob("sql-*.html"))[:40] if MANUAL.is_dir() else []
+    col = open_collection(chroma_client(embedded_settings), "window", embed_id)
+    ingest_paths(embedded_settings, col, embed_model, paths=paths + manual, progress=False)
+    plan = plan_chunks(embedded_settings.chunking, embed_model)
+    from tokenizers import Tokenizer
+
+    from core.embeddings import packaged_model_dir
+
+    # The model's own tokenizer file, as the torch backend loads it.
+    tokenizer = Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    assert plan.window == 256 - 2
+    chunks = all_chunks(col)
+    assert len(chunks) > 20
+    for text, meta in chunks:
+        embedded = embed_text(plan.prefix_for(meta.get("heading_path")), text)
+        assert len(tokenizer.encode(embedded).ids) <= 256, meta
+
+
+def test_chunk_size_beyond_the_window_is_clamped_with_a_warning(embedded_settings, embed_model):
+    from ingest.chunking import plan_chunks
+
+    embedded_settings.chunking.size = 1024
+    plan = plan_chunks(embedded_settings.chunking, embed_model)
+    assert plan.size == plan.window == 254
+    assert "1024 is larger than the 254 tokens" in plan.warning
+
+
+def test_exact_name_ranks_its_chunk_first_with_hybrid(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    from core.vectorstore import chroma_client, open_collection
+
+    docs = tmp_path / "params"
+    docs.mkdir()
+    filler = [
+        ("memory", "Memory settings decide how much RAM the server uses for caches and sorting."),
+        ("disk", "Disk settings decide where files live and how often data is flushed to disk."),
+        ("network", "Network settings decide which addresses the server listens on and ports."),
+        ("logging", "Logging settings decide what the server writes to its log and how often."),
+        ("limits", "Limit settings cap how long statements and idle sessions may run."),
+    ]
+    for name, text in filler:
+        (docs / f"{name}.md").write_text(f"# {name.title()} settings\n\n{text}\n")
+    (docs / "misc.md").write_text(
+        "# Miscellaneous settings\n\nThe server has many settings. Among them, "
+        "wal_spill_threshold_kb sets the size at which buffered records go to a temporary file.\n"
+    )
+    col = open_collection(chroma_client(embedded_settings), "params", embed_id)
+    ingest_paths(embedded_settings, col, embed_model, paths=[docs], progress=False)
+    hybrid = make_retriever(embedded_settings, col, embed_model)
+    found = ask(hybrid, embed_model, "wal_spill_threshold_kb")
+    assert found[0].metadata["file_name"] == "misc.md"
+    assert found[0].rare
+    # Dense only is still there and answers from Chroma alone.
+    dense = make_retriever(embedded_settings, col, embed_model, hybrid=False)
+    assert dense.lexical is None
+    assert (
+        ask(dense, embed_model, "How much RAM is used for caches?")[0].metadata["file_name"]
+        == "memory.md"
+    )
+
+
+def test_one_source_takes_at_most_its_share_of_the_results(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    from core.vectorstore import chroma_client, open_collection
+
+    docs = tmp_path / "dup"
+    docs.mkdir()
+    (docs / "long.txt").write_text(
+        "\n\n".join(
+            f"Harbour fees for boats of class {i} are paid at the harbour office."
+            for i in range(200)
+        )
+    )
+    (docs / "other.txt").write_text("Harbour fees can also be paid online through the city portal.")
+    col = open_collection(chroma_client(embedded_settings), "dup", embed_id)
+    ingest_paths(embedded_settings, col, embed_model, paths=[docs], progress=False)
+    assert col.count() > 4
+    found = ask(make_retriever(embedded_settings, col, embed_model), embed_model, "harbour fees")
+    names = [c.metadata["file_name"] for c in found]
+    assert names.count("long.txt") == 2 and "other.txt" in names
+    uncapped = make_retriever(embedded_settings, col, embed_model, max_per_source=None)
+    assert len(ask(uncapped, embed_model, "harbour fees")) == 4
+
+
+def _in_step(settings, collection) -> None:
+    index = load_lexical(lexical_dir(settings.data_dir, collection))
+    assert index is not None
+    assert index.stamp == current_stamp(collection)
+    assert sorted(index.ids) == sorted(collection.get(include=[])["ids"])
+
+
+def test_lexical_index_stays_in_step_through_change_prune_and_crash(
+    settings, collection, embed_model, tmp_path, monkeypatch
+):
+    """On embedded Chroma and on a `chroma run` server (the `settings` fixture runs both)."""
+    corpus = make_corpus(tmp_path / "corpus")
+
+    def run(**kw):
+        return ingest_paths(settings, collection, embed_model, paths=[corpus], progress=False, **kw)
+
+    run()
+    _in_step(settings, collection)
+    retriever = make_retriever(settings, collection, embed_model)
+    assert ask(retriever, embed_model, "lemon cake eggs")[0].metadata["file_name"] == "page.html"
+
+    # Change: a file's new words are found lexically, its old ones are gone.
+    (corpus / "plain.txt").write_text("The spare key now hangs under the zanzibarite stone.\n")
+    report = run()
+    assert report.changed == 1 and report.lexical_rebuilt
+    _in_step(settings, collection)
+    hits = retriever.lexical.get().search("zanzibarite", 5)
+    assert hits and hits[0].rare
+    old = retriever.lexical.get().search("blue door", 5)
+    assert all("blue door" not in collection.get(ids=[h.chunk_id])["documents"][0] for h in old)
+
+    # Prune: a deleted file leaves both indexes.
+    (corpus / "notes.md").unlink()
+    report = run(prune=True)
+    assert report.pruned == 1
+    _in_step(settings, collection)
+
+    # Crash between the Chroma write and the lexical write: the next run (or the app) repairs it.
+    (corpus / "page.html").write_text("<p>The lemon cake now needs a quindecillion of eggs.</p>")
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ingest.lexical.build_lexical", die)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.undo()
+    stale = load_lexical(lexical_dir(settings.data_dir, collection))
+    assert stale.stamp != current_stamp(collection)
+    # A re-run with nothing to embed still repairs the lexical side.
+    report = run()
+    assert report.unchanged == report.seen and report.lexical_rebuilt
+    _in_step(settings, collection)
+    assert (
+        ask(make_retriever(settings, collection, embed_model), embed_model, "quindecillion")[
+            0
+        ].metadata["file_name"]
+        == "page.html"
+    )
+
+
+def test_missing_lexical_index_is_rebuilt_from_chroma(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    import shutil
+
+    from core.vectorstore import chroma_client, open_collection
+
+    corpus = make_corpus(tmp_path / "corpus")
+    col = open_collection(chroma_client(embedded_settings), "rebuild", embed_id)
+    ingest_paths(embedded_settings, col, embed_model, paths=[corpus], progress=False)
+    shutil.rmtree(lexical_dir(embedded_settings.data_dir, col))
+    retriever = make_retriever(embedded_settings, col, embed_model)
+    found = ask(retriever, embed_model, "guest wifi password")
+    assert found[0].metadata["file_name"] == "faq.jsonl"
+    _in_step(embedded_settings, col)
+
+
+def test_chunks_from_an_older_splitter_are_reembedded_once_with_a_note(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    from core.vectorstore import chroma_client, open_collection
+    from ingest.pipeline import outdated_files, read_state
+
+    corpus = make_corpus(tmp_path / "corpus")
+    col = open_collection(chroma_client(embedded_settings), "upgrade", embed_id)
+    ingest_paths(embedded_settings, col, embed_model, paths=[corpus], progress=False)
+    # Make the collection look as an older ingest left it.
+    got = col.get(include=["metadatas"])
+    metas = []
+    for meta in got["metadatas"]:
+        meta = dict(meta)
+        meta["splitter_version"] = None  # None deletes the key in Chroma's update
+        meta["ingest_key"] = "old-" + meta["ingest_key"]
+        metas.append(meta)
+    col.update(ids=got["ids"], metadatas=metas)
+    # What the app re-embeds at start: the outdated files that still exist.
+    assert {p.name for p in outdated_files(col)} == {m["file_name"] for m in got["metadatas"]}
+    report = ingest_paths(embedded_settings, col, embed_model, paths=[corpus], progress=False)
+    assert report.changed == report.seen - len(report.failed)
+    assert any("chunked by an older version of ingest" in n for n in report.notes)
+    assert all(s.splitters == {"2"} for s in read_state(col).values())
+    again = ingest_paths(embedded_settings, col, embed_model, paths=[corpus], progress=False)
+    assert again.chunks_written == 0 and not again.notes
+    assert outdated_files(col) == []
+
+
+def test_onnx_backends_agree_with_torch_and_reuse_their_export(tmp_path):
+    """The packaged model through each backend, offline, on real sentences."""
+    import numpy as np
+
+    from core.embeddings import build_embedding, embedding_id, packaged_model_dir
+    from core.onnx_embedding import model_fingerprint
+    from core.settings import EmbeddingSettings
+    from tests.conftest import MODEL_CACHE
+
+    sentences = [
+        "The lighthouse keeper of Velmora has served for thirty-one years.",
+        "pg_dump writes one database to a single archive file.",
+        "Photosynthesis turns carbon dioxide and water into sugar.",
+        "short",
+    ]
+    torch_model = build_embedding(EmbeddingSettings(backend="torch"))
+    reference = np.asarray(torch_model.get_text_embedding_batch(sentences))
+    for backend, floor in (("onnx", 0.99), ("onnx-int8", 0.95)):
+        model = build_embedding(EmbeddingSettings(backend=backend), cache_dir=MODEL_CACHE)
+        vectors = np.asarray(model.get_text_embedding_batch(sentences))
+        assert (np.sum(reference * vectors, axis=1) > floor).all(), backend
+        assert embedding_id(EmbeddingSettings(backend=backend)).endswith(f"+{backend}")
+    model_dir = packaged_model_dir()
+    export_dir = MODEL_CACHE / f"{model_dir.resolve().name}-{model_fingerprint(model_dir)}"
+    assert sorted(p.name for p in export_dir.glob("*.onnx")) == ["model-int8.onnx", "model.onnx"]
+    mtimes = {p: p.stat().st_mtime_ns for p in export_dir.glob("*.onnx")}
+    build_embedding(EmbeddingSettings(backend="onnx-int8"), cache_dir=MODEL_CACHE)
+    assert {p: p.stat().st_mtime_ns for p in export_dir.glob("*.onnx")} == mtimes  # reused
+    assert embedding_id(EmbeddingSettings(backend="torch")) == (
+        "local:sentence-transformers/all-MiniLM-L6-v2"
+    )
+
+
+def test_a_collection_keeps_the_backend_that_built_it(embedded_settings, tmp_path):
+    """Vectors of two backends never mix: an unset backend follows the collection's, and an
+    explicit other one is refused with what to do."""
+    from core.errors import EmbeddingMismatchError
+    from core.vectorstore import open_index
+
+    docs = tmp_path / "d"
+    docs.mkdir()
+    (docs / "a.txt").write_text("The blue ferry leaves at seven.")
+    embedded_settings.embedding.backend = "torch"
+    col, model = open_index(embedded_settings)
+    ingest_paths(embedded_settings, col, model, paths=[docs], progress=False)
+    embedded_settings.embedding.backend = None
+    col, model = open_index(embedded_settings)
+    assert type(model).__name__ == "HuggingFaceEmbedding"
+    embedded_settings.embedding.backend = "onnx-int8"
+    with pytest.raises(EmbeddingMismatchError, match="__BACKEND"):
+        open_index(embedded_settings)
