@@ -84,14 +84,23 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     password = settings.app.admin_password
+    secret = password.get_secret_value() if password else None
+    tabs = []
+    if admin:
+        from app.evaluate_tab import build_evaluate_tab
+        from core.evalstore import EvalStore
+
+        store = EvalStore(service.chatlog.engine)
+        tabs.append(build_evaluate_tab(settings, store, service.registry, secret))
     demo = build_ui(
         service.pipeline,
         service.chatlog,
         service.ingest_files if admin else None,
         settings.data_dir / "uploads",
-        password.get_secret_value() if password else None,
+        secret,
+        extra_tabs=tabs,
     )
-    print(f"model: {service.pipeline.chat_model.badge}")
+    print(f"model: {service.pipeline.badge}")
     print(f"open http://{settings.app.host}:{settings.app.port}", flush=True)
     demo.queue(default_concurrency_limit=32).launch(
         server_name=settings.app.host,

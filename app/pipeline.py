@@ -91,6 +91,10 @@ def _history_text(history: Sequence[dict]) -> str:
 class RagPipeline:
     """Answers questions over one collection with one chat model, logging every turn."""
 
+    # The registry versions this pipeline was built from (set by app.live); logged on every turn.
+    chat_version_id: int | None = None
+    embedding_version_id: int | None = None
+
     def __init__(
         self,
         collection: Collection,
@@ -108,6 +112,11 @@ class RagPipeline:
         self.prompt = prompt
         self.sentence_vectors = SentenceVectors(embed_model)
         self.retriever = HybridRetriever(collection, embed_model, retrieval, lexical)
+
+    @property
+    def badge(self) -> str:
+        version = f" · chat v{self.chat_version_id}" if self.chat_version_id else ""
+        return self.chat_model.badge + version
 
     def condense(self, question: str, history: Sequence[dict]) -> str:
         """A standalone version of a follow-up question, for retrieval."""
@@ -207,6 +216,8 @@ class RagPipeline:
                 latency_ms=(time.perf_counter() - started) * 1000,
                 usage=usage,
                 error=error,
+                chat_version_id=self.chat_version_id,
+                embedding_version_id=self.embedding_version_id,
             )
         except Exception as exc:
             log.exception("could not log the answer")

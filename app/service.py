@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.pipeline import RagPipeline
+from app.live import LivePipeline
 from app.prompt import load_prompt
-from app.providers import build_chat_model
 from core.chatlog import ChatLog
 from core.errors import ConfigError
-from core.vectorstore import open_index
+from core.registry import Registry
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -27,9 +26,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class Service:
     settings: Settings
-    pipeline: RagPipeline
+    pipeline: LivePipeline
     chatlog: ChatLog
     first_run: IngestReport | None
+    registry: Registry
 
     def ingest_files(self, paths: list[Path]) -> IngestReport:
         from ingest import ingest_paths
@@ -44,10 +44,16 @@ class Service:
 
 
 def build_service(settings: Settings) -> Service:
-    """Everything the app needs; ingests `docs/` when the collection is empty."""
+    """Everything the app needs; registers the configured models as the first active versions on
+    first start; ingests `docs/` when the active collection is empty."""
     from ingest import ingest_paths
 
-    collection, embed_model = open_index(settings)
+    chatlog = ChatLog(settings.database_url)
+    registry = Registry(chatlog.engine)
+    registry.seed(settings)
+    pipeline = LivePipeline(settings, registry, chatlog, load_prompt(settings.app.prompt_path))
+    current = pipeline.current()  # the active versions; loads (or rebuilds) the lexical index
+    collection, embed_model = current.collection, current.embed_model
     first_run = None
     if collection.count() == 0 and settings.app.docs_dir.is_dir():
         log.info("empty collection: ingesting %s", settings.app.docs_dir)
@@ -65,24 +71,7 @@ def build_service(settings: Settings) -> Service:
                 len(stale),
             )
             ingest_paths(settings, collection, embed_model, paths=stale, progress=True)
-    lexical = None
-    if settings.retrieval.hybrid:
-        from app.retriever import LexicalSource
-        from ingest.lexical import lexical_dir
-
-        lexical = LexicalSource(collection, lexical_dir(settings.data_dir, collection))
-        lexical.get()  # load (or rebuild from Chroma) now rather than on the first question
-    chatlog = ChatLog(settings.database_url)
-    pipeline = RagPipeline(
-        collection,
-        embed_model,
-        build_chat_model(settings.llm),
-        chatlog,
-        load_prompt(settings.app.prompt_path),
-        settings.retrieval,
-        lexical,
-    )
-    return Service(settings, pipeline, chatlog, first_run)
+    return Service(settings, pipeline, chatlog, first_run, registry)
 
 
 def is_loopback(host: str) -> bool:

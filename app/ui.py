@@ -9,7 +9,7 @@ import html
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,14 +51,16 @@ def build_ui(
     ingest_files: Callable[[list[Path]], IngestReport] | None,
     uploads_dir: Path,
     admin_password: str | None,
+    extra_tabs: Sequence[Callable[[], None]] = (),
 ) -> gr.Blocks:
-    """The app. `ingest_files` is None when admin functions must not be exposed."""
+    """The app. `ingest_files` is None when admin functions must not be exposed; `extra_tabs`
+    are admin tabs built by their own modules (called inside the Blocks)."""
 
     def respond(message: str, history: list[dict], session_id: str, turn_map: dict) -> Iterator:
         history = list(history or [])
         prior = [{"role": m["role"], "content": _text(m["content"])} for m in history]
         history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        yield "", history, gr.update(), turn_map
+        yield "", history, gr.update(), turn_map, gr.update()
         try:
             for update in pipeline.ask(session_id, message, prior):
                 history[-1]["content"] = update.text
@@ -67,10 +69,11 @@ def build_ui(
                         turn_map = {**turn_map, str(len(history) - 1): update.turn_id}
                     if update.warning:
                         gr.Warning(update.warning)
-                yield "", history, sources_markdown(update.sources), turn_map
+                badge = _badge(pipeline) if update.done else gr.update()
+                yield "", history, sources_markdown(update.sources), turn_map, badge
         except RagError as exc:
             history[-1]["content"] = f"⚠️ {exc}"
-            yield "", history, gr.update(), turn_map
+            yield "", history, gr.update(), turn_map, gr.update()
             raise gr.Error(str(exc)) from exc
 
     def on_like(data: gr.LikeData, turn_map: dict) -> tuple[str, Any]:
@@ -107,7 +110,7 @@ def build_ui(
         rated = gr.State(None)
         with gr.Row():
             gr.Markdown("## Chat with your documents")
-            gr.Markdown(f"**Model:** {pipeline.chat_model.badge}", elem_id="model-badge")
+            badge = gr.Markdown(_badge(pipeline), elem_id="model-badge")
         with gr.Tab("Chat"):
             with gr.Row():
                 with gr.Column(scale=3):
@@ -132,7 +135,7 @@ def build_ui(
                         label="Comment on the rated answer (optional)", elem_id="comment"
                     )
                     comment_btn = gr.Button("Send comment", elem_id="send-comment")
-            outputs = [box, chatbot, sources, turn_map]
+            outputs = [box, chatbot, sources, turn_map, badge]
             box.submit(respond, [box, chatbot, session_id, turn_map], outputs)
             send.click(respond, [box, chatbot, session_id, turn_map], outputs)
             chatbot.like(on_like, [turn_map], [feedback_note, rated])
@@ -140,7 +143,14 @@ def build_ui(
             new.click(new_chat, None, [session_id, chatbot, sources, turn_map, rated, comment])
         if ingest_files is not None:
             _admin_tab(chatlog, ingest_files, uploads_dir, admin_password)
+            for tab in extra_tabs:
+                tab()
+        demo.load(lambda: _badge(pipeline), None, badge)  # a reload shows the model now active
     return demo
+
+
+def _badge(pipeline: RagPipeline) -> str:
+    return f"**Model:** {pipeline.badge}"
 
 
 def _text(content: Any) -> str:

@@ -21,7 +21,9 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -65,6 +67,9 @@ class TurnRow(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     error: Mapped[str | None] = mapped_column(Text)
+    # The registry versions that answered (migration 3).
+    chat_version_id: Mapped[int | None] = mapped_column(Integer)
+    embedding_version_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -84,21 +89,65 @@ def _create_v1(conn: Connection) -> None:
         table.__table__.create(conn, checkfirst=True)
 
 
+def _create_v2(conn: Connection) -> None:
+    from core.registry import create_registry_tables
+
+    create_registry_tables(conn)
+
+
+def _create_v3(conn: Connection) -> None:
+    # Version 1 creates `turns` from the current model, so a fresh database has these already.
+    have = {c["name"] for c in inspect(conn).get_columns("turns")}
+    for column in ("chat_version_id", "embedding_version_id"):
+        if column not in have:
+            conn.execute(text(f"ALTER TABLE turns ADD COLUMN {column} INTEGER"))
+
+
+def _create_v4(conn: Connection) -> None:
+    from core.evalstore import create_eval_tables
+
+    create_eval_tables(conn)
+
+
 # Ordered schema migrations; each runs once, in its own transaction, and is recorded.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [(1, _create_v1)]
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _create_v1),
+    (2, _create_v2),  # model registry
+    (3, _create_v3),  # turns carry the registry versions that answered
+    (4, _create_v4),  # eval sets, runs, per-sample scores, gate decisions, eval locks
+]
+
+
+# Key of the PostgreSQL advisory lock that lets one process at a time migrate (app processes
+# starting together on a fresh database would otherwise both create the tables).
+_MIGRATION_LOCK = 7_226_001
 
 
 def migrate(engine: Engine) -> int:
     """Bring the schema to the newest version; returns that version."""
-    SchemaVersion.__table__.create(engine, checkfirst=True)
-    with engine.begin() as conn:
-        current = conn.execute(select(func.max(SchemaVersion.version))).scalar() or 0
-    for version, step in MIGRATIONS:
-        if version > current:
-            with engine.begin() as conn:
-                step(conn)
-                conn.execute(SchemaVersion.__table__.insert().values(version=version))
-            current = version
+    with engine.connect() as conn:
+        locked = conn.dialect.name == "postgresql"
+        if locked:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})
+            conn.commit()
+        try:
+            SchemaVersion.__table__.create(conn, checkfirst=True)
+            conn.commit()
+            current = conn.execute(select(func.max(SchemaVersion.version))).scalar() or 0
+            conn.commit()
+            for version, step in MIGRATIONS:
+                if version > current:
+                    step(conn)
+                    conn.execute(SchemaVersion.__table__.insert().values(version=version))
+                    conn.commit()
+                    current = version
+        except Exception:
+            conn.rollback()
+            raise
+        finally:
+            if locked:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK})
+                conn.commit()
     return current
 
 
@@ -154,6 +203,8 @@ class ChatLog:
         latency_ms: float,
         usage: TokenUsage | None = None,
         error: str | None = None,
+        chat_version_id: int | None = None,
+        embedding_version_id: int | None = None,
     ) -> None:
         usage = usage or TokenUsage()
         with Session(self.engine) as s, s.begin():
@@ -168,6 +219,7 @@ class ChatLog:
             row.prompt_tokens, row.completion_tokens = usage.prompt_tokens, usage.completion_tokens
             row.status = "failed" if error else "answered"
             row.error = error
+            row.chat_version_id, row.embedding_version_id = chat_version_id, embedding_version_id
             row.answered_at = _now()
 
     def set_feedback(self, turn_id: int, rating: str, comment: str | None = None) -> None:
@@ -235,6 +287,8 @@ def _to_record(row: TurnRow, fb: FeedbackRow | None) -> Turn:
         usage=TokenUsage(prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens),
         status=row.status,
         error=row.error,
+        chat_version_id=row.chat_version_id,
+        embedding_version_id=row.embedding_version_id,
         created_at=row.created_at,
         answered_at=row.answered_at,
         feedback=Feedback(rating=fb.rating, comment=fb.comment, created_at=fb.created_at)

@@ -52,6 +52,12 @@ class Turn(BaseModel):
     usage: TokenUsage = Field(default_factory=TokenUsage)
     status: Literal["pending", "answered", "failed"] = "pending"
     error: str | None = None
+    chat_version_id: int | None = Field(
+        default=None, description="Registry id of the chat model version that answered."
+    )
+    embedding_version_id: int | None = Field(
+        default=None, description="Registry id of the embedding model version that retrieved."
+    )
     created_at: datetime | None = None
     answered_at: datetime | None = None
     feedback: Feedback | None = None

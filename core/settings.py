@@ -188,6 +188,57 @@ class AppSettings(BaseModel):
     )
 
 
+class EvalSettings(BaseModel):
+    primary_metric: str = Field(
+        default="semantic_similarity",
+        description="Metric a candidate must improve to be promoted.",
+    )
+    margin: float = Field(
+        default=0.01, ge=0, description="Least mean improvement of the primary metric."
+    )
+    guard_metrics: list[str] = Field(
+        default_factory=lambda: ["hit_at_5", "context_recall", "faithfulness"],
+        description="Metrics that must not regress beyond the tolerance (skipped where a set "
+        "cannot measure them).",
+    )
+    guard_tolerance: float = Field(
+        default=0.02, ge=0, description="Largest mean regression allowed on a guard metric."
+    )
+    max_nan_share: float = Field(
+        default=0.1, ge=0, le=1, description="Largest share of unmeasured samples (NaN) allowed."
+    )
+    min_samples: int = Field(default=20, ge=1, description="Fewest measured samples to decide.")
+    bootstrap_resamples: int = Field(
+        default=2000, ge=100, description="Bootstrap resamples for the 95% intervals."
+    )
+    seed: int = Field(default=0, description="Seed of the bootstrap and of logged-turn sampling.")
+    golden_set: Path | None = Field(
+        default=None, description="Default JSONL golden set for `eval run` and `eval schedule`."
+    )
+    judge_model: str | None = Field(
+        default=None,
+        description="Judge LLM for the LLM metrics (faithfulness, relevancy, ...); none: only the "
+        "offline metrics are scored.",
+    )
+    judge_base_url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible judge server."
+    )
+    judge_api_key: SecretStr | None = Field(
+        default=None, description="API key of the judge; falls back to OPENAI_API_KEY."
+    )
+    judge_concurrency: int = Field(default=4, ge=1, description="Judge calls in flight at most.")
+    judge_timeout_s: float = Field(default=60.0, gt=0, description="Judge request timeout.")
+    judge_max_retries: int = Field(
+        default=3, ge=0, description="Judge retries on 429/5xx, done by the OpenAI SDK."
+    )
+    schedule_cron: str = Field(
+        default="0 3 * * *", description="When `eval schedule` evaluates (crontab syntax)."
+    )
+    auto_promote: bool = Field(
+        default=False, description="Scheduled evaluations promote winners and reject losers."
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable, with a description on every field."""
 
@@ -214,6 +265,9 @@ class Settings(BaseSettings):
         default_factory=RetrievalSettings, description="Retrieval."
     )
     app: AppSettings = Field(default_factory=AppSettings, description="Web app.")
+    eval: EvalSettings = Field(
+        default_factory=EvalSettings, description="Evaluation and the promotion gate."
+    )
 
     @model_validator(mode="after")
     def _standard_openai_env(self) -> Settings:
@@ -223,6 +277,8 @@ class Settings(BaseSettings):
             self.llm.api_key = SecretStr(key)
         if key and self.embedding.api_key is None:
             self.embedding.api_key = SecretStr(key)
+        if key and self.eval.judge_api_key is None:
+            self.eval.judge_api_key = SecretStr(key)
         admin = os.environ.get("RAG_ADMIN_PASSWORD")
         if admin and self.app.admin_password is None:
             self.app.admin_password = SecretStr(admin)

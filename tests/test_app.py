@@ -51,7 +51,7 @@ def test_first_run_indexes_docs_and_streams_a_logged_answer(app_server):
     client = Client(url, verbose=False)
     job = client.submit("How do I export the chat log?", [], api_name="/respond")
     outputs = list(job)  # every streamed update
-    _, history, sources = job.result()
+    _, history, sources, badge = job.result()
     answer = (
         history[-1]["content"][0]["text"]
         if isinstance(history[-1]["content"], list)
@@ -63,6 +63,9 @@ def test_first_run_indexes_docs_and_streams_a_logged_answer(app_server):
     turns = [t for t in chatlog(data).turns() if t.user_input == "How do I export the chat log?"]
     assert len(turns) == 1 and turns[0].status == "answered" and turns[0].response == answer
     assert turns[0].retrieved_contexts[0].file_name == "feedback-and-logs.md"
+    # The first start registered the configured models; the badge and the turn name the version.
+    assert "extractive" in badge and f"chat v{turns[0].chat_version_id}" in badge
+    assert turns[0].chat_version_id is not None and turns[0].embedding_version_id is not None
 
 
 def test_upload_through_admin_tab_then_ask(app_server, tmp_path):
@@ -76,7 +79,7 @@ def test_upload_through_admin_tab_then_ask(app_server, tmp_path):
     summary = client.predict([handle_file(str(pdf)), handle_file(str(bad))], "", api_name="/upload")
     assert "new 1" in summary and "failed 1" in summary and "broken.pdf" in summary
     assert (data / "uploads" / "velmora.pdf").is_file()
-    _, history, sources = client.predict(
+    _, history, sources, _badge = client.predict(
         "Who is the lighthouse keeper of Velmora?", [], api_name="/respond"
     )
     assert "Orsolya Brandt" in str(history[-1]["content"])
@@ -173,3 +176,89 @@ def test_admin_functions_need_a_password_off_loopback():
     assert not admin_allowed(s)
     s.app.admin_password = "pw"
     assert admin_allowed(s)
+
+
+def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_path, monkeypatch):
+    """`python -m eval run` on the running app's database; the Evaluate tab lists the run, drills
+    into a sample, and promotes and rolls back a version that the chat answers with at once."""
+    from gradio_client import Client
+
+    from core.registry import Registry
+    from eval.__main__ import main as eval_main
+
+    url, data, _ = app_server
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(
+        json.dumps(
+            {
+                "user_input": "How do I export the chat log?",
+                "reference": "python -m app export-logs",
+                "reference_sources": ["feedback-and-logs.md"],
+            }
+        )
+        + "\n"
+        + json.dumps({"user_input": "Which chat models are supported?"})
+        + "\n"
+    )
+    monkeypatch.setenv("RAG_DATA_DIR", str(data))
+    assert eval_main(["run", "--set", str(golden), "--report", str(tmp_path / "r.html")]) == 0
+    assert "Evaluation run" in (tmp_path / "r.html").read_text()
+    client = Client(url, verbose=False)
+    runs, _history, versions = client.predict("", api_name="/refresh")
+    [row] = runs["data"]
+    assert row[2] == "done" and row[6] == 2  # status, samples
+    assert "| chat | v1 | active |" in versions
+    samples, _ = client.predict(row[0], "", api_name="/drill")
+    assert [r[1] for r in samples["data"]] == [
+        "How do I export the chat log?",
+        "Which chat models are supported?",
+    ]
+    detail = client.predict(row[0], 0, "", api_name="/sample_detail")
+    assert "feedback-and-logs.md" in detail and "hit_at_1" in detail
+    assert "no reference" in client.predict(row[0], 1, "", api_name="/sample_detail")
+
+    reg = Registry(f"sqlite:///{(data / 'rag.db').resolve()}")
+    candidate = reg.register("chat", "top-1", {"retrieval": {"top_k": 1}})
+    note, _ = client.predict(candidate.id, "", api_name="/promote")
+    assert f"chat v{candidate.id} is active" in note
+    _, _, _, badge = client.predict("How do I export the chat log?", [], api_name="/respond")
+    assert f"chat v{candidate.id}" in badge
+    note, _ = client.predict("chat", "", api_name="/rollback")
+    assert "v1 is active again" in note
+    _, _, _, badge = client.predict("How do I export the chat log?", [], api_name="/respond")
+    assert "chat v1" in badge
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_browser_evaluate_tab_runs_and_samples(app_server, tmp_path, monkeypatch):
+    from playwright.sync_api import expect, sync_playwright
+
+    from eval.__main__ import main as eval_main
+
+    url, data, _ = app_server
+    golden = tmp_path / "golden.jsonl"
+    question = "What file formats can be indexed?"
+    golden.write_text(json.dumps({"user_input": question, "reference": "PDF"}) + "\n")
+    monkeypatch.setenv("RAG_DATA_DIR", str(data))
+    assert eval_main(["run", "--set", str(golden)]) == 0
+    from core.evalstore import EvalStore
+
+    run_id = EvalStore(f"sqlite:///{(data / 'rag.db').resolve()}").runs(limit=1)[0].id
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Evaluate").click()
+        page.locator("#eval-refresh").click()
+        expect(page.locator("#eval-runs")).to_contain_text("done", timeout=30_000)
+        expect(page.locator("#eval-versions")).to_contain_text("active", timeout=30_000)
+        page.locator("#eval-run-id input").fill(str(run_id))
+        page.locator("#eval-show").click()
+        expect(page.locator("#eval-samples")).to_contain_text(question, timeout=30_000)
+        page.locator("#eval-sample-idx input").fill("0")
+        page.locator("#eval-detail").click()
+        expect(page.locator("#eval-sample-detail")).to_contain_text("Retrieved", timeout=30_000)
+        browser.close()

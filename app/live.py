@@ -1,0 +1,205 @@
+"""Answering with the registry's active versions, per request, without a restart: each question
+checks the registry revision (one small query) and the pipeline is rebuilt only when it changed.
+Also builds the pipeline of any given versions, for eval to answer with champion and candidate."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from app.pipeline import AnswerUpdate, RagPipeline
+from app.providers import build_chat_model
+from app.synthesis import SentenceVectors
+from core.embeddings import build_embedding, embedding_id, resolve_backend
+from core.registry import apply_spec
+from core.vectorstore import built_with, chroma_client, open_collection
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    from app.prompt import SystemPrompt
+    from app.retriever import LexicalSource
+    from core.chatlog import ChatLog
+    from core.registry import ModelVersion, Registry
+    from core.settings import EmbeddingSettings, Settings
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingCache:
+    """Embedding models by their id, their sentence caches and the lexical indexes by folder, so
+    switching versions never reloads what another version already loaded."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, BaseEmbedding] = {}
+        self._sentences: dict[str, SentenceVectors] = {}
+        self._lexical: dict[str, LexicalSource] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _resolved(settings: Settings, client=None) -> EmbeddingSettings:
+        # The backend follows the collection's when none is configured (as core.vectorstore).
+        client = client or chroma_client(settings)
+        return resolve_backend(settings.embedding, built_with(client, settings.chroma.collection))
+
+    def _model(self, cfg: EmbeddingSettings, settings: Settings) -> BaseEmbedding:
+        key = embedding_id(cfg)
+        with self._lock:
+            if key not in self._models:
+                cache_dir = settings.embedding.cache_dir or settings.data_dir / "models"
+                self._models[key] = build_embedding(cfg, cache_dir=cache_dir)
+            return self._models[key]
+
+    def get(self, settings: Settings) -> BaseEmbedding:
+        return self._model(self._resolved(settings), settings)
+
+    def put(self, settings: Settings, model: BaseEmbedding) -> None:
+        with self._lock:
+            self._models[embedding_id(self._resolved(settings))] = model
+
+    def sentence_vectors(self, settings: Settings) -> SentenceVectors:
+        """One sentence-embedding cache per model, shared by every pipeline built on it."""
+        cfg = self._resolved(settings)
+        model = self._model(cfg, settings)
+        key = embedding_id(cfg)
+        with self._lock:
+            if key not in self._sentences:
+                self._sentences[key] = SentenceVectors(model)
+            return self._sentences[key]
+
+    def open(self, settings: Settings, create: bool) -> tuple[Collection, BaseEmbedding]:
+        """The collection the settings name and the embedding model that reads it."""
+        client = chroma_client(settings)
+        cfg = self._resolved(settings, client)
+        model = self._model(cfg, settings)
+        collection = open_collection(client, settings.chroma.collection, embedding_id(cfg), create)
+        return collection, model
+
+    def lexical(self, settings: Settings, collection: Collection) -> LexicalSource:
+        from app.retriever import LexicalSource
+        from ingest.lexical import lexical_dir
+
+        directory = lexical_dir(settings.data_dir, collection)
+        with self._lock:
+            source = self._lexical.get(str(directory))
+            if source is None:
+                source = self._lexical[str(directory)] = LexicalSource(collection, directory)
+        source.get()  # load (or rebuild from Chroma) now rather than on the first question
+        return source
+
+
+def build_pipeline(
+    settings: Settings,
+    chat: ModelVersion | None,
+    embedding: ModelVersion | None,
+    chatlog: ChatLog | None,
+    prompt: SystemPrompt,
+    embeddings: EmbeddingCache,
+) -> RagPipeline:
+    """A pipeline answering as the given versions (their specs over `settings`)."""
+    applied = apply_spec(settings, chat, embedding)
+    # A version that names its own collection must find it built (ingest's re-index makes it);
+    # the settings' own collection is created on first start.
+    own_collection = embedding is not None and "chroma" in embedding.spec
+    collection, embed_model = embeddings.open(applied, create=not own_collection)
+    lexical = embeddings.lexical(applied, collection) if applied.retrieval.hybrid else None
+    pipeline = RagPipeline(
+        collection,
+        embed_model,
+        build_chat_model(applied.llm),
+        chatlog,
+        prompt,
+        applied.retrieval,
+        lexical,
+    )
+    pipeline.sentence_vectors = embeddings.sentence_vectors(applied)
+    pipeline.chat_version_id = chat.id if chat else None
+    pipeline.embedding_version_id = embedding.id if embedding else None
+    return pipeline
+
+
+class LivePipeline:
+    """The app's pipeline: always the active chat and embedding versions of the registry."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        chatlog: ChatLog | None,
+        prompt: SystemPrompt,
+        embeddings: EmbeddingCache | None = None,
+    ):
+        self.settings = settings
+        self.registry = registry
+        self.chatlog = chatlog
+        self.prompt = prompt
+        self.embeddings = embeddings or EmbeddingCache()
+        self._lock = threading.Lock()
+        self._revision: int | None = None
+        self._pipeline: RagPipeline | None = None
+        self.rebuilds = 0
+
+    def current(self) -> RagPipeline:
+        """The pipeline of the active versions; rebuilt only when the registry revision moved."""
+        revision = self.registry.revision()
+        if revision == self._revision and self._pipeline is not None:
+            return self._pipeline
+        with self._lock:
+            if revision == self._revision and self._pipeline is not None:
+                return self._pipeline
+            active = self.registry.active_all()
+            chat, embedding = active["chat"], active["embedding"]
+            old = self._pipeline
+            same = (
+                old is not None
+                and old.chat_version_id == (chat.id if chat else None)
+                and old.embedding_version_id == (embedding.id if embedding else None)
+            )
+            if not same:
+                try:
+                    self._pipeline = build_pipeline(
+                        self.settings, chat, embedding, self.chatlog, self.prompt, self.embeddings
+                    )
+                except Exception:
+                    if old is None:
+                        raise
+                    # A promoted version that cannot be built (its collection is missing, its
+                    # model directory gone) must not take the chat down: keep answering with the
+                    # versions that work, and say so in the log; each turn records which answered.
+                    log.exception(
+                        "cannot build chat v%s / embedding v%s; still answering with %s",
+                        chat.id if chat else None,
+                        embedding.id if embedding else None,
+                        old.badge,
+                    )
+                    self._revision = revision
+                    return old
+                self.rebuilds += 1
+                log.info("now answering with %s", self._pipeline.badge)
+            self._revision = revision
+            return self._pipeline
+
+    def ask(
+        self, session_id: str, question: str, history: Sequence[dict] = ()
+    ) -> Iterator[AnswerUpdate]:
+        """RagPipeline.ask on the active versions as of this question."""
+        yield from self.current().ask(session_id, question, history)
+
+    @property
+    def badge(self) -> str:
+        return self.current().badge
+
+    @property
+    def chat_model(self):
+        return self.current().chat_model
+
+    @property
+    def collection(self):
+        return self.current().collection
+
+    @property
+    def embed_model(self):
+        return self.current().embed_model

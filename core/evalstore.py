@@ -1,0 +1,471 @@
+"""The eval store (same database as the chat log, schema migration 4): evaluation sets with their
+content hash, runs with their settings, versions and per-sample scores, gate decisions, and the
+locks that keep two schedulers from running the same evaluation twice. Written by eval."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    delete,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from core.chatlog import Base, make_engine, migrate
+from core.errors import RagError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+class EvalSample(BaseModel):
+    """One question of an evaluation set; field names follow Ragas."""
+
+    user_input: str
+    reference: str | None = Field(default=None, description="The expected answer.")
+    reference_contexts: list[str] = Field(
+        default_factory=list, description="Passages that hold the answer."
+    )
+    reference_sources: list[str] = Field(
+        default_factory=list,
+        description="File names or paths (relative to the ingest root) that hold the answer.",
+    )
+
+
+class ScoredSample(BaseModel):
+    """A sample as one model version answered it, with its scores (None: not measured)."""
+
+    idx: int
+    user_input: str
+    response: str | None = None
+    retrieved_contexts: list[str] = Field(default_factory=list)
+    retrieved_sources: list[str] = Field(default_factory=list)
+    reference: str | None = None
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    nan_reasons: dict[str, str] = Field(default_factory=dict)
+
+
+class MetricSummary(BaseModel):
+    mean: float | None = Field(description="Mean over measured samples; None if none measured.")
+    measured: int
+    nan: int = Field(description="Samples where the metric could not be measured.")
+
+
+class EvalRun(BaseModel):
+    id: int
+    set_id: int
+    set_hash: str
+    chat_version_id: int | None
+    embedding_version_id: int | None
+    status: Literal["running", "done", "failed"]
+    settings: dict[str, Any] = Field(default_factory=dict)
+    summary: dict[str, MetricSummary] = Field(default_factory=dict)
+    judge_model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_s: float | None = None
+    error: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+class GateDecision(BaseModel):
+    id: int | None = None
+    champion_run_id: int
+    candidate_run_id: int
+    candidate_version_id: int | None
+    promote: bool
+    reasons: list[str]
+    comparison: dict[str, Any] = Field(default_factory=dict)
+    policy: dict[str, Any] = Field(default_factory=dict)
+    applied: bool = False
+    created_at: datetime | None = None
+
+
+def summarise(samples: list[ScoredSample]) -> dict[str, MetricSummary]:
+    """Mean per metric over the samples that measured it; NaN counted, never averaged in."""
+    names = sorted({name for s in samples for name in s.scores})
+    out = {}
+    for name in names:
+        values = [s.scores.get(name) for s in samples]
+        good = [v for v in values if v is not None and not math.isnan(v)]
+        out[name] = MetricSummary(
+            mean=sum(good) / len(good) if good else None,
+            measured=len(good),
+            nan=len(values) - len(good),
+        )
+    return out
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+
+class EvalSetRow(Base):
+    __tablename__ = "eval_sets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(300))
+    n_samples: Mapped[int] = mapped_column(Integer)
+    samples: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class EvalRunRow(Base):
+    __tablename__ = "eval_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    set_id: Mapped[int] = mapped_column(ForeignKey("eval_sets.id"), index=True)
+    chat_version_id: Mapped[int | None] = mapped_column(Integer)
+    embedding_version_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    judge_model: Mapped[str | None] = mapped_column(String(200))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EvalSampleRow(Base):
+    __tablename__ = "eval_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class GateDecisionRow(Base):
+    __tablename__ = "gate_decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    champion_run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id"))
+    candidate_run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id"))
+    candidate_version_id: Mapped[int | None] = mapped_column(Integer)
+    promote: Mapped[bool] = mapped_column(Boolean)
+    reasons: Mapped[list[str]] = mapped_column(JSON)
+    comparison: Mapped[dict[str, Any]] = mapped_column(JSON)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    applied: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class EvalLockRow(Base):
+    __tablename__ = "eval_locks"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def create_eval_tables(conn: Connection) -> None:
+    """Schema migration 4 (see core.chatlog.MIGRATIONS)."""
+    for table in (EvalSetRow, EvalRunRow, EvalSampleRow, GateDecisionRow, EvalLockRow):
+        table.__table__.create(conn, checkfirst=True)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything here is stored in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _run(row: EvalRunRow, set_hash: str) -> EvalRun:
+    return EvalRun(
+        id=row.id,
+        set_id=row.set_id,
+        set_hash=set_hash,
+        chat_version_id=row.chat_version_id,
+        embedding_version_id=row.embedding_version_id,
+        status=row.status,
+        settings=row.settings or {},
+        summary={k: MetricSummary(**v) for k, v in (row.summary or {}).items()},
+        judge_model=row.judge_model,
+        prompt_tokens=row.prompt_tokens or 0,
+        completion_tokens=row.completion_tokens or 0,
+        duration_s=row.duration_s,
+        error=row.error,
+        started_at=_aware(row.started_at),
+        finished_at=_aware(row.finished_at),
+    )
+
+
+def _decision(row: GateDecisionRow) -> GateDecision:
+    return GateDecision(
+        id=row.id,
+        champion_run_id=row.champion_run_id,
+        candidate_run_id=row.candidate_run_id,
+        candidate_version_id=row.candidate_version_id,
+        promote=row.promote,
+        reasons=row.reasons,
+        comparison=row.comparison,
+        policy=row.policy,
+        applied=row.applied,
+        created_at=_aware(row.created_at),
+    )
+
+
+def _json_safe(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+class EvalStore:
+    """Evaluation sets, runs, per-sample scores, gate decisions and locks."""
+
+    def __init__(self, url_or_engine: str | Engine):
+        if isinstance(url_or_engine, str):
+            if url_or_engine.startswith("sqlite:///"):
+                from pathlib import Path
+
+                Path(url_or_engine.removeprefix("sqlite:///")).parent.mkdir(
+                    parents=True, exist_ok=True
+                )
+            self.engine = make_engine(url_or_engine)
+        else:
+            self.engine = url_or_engine
+        migrate(self.engine)
+
+    # -- sets ------------------------------------------------------------------------------------
+
+    def save_set(self, name: str, content_hash: str, samples: list[EvalSample]) -> int:
+        """Store a set once per content hash; returns its id (the existing one if known)."""
+        with Session(self.engine) as s:
+            found = s.scalar(select(EvalSetRow.id).where(EvalSetRow.content_hash == content_hash))
+            if found is not None:
+                return found
+        try:
+            with Session(self.engine) as s, s.begin():
+                row = EvalSetRow(
+                    content_hash=content_hash,
+                    name=name,
+                    n_samples=len(samples),
+                    samples=[x.model_dump() for x in samples],
+                )
+                s.add(row)
+                s.flush()
+                return row.id
+        except IntegrityError:  # stored by another process meanwhile
+            with Session(self.engine) as s:
+                return s.scalar(
+                    select(EvalSetRow.id).where(EvalSetRow.content_hash == content_hash)
+                )
+
+    def load_set(self, set_id: int) -> tuple[str, str, list[EvalSample]]:
+        """(name, content hash, samples) of a stored set."""
+        with Session(self.engine) as s:
+            row = s.get(EvalSetRow, set_id)
+            if row is None:
+                raise RagError(f"no evaluation set {set_id}")
+            return row.name, row.content_hash, [EvalSample(**x) for x in row.samples]
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        set_id: int,
+        chat_version_id: int | None,
+        embedding_version_id: int | None,
+        settings: dict[str, Any],
+        judge_model: str | None,
+    ) -> int:
+        with Session(self.engine) as s, s.begin():
+            row = EvalRunRow(
+                set_id=set_id,
+                chat_version_id=chat_version_id,
+                embedding_version_id=embedding_version_id,
+                settings=settings,
+                judge_model=judge_model,
+            )
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_run(
+        self,
+        run_id: int,
+        samples: list[ScoredSample],
+        duration_s: float,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ) -> EvalRun:
+        summary = summarise(samples)
+        with Session(self.engine) as s, s.begin():
+            row = s.get(EvalRunRow, run_id)
+            for sample in samples:
+                data = sample.model_dump()
+                data["scores"] = {k: _json_safe(v) for k, v in sample.scores.items()}
+                s.add(EvalSampleRow(run_id=run_id, idx=sample.idx, data=data))
+            row.status = "done"
+            row.summary = {k: v.model_dump() for k, v in summary.items()}
+            row.duration_s = duration_s
+            row.prompt_tokens, row.completion_tokens = prompt_tokens, completion_tokens
+            row.finished_at = _now()
+        return self.run(run_id)
+
+    def fail_run(self, run_id: int, error: str, duration_s: float) -> None:
+        with Session(self.engine) as s, s.begin():
+            row = s.get(EvalRunRow, run_id)
+            row.status, row.error, row.duration_s = "failed", error, duration_s
+            row.finished_at = _now()
+
+    def run(self, run_id: int) -> EvalRun:
+        with Session(self.engine) as s:
+            found = s.execute(
+                select(EvalRunRow, EvalSetRow.content_hash)
+                .join(EvalSetRow, EvalSetRow.id == EvalRunRow.set_id)
+                .where(EvalRunRow.id == run_id)
+            ).first()
+            if found is None:
+                raise RagError(f"no eval run {run_id}; see `python -m eval history`")
+            return _run(*found)
+
+    def runs(self, limit: int = 200) -> list[EvalRun]:
+        """Newest first."""
+        with Session(self.engine) as s:
+            rows = s.execute(
+                select(EvalRunRow, EvalSetRow.content_hash)
+                .join(EvalSetRow, EvalSetRow.id == EvalRunRow.set_id)
+                .order_by(EvalRunRow.id.desc())
+                .limit(limit)
+            ).all()
+            return [_run(*r) for r in rows]
+
+    def samples(self, run_id: int) -> list[ScoredSample]:
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(EvalSampleRow)
+                .where(EvalSampleRow.run_id == run_id)
+                .order_by(EvalSampleRow.idx)
+            )
+            out = []
+            for r in rows:
+                data = dict(r.data)
+                data["scores"] = {
+                    k: (math.nan if v is None else v) for k, v in data["scores"].items()
+                }
+                out.append(ScoredSample(**data))
+            return out
+
+    def latest_run(
+        self, set_id: int, chat_version_id: int | None, embedding_version_id: int | None
+    ) -> EvalRun | None:
+        """The newest finished run of these versions on this set, if any."""
+        with Session(self.engine) as s:
+            found = s.execute(
+                select(EvalRunRow, EvalSetRow.content_hash)
+                .join(EvalSetRow, EvalSetRow.id == EvalRunRow.set_id)
+                .where(
+                    EvalRunRow.set_id == set_id,
+                    EvalRunRow.chat_version_id == chat_version_id,
+                    EvalRunRow.embedding_version_id == embedding_version_id,
+                    EvalRunRow.status == "done",
+                )
+                .order_by(EvalRunRow.id.desc())
+                .limit(1)
+            ).first()
+            return _run(*found) if found else None
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    def save_decision(self, decision: GateDecision) -> GateDecision:
+        with Session(self.engine) as s, s.begin():
+            row = GateDecisionRow(
+                champion_run_id=decision.champion_run_id,
+                candidate_run_id=decision.candidate_run_id,
+                candidate_version_id=decision.candidate_version_id,
+                promote=decision.promote,
+                reasons=decision.reasons,
+                comparison=decision.comparison,
+                policy=decision.policy,
+                applied=decision.applied,
+            )
+            s.add(row)
+            s.flush()
+            return _decision(row)
+
+    def decided(self, version_id: int, set_hash: str) -> bool:
+        """Whether the gate has judged `version_id` on the set with this content hash."""
+        with Session(self.engine) as s:
+            found = s.scalar(
+                select(GateDecisionRow.id)
+                .join(EvalRunRow, EvalRunRow.id == GateDecisionRow.candidate_run_id)
+                .join(EvalSetRow, EvalSetRow.id == EvalRunRow.set_id)
+                .where(
+                    GateDecisionRow.candidate_version_id == version_id,
+                    EvalSetRow.content_hash == set_hash,
+                )
+                .limit(1)
+            )
+            return found is not None
+
+    def mark_applied(self, decision_id: int) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.execute(
+                update(GateDecisionRow)
+                .where(GateDecisionRow.id == decision_id)
+                .values(applied=True)
+            )
+
+    def decision(self, decision_id: int) -> GateDecision:
+        with Session(self.engine) as s:
+            row = s.get(GateDecisionRow, decision_id)
+            if row is None:
+                raise RagError(f"no gate decision {decision_id}")
+            return _decision(row)
+
+    def decisions(self, limit: int = 200) -> list[GateDecision]:
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(GateDecisionRow).order_by(GateDecisionRow.id.desc()).limit(limit)
+            )
+            return [_decision(r) for r in rows]
+
+    # -- locks -----------------------------------------------------------------------------------
+
+    def try_lock(self, key: str, holder: str, ttl: timedelta, now: datetime | None = None) -> bool:
+        """Take the named lock unless another live holder has it (expired locks are taken over)."""
+        now = now or _now()
+        with Session(self.engine) as s, s.begin():
+            taken = s.execute(
+                update(EvalLockRow)
+                .where(EvalLockRow.key == key, EvalLockRow.expires_at < now)
+                .values(holder=holder, expires_at=now + ttl)
+            ).rowcount
+            if taken:
+                return True
+        try:
+            with Session(self.engine) as s, s.begin():
+                s.add(EvalLockRow(key=key, holder=holder, expires_at=now + ttl))
+            return True
+        except IntegrityError:
+            return False
+
+    def unlock(self, key: str, holder: str) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.execute(
+                delete(EvalLockRow).where(EvalLockRow.key == key, EvalLockRow.holder == holder)
+            )
+
+    def dispose(self) -> None:
+        self.engine.dispose()

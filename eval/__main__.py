@@ -1,0 +1,380 @@
+"""`python -m eval run|compare|promote|rollback|history|register|report|schedule`: evaluate model
+versions on a set, gate a candidate against the champion, and move the registry; each command ends
+with a one-line summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+
+from core.errors import RagError
+
+if TYPE_CHECKING:
+    from core.evalstore import EvalRun, GateDecision
+    from eval.runner import EvalContext
+
+HEADLINE = ("semantic_similarity", "answer_contains_reference", "rouge_l", "hit_at_5", "mrr_at_10")
+
+
+def _set_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("evaluation set (default: RAG_EVAL__GOLDEN_SET)")
+    g.add_argument("--set", type=Path, dest="set_path", help="JSONL golden set (Ragas fields)")
+    g.add_argument("--dataset", help="a `datasets` source: hub name or .csv/.json/.jsonl/.parquet")
+    g.add_argument("--question-field", default="question", help="dataset column -> user_input")
+    g.add_argument("--reference-field", default="correct_answer", help="column -> reference")
+    g.add_argument("--contexts-field", default="support", help="column -> reference_contexts")
+    g.add_argument("--sources-field", help="column -> reference_sources")
+    g.add_argument("--split", help="dataset split (default train)")
+    g.add_argument("--limit", type=int, help="use only the first N samples")
+    g.add_argument("--from-log", action="store_true", help="a sample of logged turns")
+    g.add_argument("--size", type=int, default=100, help="turns to sample with --from-log")
+    g.add_argument(
+        "--feedback",
+        choices=["all", "any", "up", "down", "none"],
+        default="all",
+        help="--from-log filter, as in export-logs",
+    )
+    g.add_argument("--since", help="--from-log: only turns at or after this ISO date")
+    g.add_argument(
+        "--teacher",
+        action="store_true",
+        help="--from-log: the judge LLM writes references for turns without a thumbs-up",
+    )
+    g.add_argument(
+        "--generate",
+        type=int,
+        metavar="N",
+        help="N questions written by the judge LLM from indexed chunks",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m eval", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="evaluate versions (default: the active ones) on a set")
+    _set_options(run)
+    run.add_argument("--chat", type=int, help="chat version id (default: active)")
+    run.add_argument("--embedding", type=int, help="embedding version id (default: active)")
+    run.add_argument("--report", type=Path, help="also write the HTML report here")
+    cmp_ = sub.add_parser("compare", help="candidate against the champion; the gate decides")
+    _set_options(cmp_)
+    cmp_.add_argument("--candidate", type=int, required=True, help="candidate version id")
+    cmp_.add_argument(
+        "--auto-promote", action="store_true", help="promote a winner, reject a loser"
+    )
+    cmp_.add_argument("--report", type=Path, help="also write the HTML report here")
+    pro = sub.add_parser("promote", help="make a version active (an admin's decision)")
+    pro.add_argument("version", type=int)
+    pro.add_argument("--reason", default="admin", help="why (default: admin)")
+    rb = sub.add_parser("rollback", help="restore the previous active version of a kind")
+    rb.add_argument("kind", choices=["chat", "embedding", "reranker"])
+    rb.add_argument("--reason", default="admin")
+    hist = sub.add_parser("history", help="versions, promotions and rollbacks, recent runs")
+    hist.add_argument("--kind", choices=["chat", "embedding", "reranker"])
+    reg = sub.add_parser("register", help="add a candidate version (finetune does this itself)")
+    reg.add_argument("--kind", choices=["chat", "embedding"], required=True)
+    reg.add_argument("--name", required=True)
+    reg.add_argument("--spec", default="{}", help="settings overrides, e.g. '{\"llm\": {...}}'")
+    reg.add_argument("--parent", type=int, help="parent version id")
+    reg.add_argument("--provenance", default="{}", help="JSON: dataset card hash, job id, ...")
+    rep = sub.add_parser("report", help="write the HTML report of a run")
+    rep.add_argument("run", type=int)
+    rep.add_argument("--out", type=Path, help="output file (default: <data_dir>/reports/)")
+    sch = sub.add_parser("schedule", help="evaluate on a cron schedule (APScheduler)")
+    _set_options(sch)
+    sch.add_argument("--cron", help="crontab expression (default RAG_EVAL__SCHEDULE_CRON)")
+    sch.add_argument("--auto-promote", action="store_true", help="promote winners")
+    sch.add_argument("--once", action="store_true", help="run one scheduled evaluation now")
+    return p
+
+
+def _since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise RagError(f"--since {text!r} is not an ISO date like 2026-11-01") from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
+    """Store the set the options name; returns its id."""
+    from eval import sets
+
+    if args.generate:
+        samples, skipped = _generate(ctx, args.generate)
+        if skipped:
+            print(f"note: {len(skipped)} chunks skipped: {skipped[0]}", file=sys.stderr)
+        name = f"generated from the index ({len(samples)})"
+    elif args.from_log:
+        from core.chatlog import ChatLog
+
+        teacher = None
+        if args.teacher:
+            teacher = sets.openai_teacher(*_llm_client(ctx, "--teacher"))
+        samples = sets.from_chatlog(
+            ChatLog(ctx.settings.database_url),
+            size=args.size,
+            since=_since(args.since),
+            feedback=args.feedback,
+            seed=ctx.settings.eval.seed,
+            teacher=teacher,
+        )
+        name = f"chat log sample ({args.feedback}, {len(samples)})"
+    elif args.dataset:
+        samples = sets.from_dataset(
+            args.dataset,
+            args.question_field,
+            args.reference_field or None,
+            args.contexts_field or None,
+            args.sources_field,
+            args.split,
+            args.limit,
+        )
+        name = f"dataset {args.dataset}"
+    else:
+        path = args.set_path or ctx.settings.eval.golden_set
+        if path is None:
+            raise RagError(
+                "no evaluation set: pass --set FILE.jsonl, --dataset, or --from-log, or set "
+                "RAG_EVAL__GOLDEN_SET"
+            )
+        samples = sets.load_jsonl(Path(path))
+        name = str(path)
+    if args.limit:
+        samples = samples[: args.limit]
+    return ctx.save_set(name, samples)
+
+
+def _llm_client(ctx: EvalContext, flag: str):
+    """(openai client, model) of the configured judge, which also writes sets and references."""
+    import openai
+
+    cfg = ctx.settings.eval
+    key = cfg.judge_api_key.get_secret_value() if cfg.judge_api_key else None
+    if not cfg.judge_model or (key is None and cfg.judge_base_url is None):
+        raise RagError(
+            f"{flag} needs an LLM: set RAG_EVAL__JUDGE_MODEL and RAG_EVAL__JUDGE_BASE_URL (or "
+            "OPENAI_API_KEY)"
+        )
+    client = openai.OpenAI(
+        api_key=key or "unused",
+        base_url=cfg.judge_base_url,
+        timeout=cfg.judge_timeout_s,
+        max_retries=cfg.judge_max_retries,
+    )
+    return client, cfg.judge_model
+
+
+def _generate(ctx: EvalContext, size: int):
+    from core.embeddings import embedding_id
+    from core.registry import apply_spec
+    from core.vectorstore import chroma_client, open_collection
+    from eval.sets import generate_from_chunks
+
+    client, model = _llm_client(ctx, "--generate")
+    applied = apply_spec(ctx.settings, ctx.registry.active("embedding"))
+    collection = open_collection(
+        chroma_client(applied),
+        applied.chroma.collection,
+        embedding_id(applied.embedding),
+        create=False,
+    )
+    return generate_from_chunks(collection, client, model, size, seed=ctx.settings.eval.seed)
+
+
+def summary_line(run: EvalRun) -> str:
+    versions = f"chat v{run.chat_version_id} + embedding v{run.embedding_version_id}"
+    parts = []
+    for name in HEADLINE:
+        m = run.summary.get(name)
+        if m is not None:
+            value = "n/a" if m.mean is None else f"{m.mean:.3f}"
+            parts.append(f"{name}={value}" + (f" (nan {m.nan})" if m.nan else ""))
+    nan = sum(m.nan for m in run.summary.values())
+    n = max((m.measured + m.nan for m in run.summary.values()), default=0)
+    return (
+        f"run {run.id}: {versions} on set {run.set_hash[:12]} ({n} samples) in "
+        f"{run.duration_s:.1f} s: " + ", ".join(parts) + f"; nan total {nan}"
+    )
+
+
+def decision_line(decision: GateDecision) -> str:
+    verdict = "PROMOTE" if decision.promote else "REJECT"
+    applied = " (applied)" if decision.applied else ""
+    return (
+        f"decision {decision.id}: {verdict}{applied} v{decision.candidate_version_id}: "
+        + "; ".join(decision.reasons)
+    )
+
+
+def _context(settings) -> EvalContext:
+    from eval.judge import build_judge
+    from eval.runner import EvalContext
+
+    judge = build_judge(settings.eval)
+    if judge is None:
+        print("note: no judge LLM configured: LLM metrics are not scored", file=sys.stderr)
+    return EvalContext.open(settings, judge=judge)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    from core.settings import Settings
+
+    try:
+        settings = Settings()
+        return COMMANDS[args.command](settings, args)
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(settings, args) -> int:
+    from eval.runner import run_eval
+
+    ctx = _context(settings)
+    run = run_eval(ctx, load_set(ctx, args), args.chat, args.embedding)
+    if args.report:
+        from eval.report import write_report
+
+        write_report(ctx, run.id, args.report)
+    print(summary_line(run))
+    return 0
+
+
+def cmd_compare(settings, args) -> int:
+    from eval.runner import compare
+
+    ctx = _context(settings)
+    decision, champ, cand = compare(ctx, load_set(ctx, args), args.candidate, args.auto_promote)
+    print(summary_line(champ))
+    print(summary_line(cand))
+    if args.report:
+        from eval.report import write_report
+
+        write_report(ctx, cand.id, args.report)
+    print(decision_line(decision))
+    return 0
+
+
+def cmd_promote(settings, args) -> int:
+    from core.registry import Registry
+
+    event = Registry(settings.database_url).promote(args.version, reason=args.reason)
+    print(f"{event.kind} v{event.version_id} is active (was v{event.previous_id}): {event.reason}")
+    return 0
+
+
+def cmd_rollback(settings, args) -> int:
+    from core.registry import Registry
+
+    event = Registry(settings.database_url).rollback(args.kind, reason=args.reason)
+    print(
+        f"rolled back {event.kind}: v{event.version_id} is active again (was v{event.previous_id})"
+    )
+    return 0
+
+
+def cmd_history(settings, args) -> int:
+    from core.evalstore import EvalStore
+    from core.registry import Registry
+
+    reg = Registry(settings.database_url)
+    reg.seed(settings)
+    print("versions:")
+    for v in reg.versions(args.kind):
+        print(f"  {v.kind:9} v{v.id:<4} {v.status:9} {v.name}  (parent {v.parent_id})")
+    print("history:")
+    events = reg.history(args.kind)
+    for e in events:
+        print(
+            f"  {e.created_at:%Y-%m-%d %H:%M} {e.kind:9} {e.action:8} v{e.version_id} "
+            + (f"(was v{e.previous_id})" if e.previous_id else "(first)")
+            + f": {e.reason}"
+        )
+    runs = EvalStore(reg.engine).runs(limit=10)
+    print("recent runs:")
+    for r in runs:
+        print("  " + (summary_line(r) if r.status == "done" else f"run {r.id}: {r.status}"))
+    active = reg.active_all()
+    print(
+        f"{len(events)} events; active: "
+        + ", ".join(f"{k} v{v.id}" for k, v in active.items() if v is not None)
+    )
+    return 0
+
+
+def cmd_register(settings, args) -> int:
+    from core.registry import Registry
+
+    try:
+        spec, provenance = json.loads(args.spec), json.loads(args.provenance)
+    except json.JSONDecodeError as exc:
+        raise RagError(f"--spec and --provenance must be JSON objects: {exc}") from exc
+    reg = Registry(settings.database_url)
+    reg.seed(settings)
+    v = reg.register(args.kind, args.name, spec, args.parent, provenance)
+    print(f"registered {v.label} ({v.name}) as a candidate")
+    return 0
+
+
+def cmd_report(settings, args) -> int:
+    from eval.report import write_report
+    from eval.runner import EvalContext
+
+    ctx = EvalContext.open(settings)
+    out = args.out or settings.data_dir / "reports" / f"run-{args.run}.html"
+    write_report(ctx, args.run, out)
+    print(f"report of run {args.run}: {out}")
+    return 0
+
+
+def cmd_schedule(settings, args) -> int:
+    from eval.schedule import run_scheduled, start_scheduler
+
+    ctx = _context(settings)
+    auto = args.auto_promote or settings.eval.auto_promote
+
+    def load() -> int:
+        return load_set(ctx, args)
+
+    if args.once:
+        outcome = run_scheduled(ctx, load, auto)  # prints its one-line summary
+        return 0 if outcome.ran else 1
+    from eval.schedule import cron_trigger
+
+    cron = args.cron or settings.eval.schedule_cron
+    cron_trigger(cron)  # a bad expression fails here, before anything starts
+    print(f"evaluating on cron {cron!r}; Ctrl-C stops", flush=True)
+    start_scheduler(ctx, load, cron, auto, blocking=True)
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "compare": cmd_compare,
+    "promote": cmd_promote,
+    "rollback": cmd_rollback,
+    "history": cmd_history,
+    "register": cmd_register,
+    "report": cmd_report,
+    "schedule": cmd_schedule,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

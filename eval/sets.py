@@ -1,0 +1,306 @@
+"""Evaluation sets: JSONL golden sets (Ragas field names), `datasets` sources mapped by flags (SciQ:
+question -> user_input, correct_answer -> reference, support -> reference_contexts), a sample of
+logged turns; the set's content hash, and refusing questions that trained the candidate."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from core.errors import RagError, SourceError
+from core.evalstore import EvalSample
+
+if TYPE_CHECKING:
+    from core.chatlog import ChatLog
+    from core.registry import ModelVersion
+
+
+class EvalSetError(RagError):
+    """An evaluation set cannot be used as given (malformed, empty, overlapping training data)."""
+
+
+def load_jsonl(path: Path) -> list[EvalSample]:
+    """A golden set: one JSON object per line with `user_input` and optional `reference`,
+    `reference_contexts`, `reference_sources`. Every bad line is reported, by number."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalSetError(f"cannot read the golden set {path}: {exc}") from exc
+    samples, problems = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {number}: not JSON ({exc.msg})")
+            continue
+        if not isinstance(record, dict):
+            problems.append(f"line {number}: expected an object with user_input")
+            continue
+        try:
+            sample = EvalSample(**record)
+        except (ValidationError, TypeError) as exc:
+            fields = ", ".join(
+                ".".join(str(p) for p in e["loc"]) + f" ({e['msg']})"
+                for e in getattr(exc, "errors", lambda: [])()
+            )
+            problems.append(f"line {number}: {fields or exc}")
+            continue
+        if not sample.user_input.strip():
+            problems.append(f"line {number}: user_input is empty")
+            continue
+        samples.append(sample)
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise EvalSetError(f"{path}: {len(problems)} bad lines: {shown}")
+    if not samples:
+        raise EvalSetError(f"{path} holds no samples")
+    return samples
+
+
+def from_dataset(
+    spec: str,
+    question_field: str = "question",
+    reference_field: str | None = "correct_answer",
+    contexts_field: str | None = "support",
+    sources_field: str | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+) -> list[EvalSample]:
+    """A `datasets` source (hub name or local .csv/.json/.jsonl/.parquet) mapped by field names;
+    defaults fit SciQ. Rows without a question are skipped."""
+    import datasets
+
+    from ingest.sources import _LOCAL_DATASET_FORMATS
+
+    path = Path(spec)
+    fmt = _LOCAL_DATASET_FORMATS.get(path.suffix.lower())
+    try:
+        if fmt is not None:
+            if not path.is_file():
+                raise SourceError(f"no such file: {spec}")
+            table = datasets.load_dataset(fmt, data_files=str(path), split=split or "train")
+        else:
+            table = datasets.load_dataset(spec, split=split or "train")
+    except SourceError as exc:
+        raise EvalSetError(str(exc)) from exc
+    except Exception as exc:  # datasets raises many unrelated types for one cause: bad input
+        raise EvalSetError(f"cannot load dataset {spec} ({type(exc).__name__}: {exc})") from exc
+    for field in (question_field, reference_field, contexts_field, sources_field):
+        if field and field not in table.column_names:
+            raise EvalSetError(
+                f"{spec} has no column {field!r}; columns: {', '.join(table.column_names)}"
+            )
+    samples = []
+    for record in table:
+        question = str(record.get(question_field) or "").strip()
+        if not question:
+            continue
+        samples.append(
+            EvalSample(
+                user_input=question,
+                reference=_text(record.get(reference_field)) if reference_field else None,
+                reference_contexts=_texts(record.get(contexts_field)) if contexts_field else [],
+                reference_sources=_texts(record.get(sources_field)) if sources_field else [],
+            )
+        )
+        if limit and len(samples) >= limit:
+            break
+    if not samples:
+        raise EvalSetError(f"{spec} has no rows with a {question_field!r}")
+    return samples
+
+
+def _text(value: object) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _texts(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [t for v in value if (t := _text(v))]
+    text = _text(value)
+    return [text] if text else []
+
+
+def from_chatlog(
+    chatlog: ChatLog,
+    size: int = 100,
+    since: datetime | None = None,
+    feedback: str = "all",
+    seed: int = 0,
+    teacher: Callable[[str, list[str]], str | None] | None = None,
+) -> list[EvalSample]:
+    """A seeded sample of answered turns (filters as in export-logs). A thumbs-up answer becomes
+    the reference; for other turns a `teacher` (question, passages) -> answer writes it, or they
+    carry the question only (reference-free metrics)."""
+    turns = [
+        t
+        for t in chatlog.turns(since=since, feedback=feedback)
+        if t.status == "answered" and t.user_input.strip()
+    ]
+    if not turns:
+        raise EvalSetError("no answered turns match those filters in the chat log")
+    # One question once: the newest answer of a repeated question wins.
+    by_question = {question_key(t.user_input): t for t in turns}
+    picked = random.Random(seed).sample(list(by_question.values()), min(size, len(by_question)))
+    out = []
+    for t in sorted(picked, key=lambda t: t.id or 0):
+        reference = t.response if t.feedback and t.feedback.rating == "up" else None
+        if reference is None and teacher is not None:
+            reference = teacher(t.user_input, [c.text for c in t.retrieved_contexts])
+        out.append(EvalSample(user_input=t.user_input, reference=reference))
+    return out
+
+
+TEACHER_PROMPT = (
+    "Answer the question from the passages, briefly and exactly; reply with the answer only, or "
+    "with NONE if the passages do not hold it.\n\nPassages:\n{passages}\n\nQuestion: {question}"
+)
+
+
+def openai_teacher(client, model: str) -> Callable[[str, list[str]], str | None]:
+    """A teacher on an `openai.OpenAI` client: writes the reference answer of a logged question
+    from the passages that were retrieved for it. API errors stop with a clear message."""
+    import openai
+
+    def write(question: str, passages: list[str]) -> str | None:
+        if not passages:
+            return None
+        text = "\n\n".join(f"[{i}] {p}" for i, p in enumerate(passages, start=1))
+        try:
+            reply = client.chat.completions.create(
+                model=model,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": TEACHER_PROMPT.format(passages=text, question=question),
+                    }
+                ],
+                temperature=0.0,
+            )
+        except openai.APIError as exc:
+            raise EvalSetError(f"the teacher model failed: {exc}") from exc
+        answer = (reply.choices[0].message.content or "").strip()
+        return None if not answer or answer.upper() == "NONE" else answer
+
+    return write
+
+
+def content_hash(samples: Iterable[EvalSample]) -> str:
+    """sha256 of the samples in order, canonical JSON: the same set always has the same hash."""
+    digest = hashlib.sha256()
+    for s in samples:
+        digest.update(json.dumps(s.model_dump(), sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def question_key(text: str) -> str:
+    """A question normalised (case, accents, punctuation, spacing) and hashed; what a dataset card
+    lists as `train_question_keys` and what overlap is judged on."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().casefold()
+    normal = " ".join(_PUNCT.sub(" ", folded).split())
+    return hashlib.sha256(normal.encode()).hexdigest()[:20]
+
+
+def check_no_training_overlap(samples: list[EvalSample], *versions: ModelVersion | None) -> None:
+    """Refuse a set holding questions that trained any of `versions` (their dataset cards list
+    normalised question keys in provenance `train_question_keys`)."""
+    for version in versions:
+        if version is None:
+            continue
+        trained = set(version.provenance.get("train_question_keys") or ())
+        if not trained:
+            continue
+        overlap = sum(question_key(s.user_input) in trained for s in samples)
+        if overlap:
+            raise EvalSetError(
+                f"{overlap} of {len(samples)} questions in this set trained {version.label} "
+                f"({version.name}); a model is never judged on its training questions: use a "
+                "held-out set"
+            )
+
+
+GENERATE_PROMPT = (
+    "Write one question that a reader could answer from the passage below alone, and its short "
+    'answer. Reply with JSON only: {{"question": "...", "answer": "..."}}\n\nPassage:\n{passage}'
+)
+
+
+def generate_from_chunks(
+    collection,
+    client,
+    model: str,
+    size: int = 20,
+    min_words: int = 40,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[list[EvalSample], list[str]]:
+    """A test set written by an LLM (an `openai.OpenAI` client on any OpenAI-compatible server)
+    from `size` randomly chosen indexed chunks of at least `min_words` words: one question and
+    answer per chunk, the chunk as reference context and its file as reference source. Returns
+    the samples and the reasons chunks were skipped (a malformed reply loses only its chunk)."""
+    import openai
+    from tqdm import tqdm
+
+    got = collection.get(include=["documents", "metadatas"])
+    chunks = [
+        (doc, meta or {})
+        for doc, meta in zip(got["documents"] or [], got["metadatas"] or [], strict=True)
+        if doc and len(doc.split()) >= min_words
+    ]
+    if not chunks:
+        raise EvalSetError(
+            f"no indexed chunk has {min_words} words or more ({len(got['ids'])} chunks in the "
+            "collection): the documents are too short to write questions from; write a golden "
+            "set by hand or ingest longer documents"
+        )
+    picked = random.Random(seed).sample(chunks, min(size, len(chunks)))
+    samples, skipped = [], []
+    for doc, meta in tqdm(picked, desc="generate", unit="q", disable=not progress):
+        try:
+            reply = client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": GENERATE_PROMPT.format(passage=doc)}],
+                temperature=0.2,
+                response_format={"type": "json_object"},
+            )
+            data = json.loads(reply.choices[0].message.content or "")
+            question, answer = str(data["question"]).strip(), str(data["answer"]).strip()
+            if not question:
+                raise ValueError("empty question")
+        except openai.APIError as exc:
+            raise EvalSetError(f"the LLM failed while writing the test set: {exc}") from exc
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            skipped.append(f"malformed reply ({type(exc).__name__}: {exc})")
+            continue
+        source = meta.get("file_name") or meta.get("source")
+        samples.append(
+            EvalSample(
+                user_input=question,
+                reference=answer or None,
+                reference_contexts=[doc],
+                reference_sources=[str(source)] if source else [],
+            )
+        )
+    if not samples:
+        raise EvalSetError(f"the LLM wrote no usable question: {'; '.join(skipped[:3])}")
+    return samples, skipped

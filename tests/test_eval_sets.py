@@ -1,0 +1,155 @@
+"""Evaluation sets: JSONL golden sets with clear errors, `datasets` sources mapped by flags, logged
+turns sampled, the content hash, and refusing questions that trained the candidate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.chatlog import ChatLog
+from core.evalstore import EvalSample, EvalStore
+from core.registry import Registry
+from eval.sets import (
+    EvalSetError,
+    check_no_training_overlap,
+    content_hash,
+    from_chatlog,
+    from_dataset,
+    load_jsonl,
+    question_key,
+)
+from tests.conftest import SHARED_DATA
+
+
+def test_golden_set_with_ragas_fields(tmp_path):
+    path = tmp_path / "golden.jsonl"
+    rows = [
+        {
+            "user_input": "Who keeps the lighthouse?",
+            "reference": "Orsolya Brandt",
+            "reference_contexts": ["The keeper is Orsolya Brandt."],
+            "reference_sources": ["v.pdf"],
+        },
+        {"user_input": "When is the festival?"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    samples = load_jsonl(path)
+    assert [s.user_input for s in samples] == [r["user_input"] for r in rows]
+    assert samples[0].reference_sources == ["v.pdf"] and samples[1].reference is None
+
+
+def test_malformed_golden_set_names_every_bad_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(
+        '{"user_input": "ok"}\n'
+        "{not json\n"
+        '["a list"]\n'
+        '{"question": "wrong field"}\n'
+        '{"user_input": "x", "reference_contexts": "not a list"}\n'
+        '{"user_input": "   "}\n'
+    )
+    with pytest.raises(EvalSetError) as err:
+        load_jsonl(path)
+    msg = str(err.value)
+    assert "5 bad lines" in msg
+    for part in (
+        "line 2: not JSON",
+        "line 3: expected an object",
+        "line 4: user_input",
+        "line 5: reference_contexts",
+        "line 6: user_input is empty",
+    ):
+        assert part in msg
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(EvalSetError, match="holds no samples"):
+        load_jsonl(empty)
+    with pytest.raises(EvalSetError, match="cannot read"):
+        load_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_dataset_mapped_by_flags(tmp_path):
+    csv = tmp_path / "sciq.csv"
+    csv.write_text(
+        "question,correct_answer,support,distractor1\n"
+        "What gas do plants absorb?,carbon dioxide,Plants absorb carbon dioxide.,oxygen\n"
+        ",nothing,skipped row,x\n"
+        "What is the hardest mineral?,diamond,Diamond is the hardest mineral.,talc\n"
+    )
+    samples = from_dataset(str(csv))
+    assert [s.reference for s in samples] == ["carbon dioxide", "diamond"]
+    assert samples[1].reference_contexts == ["Diamond is the hardest mineral."]
+    only = from_dataset(str(csv), reference_field="distractor1", contexts_field=None, limit=1)
+    assert only == [EvalSample(user_input="What gas do plants absorb?", reference="oxygen")]
+    with pytest.raises(EvalSetError, match="no column 'answer'; columns: question"):
+        from_dataset(str(csv), reference_field="answer")
+    with pytest.raises(EvalSetError, match="no such file"):
+        from_dataset(str(tmp_path / "nope.csv"))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "sciq").is_dir(), reason="no ../shared/data/sciq")
+def test_sciq_validation_maps_to_887_samples():
+    samples = from_dataset(str(SHARED_DATA / "sciq" / "validation.csv"))
+    assert len(samples) == 887
+    assert all(s.reference for s in samples)
+    assert sum(bool(s.reference_contexts) for s in samples) > 800
+
+
+def test_chatlog_sample_uses_thumbs_up_answers_as_references(tmp_path):
+    log = ChatLog(f"sqlite:///{tmp_path / 'rag.db'}")
+    for i, rating in enumerate(["up", "down", None, "up"]):
+        tid = log.start_turn("s", f"question {i}?")
+        log.finish_turn(
+            tid,
+            answer=f"answer {i}",
+            condensed_question=None,
+            contexts=[],
+            model_id="m",
+            provider="extractive",
+            prompt_version="1",
+            latency_ms=1,
+        )
+        if rating:
+            log.set_feedback(tid, rating)
+    log.start_turn("s", "never answered")
+    everything = from_chatlog(log, size=10)
+    assert [s.user_input for s in everything] == [f"question {i}?" for i in range(4)]
+    assert [s.reference for s in everything] == ["answer 0", None, None, "answer 3"]
+    ups = from_chatlog(log, feedback="up", size=10)
+    assert [s.reference for s in ups] == ["answer 0", "answer 3"]
+    assert from_chatlog(log, size=2, seed=1) == from_chatlog(log, size=2, seed=1)
+    assert len(from_chatlog(log, size=2)) == 2
+    assert [s.user_input for s in from_chatlog(log, feedback="none")] == ["question 2?"]
+    with pytest.raises(EvalSetError, match="no answered turns"):
+        from_chatlog(ChatLog(f"sqlite:///{tmp_path / 'empty.db'}"))
+
+
+def test_content_hash_and_stored_once(tmp_path):
+    a = [EvalSample(user_input="q1", reference="r"), EvalSample(user_input="q2")]
+    b = [EvalSample(user_input="q1", reference="r"), EvalSample(user_input="q2 ")]
+    assert content_hash(a) == content_hash([s.model_copy() for s in a])
+    assert content_hash(a) != content_hash(b) and content_hash(a) != content_hash(a[::-1])
+    store = EvalStore(f"sqlite:///{tmp_path / 'rag.db'}")
+    first = store.save_set("a", content_hash(a), a)
+    assert store.save_set("again", content_hash(a), a) == first
+    name, digest, samples = store.load_set(first)
+    assert (name, digest, samples) == ("a", content_hash(a), a)
+
+
+def test_training_questions_are_refused_with_the_count(tmp_path):
+    reg = Registry(f"sqlite:///{tmp_path / 'rag.db'}")
+    trained = ["What is the Harlow ferry called?", "Who painted the ceiling?"]
+    v = reg.register(
+        "chat", "ft-1", provenance={"train_question_keys": [question_key(q) for q in trained]}
+    )
+    assert question_key("  what is the HARLOW ferry called ") == question_key(trained[0])
+    held_out = [EvalSample(user_input="Which river feeds the mill?")]
+    check_no_training_overlap(held_out, v)  # fine
+    leaky = [
+        *held_out,
+        EvalSample(user_input="what is the harlow ferry called"),
+        EvalSample(user_input="Who painted the ceiling ?"),
+    ]
+    with pytest.raises(EvalSetError, match="2 of 3 questions in this set trained chat v1"):
+        check_no_training_overlap(leaky, None, v)
