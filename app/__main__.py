@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 # The app never phones home: no analytics, no hub look-ups for the packaged model.
@@ -14,6 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+from core.dates import parse_since
 from core.errors import RagError
 
 
@@ -34,23 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _since(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise RagError(f"--since {text!r} is not an ISO date like 2026-11-01") from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def export_logs(args: argparse.Namespace) -> int:
     from core.chatlog import ChatLog, export_jsonl
     from core.settings import Settings
 
     settings = Settings()
     log = ChatLog(settings.database_url)
-    since = _since(args.since)
+    since = parse_since(args.since)
     if args.out:
         with args.out.open("w", encoding="utf-8") as out:
             n = export_jsonl(log, out, since=since, feedback=args.feedback)

@@ -168,16 +168,26 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+def open_database(url_or_engine: str | Engine) -> tuple[Engine, bool]:
+    """An engine on the migrated database (the SQLite file's folder made when missing), and
+    whether it was made here (so its owner disposes of it); an engine passed in is shared."""
+    if isinstance(url_or_engine, Engine):
+        engine, owned = url_or_engine, False
+    else:
+        if url_or_engine.startswith("sqlite:///"):
+            from pathlib import Path
+
+            Path(url_or_engine.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine, owned = make_engine(url_or_engine), True
+    migrate(engine)
+    return engine, owned
+
+
 class ChatLog:
     """Writes and reads the chat log. Owned by the app; read by finetune and eval."""
 
     def __init__(self, url: str):
-        if url.startswith("sqlite:///"):
-            from pathlib import Path
-
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = make_engine(url)
-        migrate(self.engine)
+        self.engine, _ = open_database(url)
 
     def start_turn(self, session_id: str, question: str) -> int:
         """Log the question now (status pending); returns the turn id."""

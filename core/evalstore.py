@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from core.chatlog import Base, make_engine, migrate
+from core.chatlog import Base, open_database
 from core.errors import RagError
 
 if TYPE_CHECKING:
@@ -234,17 +234,7 @@ class EvalStore:
     """Evaluation sets, runs, per-sample scores, gate decisions and locks."""
 
     def __init__(self, url_or_engine: str | Engine):
-        if isinstance(url_or_engine, str):
-            if url_or_engine.startswith("sqlite:///"):
-                from pathlib import Path
-
-                Path(url_or_engine.removeprefix("sqlite:///")).parent.mkdir(
-                    parents=True, exist_ok=True
-                )
-            self.engine = make_engine(url_or_engine)
-        else:
-            self.engine = url_or_engine
-        migrate(self.engine)
+        self.engine, _ = open_database(url_or_engine)
 
     # -- sets ------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from core.chatlog import Base, make_engine, migrate
+from core.chatlog import Base, open_database
 from core.errors import RagError
 
 if TYPE_CHECKING:
@@ -196,19 +196,7 @@ class Registry:
     by eval or an admin; the app only reads (`revision()` per question, `active()` on change)."""
 
     def __init__(self, url_or_engine: str | Engine):
-        if isinstance(url_or_engine, str):
-            if url_or_engine.startswith("sqlite:///"):
-                from pathlib import Path
-
-                Path(url_or_engine.removeprefix("sqlite:///")).parent.mkdir(
-                    parents=True, exist_ok=True
-                )
-            self.engine = make_engine(url_or_engine)
-            self._owns_engine = True
-        else:
-            self.engine = url_or_engine
-            self._owns_engine = False
-        migrate(self.engine)
+        self.engine, self._owns_engine = open_database(url_or_engine)
 
     # -- reading -------------------------------------------------------------------------------
 

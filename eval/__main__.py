@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
+from core.dates import parse_since
 from core.errors import RagError
 
 if TYPE_CHECKING:
@@ -99,16 +99,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _since(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise RagError(f"--since {text!r} is not an ISO date like 2026-11-01") from exc
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
     """Store the set the options name; returns its id."""
     from eval import sets
@@ -127,7 +117,7 @@ def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
         samples = sets.from_chatlog(
             ChatLog(ctx.settings.database_url),
             size=args.size,
-            since=_since(args.since),
+            since=parse_since(args.since),
             feedback=args.feedback,
             seed=ctx.settings.eval.seed,
             teacher=teacher,

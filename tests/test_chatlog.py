@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,38 +12,11 @@ from sqlalchemy import inspect, text
 from core.chatlog import MIGRATIONS, ChatLog, export_jsonl
 from core.records import SourceRef, TokenUsage
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
-
-def _pg_available() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=2
-        ).close()
-        return True
-    except Exception:
-        return False
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'log.db'}"
-        return
-    if not _pg_available():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-    from sqlalchemy import create_engine
-
-    name = f"ragtest_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+@pytest.fixture
+def db_url(sql_url):
+    """The chat log on a fresh SQLite file and on a fresh PostgreSQL database (conftest)."""
+    return sql_url
 
 
 def source(i: int) -> SourceRef:
