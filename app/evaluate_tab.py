@@ -126,20 +126,11 @@ def build_evaluate_tab(
         check(password)
         if not champion or not candidate:
             raise gr.Error("type the champion's and the candidate's run ids")
-        from eval.gate import GatePolicy, compare_runs, decide_promotion
+        from eval.gate import compare_runs, decide_promotion
         from eval.report import delta_figure
+        from eval.runner import policy_from
 
-        cfg = settings.eval
-        policy = GatePolicy(
-            primary_metric=cfg.primary_metric,
-            margin=cfg.margin,
-            guard_metrics=list(cfg.guard_metrics),
-            guard_tolerance=cfg.guard_tolerance,
-            max_nan_share=cfg.max_nan_share,
-            min_samples=cfg.min_samples,
-            resamples=cfg.bootstrap_resamples,
-            seed=cfg.seed,
-        )
+        policy = policy_from(settings.eval)
         try:
             a, b = store.run(int(champion)), store.run(int(candidate))
         except RagError as exc:

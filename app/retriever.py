@@ -98,10 +98,6 @@ class HybridRetriever(BaseRetriever):
         self.settings = settings
         self.lexical = lexical if settings.hybrid else None
 
-    @property
-    def top_k(self) -> int:
-        return self.settings.top_k
-
     def _dense(self, embedding: list[float], n: int) -> dict[str, _Candidate]:
         res = self.collection.query(
             query_embeddings=[embedding],
