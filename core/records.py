@@ -21,6 +21,10 @@ class SourceRef(BaseModel):
     )
     score: float = Field(description="Cosine similarity to the (condensed) question.")
     text: str
+    quotes: list[str] = Field(
+        default_factory=list,
+        description="Sentences of this passage the answer quoted verbatim (extractive answers).",
+    )
 
 
 class TokenUsage(BaseModel):
