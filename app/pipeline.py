@@ -16,6 +16,7 @@ from llama_index.core.schema import QueryBundle
 
 from app.retriever import HybridRetriever, LexicalSource, to_source
 from app.synthesis import NO_ANSWER, CitingSynthesizer, ExtractiveSynthesizer, SentenceVectors
+from core.compute import ComputeGate
 from core.errors import ProviderError, RagError
 from core.records import SourceRef, TokenUsage
 
@@ -101,13 +102,17 @@ class RagPipeline:
         prompt: SystemPrompt,
         retrieval: RetrievalSettings,
         lexical: LexicalSource | None = None,
+        gate: ComputeGate | None = None,
     ):
         self.collection = collection
+        # CPU work (embedding, search, sentence ranking) queues here, shared by every session of
+        # the process, so concurrent questions take turns on the cores instead of thrashing them.
+        self.gate = gate or ComputeGate()
         self.embed_model = embed_model
         self.chat_model = chat_model
         self.chatlog = chatlog
         self.prompt = prompt
-        self.sentence_vectors = SentenceVectors(embed_model)
+        self.sentence_vectors = SentenceVectors(embed_model, gate=self.gate)
         self.retriever = HybridRetriever(collection, embed_model, retrieval, lexical)
 
     @property
@@ -136,15 +141,17 @@ class RagPipeline:
         little by itself and gains from the context; a new topic has a strong match of its own
         that the joined reading would trade for the previous topic's, whatever pronouns it uses."""
         if self.chat_model.llm is not None:
-            condensed = self.condense(question, history)
-            return condensed, self.embed_model.get_query_embedding(condensed)
-        alone = self.embed_model.get_query_embedding(question)
+            condensed = self.condense(question, history)  # a network call: not gated
+            with self.gate.hold():
+                return condensed, self.embed_model.get_query_embedding(condensed)
         users = [m["content"] for m in history if m.get("role") == "user"]
-        if not users:
-            return question, alone
-        joined = f"{users[-1]} {question}"
-        together = self.embed_model.get_query_embedding(joined)
-        own, found = self.retriever.best_passage(alone), self.retriever.best_passage(together)
+        with self.gate.hold():
+            alone = self.embed_model.get_query_embedding(question)
+            if not users:
+                return question, alone
+            joined = f"{users[-1]} {question}"
+            together = self.embed_model.get_query_embedding(joined)
+            own, found = self.retriever.best_passage(alone), self.retriever.best_passage(together)
         if own is None or found is None or found[0] <= own[0]:
             return question, alone
         query = np.asarray(alone, np.float32)
@@ -191,9 +198,16 @@ class RagPipeline:
             # Embedded once: the retriever searches with it, the extractive answerer ranks with it.
             condensed, embedding = self.standalone(question, history)
             engine, synth = self._engine(embedding)
-            response = engine.query(QueryBundle(condensed, embedding=embedding))
+            bundle = QueryBundle(condensed, embedding=embedding)
+            extractive = isinstance(synth, ExtractiveSynthesizer)
+            with self.gate.hold():
+                nodes = engine.retrieve(bundle)
+                if extractive:  # ranking sentences is CPU work too; a chat model's is not ours
+                    response = engine.synthesize(bundle, nodes)
+            if not extractive:
+                response = engine.synthesize(bundle, nodes)
             sources = [to_source(n) for n in response.source_nodes]
-            if isinstance(synth, ExtractiveSynthesizer):
+            if extractive:
                 for quote in synth.picked:
                     if 0 < quote.passage <= len(sources):
                         sources[quote.passage - 1].quotes.append(quote.text)

@@ -7,6 +7,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Generator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,9 @@ from core.records import TokenUsage
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.llms import LLM
+
+    from core.compute import ComputeGate
+    from core.sentencestore import SentenceStore
 
 NO_ANSWER = (
     "I could not find anything relevant to that in the indexed documents, so I cannot answer it "
@@ -185,29 +189,65 @@ def _normalise(text: str) -> str:
 
 class SentenceVectors:
     """Embeddings of passage sentences, kept across answers (the same passages come back again
-    and again), bounded, least recently used first out; safe to share between sessions."""
+    and again): in memory (bounded, least recently used first out) and, given a store, on disk,
+    so a sentence is embedded once per model, not once per answer or per process. Safe to share
+    between sessions; given a gate, the embedding itself queues with the other CPU work, and a
+    sentence another session embedded meanwhile is not embedded twice."""
 
-    def __init__(self, embed_model: BaseEmbedding, max_items: int = 20_000):
+    def __init__(
+        self,
+        embed_model: BaseEmbedding,
+        max_items: int = 20_000,
+        store: SentenceStore | None = None,
+        gate: ComputeGate | None = None,
+    ):
         self.embed_model = embed_model
         self.max_items = max_items
+        self.store = store
+        self.gate = gate
+        self.embedded = 0  # sentences this instance had to embed
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, sentences: Sequence[str]) -> np.ndarray:
-        """One row per sentence, in order."""
-        wanted = list(dict.fromkeys(sentences))
+    def _remember(self, vectors: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            for s, v in vectors.items():
+                self._items[s] = v
+                self._items.move_to_end(s)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def _known(self, wanted: Sequence[str]) -> dict[str, np.ndarray]:
         with self._lock:
             known = {s: self._items[s] for s in wanted if s in self._items}
             for s in known:
                 self._items.move_to_end(s)
+        return known
+
+    def get(self, sentences: Sequence[str]) -> np.ndarray:
+        """One row per sentence, in order."""
+        wanted = list(dict.fromkeys(sentences))
+        known = self._known(wanted)
         missing = [s for s in wanted if s not in known]
+        if missing and self.store is not None:
+            stored = self.store.get(missing)
+            self._remember(stored)
+            known.update(stored)
+            missing = [s for s in missing if s not in known]
         if missing:
-            fresh = np.asarray(self.embed_model.get_text_embedding_batch(missing), np.float32)
-            with self._lock:
-                for s, v in zip(missing, fresh, strict=True):
-                    known[s] = self._items[s] = v
-                while len(self._items) > self.max_items:
-                    self._items.popitem(last=False)
+            with self.gate.hold() if self.gate is not None else nullcontext():
+                known.update(self._known(missing))  # embedded by another session meanwhile
+                missing = [s for s in missing if s not in known]
+                if missing:
+                    fresh = np.asarray(
+                        self.embed_model.get_text_embedding_batch(missing), np.float32
+                    )
+                    computed = dict(zip(missing, fresh, strict=True))
+                    self.embedded += len(missing)
+                    self._remember(computed)
+                    known.update(computed)
+                    if self.store is not None:
+                        self.store.put(computed)
         return np.stack([known[s] for s in sentences])
 
 
