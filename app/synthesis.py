@@ -326,8 +326,12 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         for n, unit in flat:
             words = content_words(unit.text)
             # Only restates the question (an example question in the docs, or the question's own
-            # words and nothing more), or asks one: never an answer.
-            if (asked and asked in _normalise(unit.text)) or not (words - asked_words):
+            # words and nothing more), or asks one: never an answer. A sentence that goes on
+            # after the question's words completes it (a fill-in question's answer).
+            said = _normalise(unit.text)
+            if asked and asked in said and len(said.split(asked, 1)[1].split()) < 2:
+                continue  # the question quoted, with nothing after it that completes it
+            if not (words - asked_words):
                 continue
             if not unit.code and unit.text.rstrip().endswith("?"):
                 continue

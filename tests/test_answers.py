@@ -115,3 +115,12 @@ def test_a_question_that_matches_a_heading_gets_the_text_under_it(embed_model, q
     text, synth = answer(embed_model, question, [passage])
     assert synth.picked and all(q.text != question for q in synth.picked)
     assert f"> {question} [" not in text
+
+
+def test_a_sentence_that_completes_a_fill_in_question_is_its_answer(embed_model):
+    passage = (
+        "The noble gases are unreactive because of their electron configurations. "
+        "They are found in the last column of the periodic table."
+    )
+    text, _ = answer(embed_model, "The noble gases are unreactive because of their?", [passage])
+    assert "because of their electron configurations" in text
