@@ -422,3 +422,29 @@ def test_a_collection_keeps_the_backend_that_built_it(embedded_settings, tmp_pat
     embedded_settings.embedding.backend = "onnx-int8"
     with pytest.raises(EmbeddingMismatchError, match="__BACKEND"):
         open_index(embedded_settings)
+
+
+def test_a_saved_model_folder_exports_like_the_packaged_one(tmp_path):
+    """A fine-tuned model is a folder of its own: it is exported from that folder, once, into
+    the cache under its own fingerprint, and named apart from the packaged model."""
+    import shutil
+
+    import numpy as np
+
+    from core.embeddings import build_embedding, embedding_id, packaged_model_dir
+    from core.settings import EmbeddingSettings
+
+    tuned = tmp_path / "tuned-model"
+    shutil.copytree(packaged_model_dir(), tuned)
+    cache = tmp_path / "cache"
+    cfg = EmbeddingSettings(model=str(tuned), backend="onnx-int8")
+    model = build_embedding(cfg, cache_dir=cache)
+    reference = build_embedding(EmbeddingSettings(model=str(tuned), backend="torch"))
+    text = ["The ferry to the island leaves the harbour at seven."]
+    a = np.asarray(model.get_text_embedding_batch(text))
+    b = np.asarray(reference.get_text_embedding_batch(text))
+    assert float(np.sum(a * b)) > 0.95
+    assert [p.name for p in cache.glob("tuned-model-*/*.onnx")] != []
+    assert embedding_id(cfg).startswith("local:tuned-model@") and embedding_id(cfg).endswith(
+        "+onnx-int8"
+    )
