@@ -38,7 +38,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))
-        embed = build_embedding(settings.embedding)
+        embed = build_embedding(settings.embedding, cache_dir=Path(tmp) / "models")
         embed.get_text_embedding_batch(["warm up the model"] * 8)
         client = chroma_client(settings)
 

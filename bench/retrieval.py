@@ -159,8 +159,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))
-        embed = build_embedding(settings.embedding)
+        embed = build_embedding(settings.embedding, cache_dir=Path(tmp) / "models")
         embed.get_text_embedding_batch(["warm up the model"] * 8)
+        # Plain LlamaIndex runs the same model through HuggingFaceEmbedding (torch); ours runs it
+        # on the product's default backend.
+        base_embed = build_embedding(settings.embedding.model_copy(update={"backend": "torch"}))
+        base_embed.get_text_embedding_batch(["warm up the model"] * 8)
+        print(f"ours embeds with {embedding_id(settings.embedding)}, the baseline with torch")
 
         col = open_collection(chroma_client(settings), "manual", embedding_id(settings.embedding))
         report = ingest_paths(settings, col, embed, paths=[args.manual], progress=False)
@@ -184,7 +189,7 @@ def main() -> int:
         if args.no_baseline:
             base, base_s = {"hit1": 0.0, "hit5": 0.0, "hit10": 0.0, "mrr10": 0.0}, float("nan")
         else:
-            ranked, base_s = run_baseline(files, questions, embed)
+            ranked, base_s = run_baseline(files, questions, base_embed)
             base = page_metrics(ranked, gold)
             print(f"baseline: {_fmt(base)}; ingest {base_s:.1f}s", flush=True)
         print(f"ingest seconds: ours {ours_s:.1f}, baseline {base_s:.1f}")

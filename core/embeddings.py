@@ -112,6 +112,7 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
     if backend != "torch":
         from core.onnx_embedding import OnnxEmbedding
 
+        cache_dir = cache_dir or cfg.cache_dir
         if cache_dir is None:
             raise ConfigError(f"the {backend} backend needs a cache folder for its export")
         return OnnxEmbedding(
