@@ -99,7 +99,7 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
         docs = admin.documents()
         return documents_rows(docs), gr.update(choices=choices(docs), value=None)
 
-    def refresh(password: str) -> tuple:
+    def documents_view(password: str) -> tuple:
         if not allowed(password):
             return gr.update(), gr.update()
         return listing()
@@ -186,12 +186,12 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
             " ? [source, password] : [null, password]",
         )
         refresh_btn.click(
-            refresh,
+            documents_view,
             [password],
             [table, which],
             api_name="documents",
             api_description="The indexed documents: name, chunks, pages, when indexed.",
         )
-        tab.select(refresh, [password], [table, which], api_visibility="private")
+        tab.select(documents_view, [password], [table, which], api_visibility="private")
 
     return build

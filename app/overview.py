@@ -20,8 +20,14 @@ GENERIC_HEADINGS = frozenset(
         "further reading", "about", "license", "changelog",
     }
 )  # fmt: skip
-_QUESTION_START = re.compile(
-    r"^(how|what|why|when|where|which|who|can|do|does|is|are|should)\b", re.IGNORECASE
+_QUESTION_START = re.compile(r"^(how|what|why|which|who|can|do|does|is|are|should)\b", re.I)
+_HOW_TO = re.compile(r"^how to\s+", re.I)
+# A heading opening with one of these is a clause ("From the web app", "When the documents do
+# not cover a question"): no question reads well around it.
+_CLAUSE_START = re.compile(
+    r"^(from|with|without|in|on|for|by|to|via|using|into|after|before|when|where|if|while|"
+    r"during|about|and|or|but|under|over|at)\b",
+    re.I,
 )
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&~])")
 
@@ -50,8 +56,12 @@ def question_for(heading: str) -> str | None:
         return None
     if heading.endswith("?"):
         return heading
+    if _HOW_TO.match(heading):
+        return "How do I " + _HOW_TO.sub("", heading) + "?"
     if _QUESTION_START.match(heading):
         return heading + "?"
+    if _CLAUSE_START.match(heading):
+        return None
     return f"What do the documents say about {_topic(heading)}?"
 
 

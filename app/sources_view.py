@@ -116,8 +116,28 @@ def excerpt_bounds(text: str, spans: list[tuple[int, int]]) -> tuple[int, int]:
     return lo, max(hi, spans[-1][1])
 
 
+_LIST_ITEM = re.compile(r"^\s*([-*+•]|\d+[.)])\s")
+SHORT_LINE = 50
+
+
+def display_text(text: str) -> str:
+    """The passage as it reads: lines a file wrapped at a fixed width are joined, while
+    paragraphs, list items and short lines (headings) keep their own lines."""
+    out: list[str] = []
+    for line in text.strip().splitlines():
+        prev = out[-1] if out else ""
+        joins = (
+            prev.strip() and line.strip() and len(prev) >= SHORT_LINE and not _LIST_ITEM.match(line)
+        )
+        if joins:
+            out[-1] = f"{prev.rstrip()} {line.strip()}"
+        else:
+            out.append(line.rstrip())
+    return "\n".join(out)
+
+
 def _card(number: int, source: SourceRef) -> str:
-    text = source.text.strip()
+    text = display_text(source.text)
     spans = quote_spans(text, source.quotes)
     lo, hi = excerpt_bounds(text, spans)
     body = ("… " if lo > 0 else "") + _marked(text, spans, lo, hi).strip()

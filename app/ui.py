@@ -67,19 +67,22 @@ def build_ui(
         examples = [{"text": q} for q in suggest_questions(docs)]
         return gr.update(placeholder=overview_markdown(docs), examples=examples or None)
 
-    def respond(message: str, history: list[dict], session_id: str, turn_map: dict) -> Iterator:
+    def respond(
+        message: str, history: list[dict], session_id: str | None, turn_map: dict
+    ) -> Iterator:
         message = (message or "").strip()
         if not message:
             mistake("type a question first")
-            yield gr.update(), gr.update(), gr.update(), turn_map, gr.update()
+            yield gr.update(), gr.update(), gr.update(), turn_map, gr.update(), session_id
             return
+        session_id = session_id or uuid.uuid4().hex  # an API client's session has no load event
         history = list(history or [])
         prior = [{"role": m["role"], "content": plain_text(_text(m["content"]))} for m in history]
         history += [
             {"role": "user", "content": safe_markdown(message)},
             {"role": "assistant", "content": ""},
         ]
-        yield "", history, SEARCHING, turn_map, gr.update()
+        yield "", history, SEARCHING, turn_map, gr.update(), session_id
         try:
             for update in pipeline.ask(session_id, message, prior):
                 history[-1]["content"] = safe_markdown(update.text)
@@ -89,14 +92,16 @@ def build_ui(
                     if update.warning:
                         gr.Warning(update.warning)
                 badge = _badge(pipeline) if update.done else gr.update()
-                yield "", history, sources_html(update.sources), turn_map, badge
+                yield "", history, sources_html(update.sources), turn_map, badge, session_id
         except RagError as exc:
             # Said once, in the answer's place; logged as one line (the turn records it too).
             log.warning("answer failed: %s", exc)
             history[-1]["content"] = f"⚠️ {safe_markdown(str(exc))}"
-            yield "", history, NONE, turn_map, gr.update()
+            yield "", history, NONE, turn_map, gr.update(), session_id
 
-    def ask_example(history: list[dict], session_id: str, turn_map: dict, evt: gr.SelectData):
+    def ask_example(
+        history: list[dict], session_id: str | None, turn_map: dict, evt: gr.SelectData
+    ) -> Iterator:
         value = evt.value if isinstance(evt.value, dict) else {"text": str(evt.value)}
         yield from respond(str(value.get("text") or ""), history, session_id, turn_map)
 
@@ -156,7 +161,7 @@ def build_ui(
         )
 
     with gr.Blocks(title="Document chat") as demo:
-        session_id = gr.State(lambda: uuid.uuid4().hex)
+        session_id = gr.State(None)  # set on load (a callable State would be a public endpoint)
         turn_map = gr.State({})
         rated = gr.State(None)
         with gr.Row():
@@ -190,13 +195,14 @@ def build_ui(
                         css_template=SOURCES_CSS,
                         js_on_load=None,
                         label="Sources",
+                        max_height=560,
                     )
                     gr.Markdown("### Feedback")
                     feedback_note = gr.Markdown(FEEDBACK_HINT, elem_id="feedback-note")
                     comment = gr.Textbox(label=COMMENT_LABEL, elem_id="comment")
                     comment_btn = gr.Button("Send comment", elem_id="send-comment")
             asking = [box, chatbot, session_id, turn_map]
-            outputs = [box, chatbot, sources, turn_map, badge]
+            outputs = [box, chatbot, sources, turn_map, badge, session_id]
             send.click(
                 respond,
                 asking,
@@ -232,6 +238,7 @@ def build_ui(
             for tab in extra_tabs:
                 tab()
         # A reload shows what is indexed now and the model now active.
+        demo.load(lambda: uuid.uuid4().hex, None, session_id, api_visibility="private")
         demo.load(first_screen, None, chatbot, api_visibility="private")
         demo.load(lambda: _badge(pipeline), None, badge, api_visibility="private")
     return demo

@@ -7,7 +7,7 @@ from app.documents_tab import choices, documents_rows, upload_markdown
 from app.markup import plain_text, safe_markdown
 from app.overview import overview_markdown, question_for, suggest_questions
 from app.service import UploadResult
-from app.sources_view import quote_spans, relevance_label, sources_html
+from app.sources_view import display_text, quote_spans, relevance_label, sources_html
 from core.records import SourceRef
 from ingest.documents import DocumentInfo
 
@@ -56,12 +56,25 @@ def test_relevance_labels_give_scores_a_plain_meaning():
 def test_quoted_sentence_is_highlighted_inside_a_long_passage_not_the_start():
     filler = "Unrelated words about other matters fill this part. " * 30
     quote = "The lighthouse keeper is Orsolya Brandt."
-    text = filler + quote.replace(" is ", " is\n  ") + " " + filler
+    text = filler + quote.replace(" is ", " is \t ") + " " + filler
     html = sources_html([ref(text, quotes=[quote])])
     shown = html.split("<details>")[0]
-    assert "<mark>The lighthouse keeper is\n  Orsolya Brandt.</mark>" in shown
+    assert "<mark>The lighthouse keeper is \t Orsolya Brandt.</mark>" in shown
     assert shown.count("Unrelated") < 15  # an excerpt around the quote, not the whole passage
     assert "… " in shown and "Whole passage" in html  # the rest is one click away
+
+
+def test_wrapped_lines_are_joined_but_paragraphs_lists_and_headings_kept():
+    text = (
+        "Rating answers\nUnder each answer there are thumbs up and thumbs down buttons. After\n"
+        "rating an answer you can add a comment.\n\n- first item of a list that is long enough\n"
+        "- second item"
+    )
+    assert display_text(text) == (
+        "Rating answers\nUnder each answer there are thumbs up and thumbs down buttons. After "
+        "rating an answer you can add a comment.\n\n- first item of a list that is long enough\n"
+        "- second item"
+    )
 
 
 def test_quote_spans_merge_and_ignore_quotes_not_in_the_passage():
@@ -103,6 +116,9 @@ def test_suggested_questions_come_from_section_headings_one_per_document():
         "What do the documents say about rating answers?",
     ]
     assert question_for("PDF files") == "What do the documents say about PDF files?"
+    assert question_for("How to restore a backup") == "How do I restore a backup?"
+    assert question_for("From the web app") is None
+    assert question_for("When the documents do not cover a question") is None
     assert question_for("Table of contents") is None and question_for("3.2") is None
     assert suggest_questions([]) == []
 
