@@ -14,3 +14,10 @@ def mistake(message: str) -> None:
     """Show `message` as a warning and log it as one line."""
     log.warning("user mistake: %s", message)
     gr.Warning(message)
+
+
+def refusal(message: str) -> gr.Error:
+    """An error to raise where a handler cannot go on (the browser shows it): logged as one line,
+    never as a traceback."""
+    log.warning("refused: %s", message)
+    return gr.Error(message, print_exception=False)

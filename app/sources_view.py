@@ -50,8 +50,10 @@ SOURCES_CSS = """
 
 
 def relevance_label(score: float) -> str:
-    """A plain word for a cosine similarity score ("strong match" ... "weak match")."""
-    return next(label for floor, label in RELEVANCE_LEVELS if score >= floor)
+    """A plain word for a cosine similarity score ("strong match" ... "weak match"); decided on
+    the two decimals shown beside it, so the word and the number never disagree."""
+    shown = round(score, 2)
+    return next(label for floor, label in RELEVANCE_LEVELS if shown >= floor)
 
 
 def relevance_width(score: float) -> int:
