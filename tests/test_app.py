@@ -295,6 +295,47 @@ def test_browser_first_screen_comment_on_the_right_answer_and_new_chat_clears(ap
     assert "Traceback" not in log
 
 
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_browser_documents_tab_upload_list_and_remove(app_server, tmp_path):
+    """Upload a good and an empty file: results by name, the picker emptied, the table lists the
+    good one; removing it (after confirming) takes it off the table and out of the index."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, data, _ = app_server
+    good = tmp_path / "tides.md"
+    good.write_text("# Tides of Quillon\n\n## High water\n\nHigh water is at 6:40 today.\n")
+    empty = tmp_path / "blank.txt"
+    empty.write_text("")
+    with sync_playwright() as p:
+        browser = launch_browser(p)
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Documents").click()
+        table = page.locator("#doc-table")
+        expect(table).to_contain_text("getting-started.md", timeout=15_000)
+        page.locator("#upload input[type=file]").set_input_files([str(good), str(empty)])
+        expect(page.locator("#upload")).to_contain_text("blank", timeout=15_000)
+        page.locator("#add-docs").click()
+        result = page.locator("#ingest-result")
+        expect(result).to_contain_text("1 of 2 file(s) indexed", timeout=30_000)
+        expect(result).to_contain_text("tides.md: added")
+        expect(result).to_contain_text("blank.txt: not indexed")
+        expect(page.locator("#upload")).not_to_contain_text("blank")  # the picker is cleared
+        expect(table).to_contain_text("tides.md")
+        assert not (data / "uploads" / "blank.txt").exists()
+
+        page.locator("#doc-choice input").click()
+        page.get_by_role("option", name="tides.md").click()
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#remove-doc").click()
+        expect(page.locator("#remove-result")).to_contain_text("Removed tides.md", timeout=15_000)
+        expect(table).not_to_contain_text("tides.md")
+        browser.close()
+    assert not (data / "uploads" / "tides.md").exists()
+    assert _collection(data).get(where={"file_name": "tides.md"}, include=[])["ids"] == []
+
+
 def test_export_logs_cli(app_server, tmp_path):
     _, data, _ = app_server
     log = chatlog(data)
