@@ -105,8 +105,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         service.warm_up()
         print(f"model: {service.pipeline.badge}", flush=True)
-    except RagError as exc:  # the page stays up; each question says what is wrong
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+    except Exception as exc:  # the page stays up; each question says what is wrong
+        print(f"error: could not load the models: {exc}", file=sys.stderr, flush=True)
     demo.block_thread()
     return 0
 
