@@ -26,6 +26,7 @@ RELEVANCE_LEVELS: tuple[tuple[float, str], ...] = (
     (float("-inf"), "weak match"),
 )
 FULL_BAR_SCORE = 0.7
+LEAD_WORDS = 6
 
 SOURCES_CSS = """
 .src-list { display: flex; flex-direction: column; gap: 10px; }
@@ -68,10 +69,15 @@ def quote_spans(text: str, quotes: list[str]) -> list[tuple[int, int]]:
         words = quote.split()
         if not words:
             continue
-        pattern = r"\s+".join(re.escape(w) for w in words)
-        match = re.search(pattern, text)
+        match = re.search(r"\s+".join(re.escape(w) for w in words), text)
         if match:
             spans.append(match.span())
+        elif len(words) > LEAD_WORDS:
+            # Quoted with a small difference (a list marker, a joined line): found by its first
+            # words, marked for about its length.
+            lead = re.search(r"\s+".join(re.escape(w) for w in words[:LEAD_WORDS]), text)
+            if lead:
+                spans.append((lead.start(), min(len(text), lead.start() + len(" ".join(words)))))
     merged: list[tuple[int, int]] = []
     for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:

@@ -80,6 +80,10 @@ def test_wrapped_lines_are_joined_but_paragraphs_lists_and_headings_kept():
 def test_quote_spans_merge_and_ignore_quotes_not_in_the_passage():
     text = "One. Two three. Four."
     assert quote_spans(text, ["Two three.", "three. Four.", "absent"]) == [(5, 21)]
+    # A quote differing near its end is still found by its first words.
+    text = "Intro. Restore the backup with pg_restore from the dump file, then restart."
+    [(start, end)] = quote_spans(text, ["Restore the backup with pg_restore from the dump file."])
+    assert text[start:end] == "Restore the backup with pg_restore from the dump file,"
 
 
 def test_no_sources_says_so():
