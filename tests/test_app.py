@@ -60,6 +60,9 @@ def test_first_run_indexes_docs_and_streams_a_logged_answer(app_server):
         else history[-1]["content"]
     )
     assert len(outputs) >= 2
+    # The page was served before the models loaded; this first question waited for them.
+    log = log_path.read_text()
+    assert log.index("open http://") < log.index("model: extractive")
     assert "Extracted passages" in answer and "export-logs" in answer
     assert "feedback-and-logs.md" in sources
     turns = [t for t in chatlog(data).turns() if t.user_input == "How do I export the chat log?"]
