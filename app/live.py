@@ -10,8 +10,10 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from app.providers import build_chat_model
+from core.compute import ComputeGate
 from core.embeddings import build_embedding, embedding_id, resolve_backend
 from core.registry import apply_spec
+from core.sentencestore import SentenceStore, store_path
 from core.vectorstore import built_with, chroma_client, open_collection
 
 if TYPE_CHECKING:
@@ -38,6 +40,7 @@ class EmbeddingCache:
         self._sentences: dict[str, SentenceVectors] = {}
         self._lexical: dict[str, LexicalSource] = {}
         self._lock = threading.Lock()
+        self.gate = ComputeGate()  # one per process: every pipeline's CPU work queues here
 
     @staticmethod
     def _resolved(settings: Settings, client=None) -> EmbeddingSettings:
@@ -69,7 +72,8 @@ class EmbeddingCache:
         key = embedding_id(cfg)
         with self._lock:
             if key not in self._sentences:
-                self._sentences[key] = SentenceVectors(model)
+                store = SentenceStore(store_path(settings.data_dir, key), key)
+                self._sentences[key] = SentenceVectors(model, store=store, gate=self.gate)
             return self._sentences[key]
 
     def open(self, settings: Settings, create: bool) -> tuple[Collection, BaseEmbedding]:
@@ -126,6 +130,7 @@ def build_pipeline(
         prompt,
         applied.retrieval,
         lexical,
+        gate=embeddings.gate,
     )
     pipeline.sentence_vectors = embeddings.sentence_vectors(applied)
     pipeline.chat_version_id = chat.id if chat else None

@@ -5,17 +5,18 @@ answer after)."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
 from app.retriever import HybridRetriever, LexicalSource, to_source
 from app.synthesis import NO_ANSWER, CitingSynthesizer, ExtractiveSynthesizer, SentenceVectors
+from core.compute import ComputeGate
 from core.errors import ProviderError, RagError
 from core.records import SourceRef, TokenUsage
 
@@ -35,13 +36,10 @@ CONDENSE_PROMPT = (
     "its meaning and language. Reply with the rewritten question only.\n\n"
     "Conversation:\n{history}\n\nLast question: {question}\n\nStandalone question:"
 )
-# Words that make a question lean on the one before it (used when no LLM can condense).
-_ANAPHORA = re.compile(
-    r"\b(it|its|that|this|those|these|they|them|their|he|she|him|her|there|one|ones|more|else|"
-    r"also|same|why|how so)\b",
-    re.IGNORECASE,
-)
 HISTORY_TURNS = 3
+# How much less relevant to the question alone the joined reading's best passage may be than the
+# question's own best match, for a question read as a follow-up (cosine similarity).
+FOLLOW_UP_TOLERANCE = 0.15
 
 
 @dataclass
@@ -104,13 +102,17 @@ class RagPipeline:
         prompt: SystemPrompt,
         retrieval: RetrievalSettings,
         lexical: LexicalSource | None = None,
+        gate: ComputeGate | None = None,
     ):
         self.collection = collection
+        # CPU work (embedding, search, sentence ranking) queues here, shared by every session of
+        # the process, so concurrent questions take turns on the cores instead of thrashing them.
+        self.gate = gate or ComputeGate()
         self.embed_model = embed_model
         self.chat_model = chat_model
         self.chatlog = chatlog
         self.prompt = prompt
-        self.sentence_vectors = SentenceVectors(embed_model)
+        self.sentence_vectors = SentenceVectors(embed_model, gate=self.gate)
         self.retriever = HybridRetriever(collection, embed_model, retrieval, lexical)
 
     @property
@@ -119,15 +121,10 @@ class RagPipeline:
         return self.chat_model.badge + version
 
     def condense(self, question: str, history: Sequence[dict]) -> str:
-        """A standalone version of a follow-up question, for retrieval."""
+        """A standalone version of a follow-up question, rewritten by the chat model."""
         users = [m["content"] for m in history if m.get("role") == "user"]
-        if not users:
-            return question
         llm = self.chat_model.llm
-        if llm is None:
-            # No model to rewrite with: lean on the previous question when this one points back.
-            if _ANAPHORA.search(question) or len(question.split()) <= 4:
-                return f"{users[-1]} {question}"
+        if not users or llm is None:
             return question
         prompt = CONDENSE_PROMPT.format(history=_history_text(history), question=question)
         try:
@@ -135,6 +132,33 @@ class RagPipeline:
         except Exception as exc:  # the SDK's typed errors, mapped to what to do
             raise provider_error(exc) from exc
         return condensed or question
+
+    def standalone(self, question: str, history: Sequence[dict]) -> tuple[str, list[float]]:
+        """The question to search with, and its embedding. With a chat model, its rewrite. With
+        none, decided by meaning, never by a word list: the question is read together with the
+        previous one when that finds a closer passage which the question alone also finds about
+        as relevant as its own best match. A true follow-up ("When does it take place?") matches
+        little by itself and gains from the context; a new topic has a strong match of its own
+        that the joined reading would trade for the previous topic's, whatever pronouns it uses."""
+        if self.chat_model.llm is not None:
+            condensed = self.condense(question, history)  # a network call: not gated
+            with self.gate.hold():
+                return condensed, self.embed_model.get_query_embedding(condensed)
+        users = [m["content"] for m in history if m.get("role") == "user"]
+        with self.gate.hold():
+            alone = self.embed_model.get_query_embedding(question)
+            if not users:
+                return question, alone
+            joined = f"{users[-1]} {question}"
+            together = self.embed_model.get_query_embedding(joined)
+            own, found = self.retriever.best_passage(alone), self.retriever.best_passage(together)
+        if own is None or found is None or found[0] <= own[0]:
+            return question, alone
+        query = np.asarray(alone, np.float32)
+        relevance = float(found[1] @ query / (np.linalg.norm(found[1]) * np.linalg.norm(query)))
+        if relevance >= own[0] - FOLLOW_UP_TOLERANCE:
+            return joined, together
+        return question, alone
 
     def _engine(
         self, query_embedding: list[float]
@@ -171,12 +195,22 @@ class RagPipeline:
         text = ""
         synth = None
         try:
-            condensed = self.condense(question, history)
             # Embedded once: the retriever searches with it, the extractive answerer ranks with it.
-            embedding = self.embed_model.get_query_embedding(condensed)
+            condensed, embedding = self.standalone(question, history)
             engine, synth = self._engine(embedding)
-            response = engine.query(QueryBundle(condensed, embedding=embedding))
+            bundle = QueryBundle(condensed, embedding=embedding)
+            extractive = isinstance(synth, ExtractiveSynthesizer)
+            with self.gate.hold():
+                nodes = engine.retrieve(bundle)
+                if extractive:  # ranking sentences is CPU work too; a chat model's is not ours
+                    response = engine.synthesize(bundle, nodes)
+            if not extractive:
+                response = engine.synthesize(bundle, nodes)
             sources = [to_source(n) for n in response.source_nodes]
+            if extractive:
+                for quote in synth.picked:
+                    if 0 < quote.passage <= len(sources):
+                        sources[quote.passage - 1].quotes.append(quote.text)
             for delta in response.response_gen:
                 text += delta
                 yield AnswerUpdate(text, sources, turn_id, warning=warning)

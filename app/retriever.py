@@ -117,6 +117,18 @@ class HybridRetriever(BaseRetriever):
             found[cid] = _Candidate(cid, text, dict(meta or {}), 1.0 - float(dist), rank)
         return found
 
+    def best_passage(self, embedding: list[float]) -> tuple[float, np.ndarray] | None:
+        """(cosine similarity, stored vector) of the passage closest to `embedding`; None for an
+        empty index."""
+        if self.collection.count() == 0:
+            return None
+        res = self.collection.query(
+            query_embeddings=[embedding], n_results=1, include=["distances", "embeddings"]
+        )
+        if not res["ids"][0]:
+            return None
+        return 1.0 - float(res["distances"][0][0]), np.asarray(res["embeddings"][0][0], np.float32)
+
     def _fuse(self, candidates: dict[str, _Candidate]) -> list[_Candidate]:
         s = self.settings
         if s.fusion == "rrf":

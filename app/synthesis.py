@@ -7,6 +7,8 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Generator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +20,9 @@ from core.records import TokenUsage
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.core.llms import LLM
+
+    from core.compute import ComputeGate
+    from core.sentencestore import SentenceStore
 
 NO_ANSWER = (
     "I could not find anything relevant to that in the indexed documents, so I cannot answer it "
@@ -83,19 +88,99 @@ class CitingSynthesizer(BaseSynthesizer):
         raise NotImplementedError("the chat app answers synchronously")
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n{2,}")
-
-
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9`])|\n{2,}")
 _HEADING = re.compile(r"^\s*#{1,6}\s+(.*)$", re.MULTILINE)
-_MARKUP = re.compile(r"^\s*(?:#{1,6}|>|[-*+]|\d+[.)])\s+", re.MULTILINE)
+_MARKUP = re.compile(r"^\s*(?:>|[-*+]|\d+[.)])\s+", re.MULTILINE)
+_FENCE = re.compile(r"^\s*```[^\n]*\n(.*?)^\s*```\s*$", re.MULTILINE | re.DOTALL)
+_CODE_SPAN = re.compile(r"`[^`\n]+`")
+_TERMINAL = (".", "!", "?", ":", ";", ",", ")", "]", '"', "'", "”", "’")
+# Function words: what a question and a sentence share beyond these is what they are about.
+_STOPWORDS = frozenset(
+    """a an the of to in on at by for from with into onto as and or but nor not no so if then
+    than is are was were be been being am do does did doing have has had having can could will
+    would shall should may might must it its this that these those there here what which who
+    whom whose how why when where i you he she we they me him her us them my your his our
+    their""".split()  # noqa: SIM905 - easier to read and edit as prose
+)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A quotable piece of a passage: a sentence, or a code block kept whole."""
+
+    text: str
+    position: int
+    code: bool = False
+
+
+def _is_heading(line: str, previous: str | None) -> bool:
+    """A short line without closing punctuation that starts a block: a heading (as packed chunks
+    and PDF pages carry them inline), not part of a sentence."""
+    words = line.split()
+    return (
+        0 < len(words) <= 8
+        and not line.rstrip().endswith(_TERMINAL)
+        and line.lstrip()[:1].isupper()
+        and (previous is None or not previous.strip() or previous.rstrip().endswith(_TERMINAL))
+    )
+
+
+def split_units(text: str) -> list[Unit]:
+    """The quotable units of a passage in document order: sentences (Markdown markers and inline
+    headings dropped, fragments under three words skipped, `code spans` never split) and fenced
+    code blocks kept whole, so a command is quoted as written."""
+    units: list[Unit] = []
+    pieces: list[tuple[str, bool]] = []
+    last = 0
+    for m in _FENCE.finditer(text):
+        pieces.append((text[last : m.start()], False))
+        pieces.append((m.group(1).strip("\n"), True))
+        last = m.end()
+    pieces.append((text[last:], False))
+    for piece, code in pieces:
+        if code:
+            if piece.strip():
+                units.append(Unit(piece.rstrip(), len(units), code=True))
+            continue
+        piece = _HEADING.sub("\n\n", piece)  # Markdown headings are labels, never answers
+        lines = piece.split("\n")
+        kept = [
+            "" if _is_heading(line, lines[i - 1] if i else None) else line
+            for i, line in enumerate(lines)
+        ]
+        piece = _MARKUP.sub("", "\n".join(kept))
+        for sentence in _sentences(piece):
+            units.append(Unit(sentence, len(units)))
+    return units
+
+
+def _sentences(text: str) -> list[str]:
+    """Sentences of plain text, `code spans` never split, fragments under three words dropped."""
+    spans: list[str] = []
+
+    def hide(m: re.Match) -> str:
+        spans.append(m.group(0))
+        return f"\x00{len(spans) - 1}\x00"
+
+    def show(m: re.Match) -> str:
+        return spans[int(m.group(1))]
+
+    hidden = _CODE_SPAN.sub(hide, text)
+    found = []
+    for part in _SENTENCE_END.split(hidden):
+        sentence = re.sub(r"\x00(\d+)\x00", show, " ".join(part.split()))
+        if len(sentence.split()) >= 3:
+            found.append(sentence)
+    return found
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences worth quoting: Markdown markers dropped, fragments under three words (headings,
-    list stubs) skipped."""
-    text = _HEADING.sub(r"\n\n\1\n\n", text)  # a heading never runs into the next line
-    parts = (p.strip() for p in _SENTENCE_END.split(_MARKUP.sub("", text)))
-    return [" ".join(p.split()) for p in parts if len(p.split()) >= 3]
+    """The text of each quotable unit of a passage, in order (see split_units)."""
+    return [u.text for u in split_units(text)]
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.lower()) if w not in _STOPWORDS}
 
 
 def _normalise(text: str) -> str:
@@ -104,35 +189,92 @@ def _normalise(text: str) -> str:
 
 class SentenceVectors:
     """Embeddings of passage sentences, kept across answers (the same passages come back again
-    and again), bounded, least recently used first out; safe to share between sessions."""
+    and again): in memory (bounded, least recently used first out) and, given a store, on disk,
+    so a sentence is embedded once per model, not once per answer or per process. Safe to share
+    between sessions; given a gate, the embedding itself queues with the other CPU work, and a
+    sentence another session embedded meanwhile is not embedded twice."""
 
-    def __init__(self, embed_model: BaseEmbedding, max_items: int = 20_000):
+    def __init__(
+        self,
+        embed_model: BaseEmbedding,
+        max_items: int = 20_000,
+        store: SentenceStore | None = None,
+        gate: ComputeGate | None = None,
+    ):
         self.embed_model = embed_model
         self.max_items = max_items
+        self.store = store
+        self.gate = gate
+        self.embedded = 0  # sentences this instance had to embed
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, sentences: Sequence[str]) -> np.ndarray:
-        """One row per sentence, in order."""
-        wanted = list(dict.fromkeys(sentences))
+    def _remember(self, vectors: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            for s, v in vectors.items():
+                self._items[s] = v
+                self._items.move_to_end(s)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def _known(self, wanted: Sequence[str]) -> dict[str, np.ndarray]:
         with self._lock:
             known = {s: self._items[s] for s in wanted if s in self._items}
             for s in known:
                 self._items.move_to_end(s)
+        return known
+
+    def get(self, sentences: Sequence[str]) -> np.ndarray:
+        """One row per sentence, in order."""
+        wanted = list(dict.fromkeys(sentences))
+        known = self._known(wanted)
         missing = [s for s in wanted if s not in known]
+        if missing and self.store is not None:
+            stored = self.store.get(missing)
+            self._remember(stored)
+            known.update(stored)
+            missing = [s for s in missing if s not in known]
         if missing:
-            fresh = np.asarray(self.embed_model.get_text_embedding_batch(missing), np.float32)
-            with self._lock:
-                for s, v in zip(missing, fresh, strict=True):
-                    known[s] = self._items[s] = v
-                while len(self._items) > self.max_items:
-                    self._items.popitem(last=False)
+            with self.gate.hold() if self.gate is not None else nullcontext():
+                known.update(self._known(missing))  # embedded by another session meanwhile
+                missing = [s for s in missing if s not in known]
+                if missing:
+                    fresh = np.asarray(
+                        self.embed_model.get_text_embedding_batch(missing), np.float32
+                    )
+                    computed = dict(zip(missing, fresh, strict=True))
+                    self.embedded += len(missing)
+                    self._remember(computed)
+                    known.update(computed)
+                    if self.store is not None:
+                        self.store.put(computed)
         return np.stack([known[s] for s in sentences])
 
 
+@dataclass(frozen=True)
+class Quote:
+    """A unit the extractive answer quotes: its text, passage number (1-based) and score."""
+
+    text: str
+    passage: int
+    position: int
+    score: float
+    code: bool = False
+
+
+WEAK_EVIDENCE = (
+    "_The closest passages match this question only loosely: they may not answer it. Try "
+    "rephrasing, or add documents that cover it._"
+)
+
+
 class ExtractiveSynthesizer(BaseSynthesizer):
-    """No LLM: ranks every sentence of the retrieved passages by embedding similarity to the
-    question and quotes the best few, each with its passage number, under a clear label."""
+    """No LLM: scores each sentence of the retrieved passages by its similarity to the question,
+    read together with its neighbours (the sentence next to one that sets up a topic often holds
+    the answer), plus the share of the question's words it contains and a small lead for the best
+    passage. Sentences that only restate the question (or ask one) and bare headings are never
+    quoted; the best few are quoted in document order, commands whole, under a clear label, and a
+    weak best match is said plainly."""
 
     def __init__(
         self,
@@ -140,7 +282,11 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         query_embedding: Sequence[float],
         max_sentences: int = 3,
         min_score: float = 0.15,
-        max_gap: float = 0.2,
+        max_gap: float = 0.3,
+        neighbour_weight: float = 0.3,
+        overlap_weight: float = 0.2,
+        lead_bonus: float = 0.1,
+        weak_below: float = 0.3,
     ):
         super().__init__(llm=MockLLM(), streaming=True, empty_response=NO_ANSWER)
         self.sentence_vectors = sentence_vectors
@@ -148,7 +294,13 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         self.max_sentences = max_sentences
         self.min_score = min_score
         self.max_gap = max_gap  # a sentence far below the best one is noise, not support
+        self.neighbour_weight = neighbour_weight
+        self.overlap_weight = overlap_weight
+        self.lead_bonus = lead_bonus
+        self.weak_below = weak_below  # best cosine under this: say the evidence is weak
         self.usage = TokenUsage()
+        self.picked: list[Quote] = []
+        self.weak = False
 
     def _get_prompts(self) -> dict[str, Any]:
         return {}
@@ -156,50 +308,76 @@ class ExtractiveSynthesizer(BaseSynthesizer):
     def _update_prompts(self, prompts: dict[str, Any]) -> None:
         pass
 
-    def pick(self, query_str: str, text_chunks: Sequence[str]) -> list[tuple[str, int, float]]:
-        """(sentence, passage number, score), best first, passage order kept among equals."""
-        candidates = [
-            (sentence, number)
-            for number, text in enumerate(text_chunks, start=1)
-            for sentence in split_sentences(text)
-        ]
-        if not candidates:
-            return []
-        # A sentence that quotes the question itself (an example question in the docs) only
-        # restates it: never an answer.
-        asked = _normalise(query_str)
-        candidates = [(s, n) for s, n in candidates if not asked or asked not in _normalise(s)]
-        if not candidates:
-            return []
+    def _cosines(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self.sentence_vectors.get(texts)
         query = self.query_embedding
-        vectors = self.sentence_vectors.get([s for s, _ in candidates])
-        scores = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query) + 1e-12)
-        order = np.argsort(-scores, kind="stable")
-        picked, seen = [], set()
-        for i in order:
-            sentence, number = candidates[i]
-            if sentence in seen:
+        return vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query) + 1e-12)
+
+    def pick(self, query_str: str, text_chunks: Sequence[str]) -> list[Quote]:
+        """The quotes, in document order (passage, then position); empty when nothing fits."""
+        passages = [split_units(text) for text in text_chunks]
+        flat = [(n, u) for n, units in enumerate(passages, start=1) for u in units]
+        if not flat:
+            return []
+        cosines = self._cosines([u.text for _, u in flat])
+        by_unit = {(n, u.position): float(c) for (n, u), c in zip(flat, cosines, strict=True)}
+        asked, asked_words = _normalise(query_str), content_words(query_str)
+        scored: list[tuple[float, float, int, Unit]] = []
+        for n, unit in flat:
+            words = content_words(unit.text)
+            # Only restates the question (an example question in the docs, or the question's own
+            # words and nothing more), or asks one: never an answer. A sentence that goes on
+            # after the question's words completes it (a fill-in question's answer).
+            said = _normalise(unit.text)
+            if asked and asked in said and len(said.split(asked, 1)[1].split()) < 2:
+                continue  # the question quoted, with nothing after it that completes it
+            if not (words - asked_words):
                 continue
-            if picked and (scores[i] < self.min_score or scores[i] < picked[0][2] - self.max_gap):
+            if not unit.code and unit.text.rstrip().endswith("?"):
+                continue
+            cosine = by_unit[(n, unit.position)]
+            near = [by_unit.get((n, unit.position + d)) for d in (-1, 1)]
+            neighbour = max((c for c in near if c is not None), default=cosine)
+            overlap = len(words & asked_words) / len(asked_words) if asked_words else 0.0
+            score = (
+                cosine
+                + self.neighbour_weight * neighbour
+                + self.overlap_weight * overlap
+                + (self.lead_bonus if n == 1 else 0.0)
+            )
+            scored.append((score, cosine, n, unit))
+        scored.sort(key=lambda item: -item[0])
+        picked: list[Quote] = []
+        for score, _cosine, n, unit in scored:
+            if picked and (score < self.min_score or score < picked[0].score - self.max_gap):
                 break
-            seen.add(sentence)
-            picked.append((sentence, number, float(scores[i])))
+            if any(q.text == unit.text for q in picked):
+                continue
+            picked.append(Quote(unit.text, n, unit.position, score, unit.code))
             if len(picked) == self.max_sentences:
                 break
-        return picked
+        self.weak = bool(picked) and max(by_unit[(q.passage, q.position)] for q in picked) < (
+            self.weak_below
+        )
+        return sorted(picked, key=lambda q: (q.passage, q.position))
 
     def get_response(
         self, query_str: str, text_chunks: Sequence[str], **kwargs: Any
     ) -> Generator[str, None, None]:
-        picked = self.pick(query_str, text_chunks)
+        self.picked = picked = self.pick(query_str, text_chunks)
 
         def gen() -> Generator[str, None, None]:
             if not picked:
                 yield NO_ANSWER
                 return
             yield EXTRACTIVE_LABEL + ":\n\n"
-            for sentence, number, _ in picked:
-                yield f"> {sentence} [{number}]\n\n"
+            if self.weak:
+                yield WEAK_EVIDENCE + "\n\n"
+            for quote in picked:
+                if quote.code:
+                    yield f"```\n{quote.text}\n```\n[{quote.passage}]\n\n"
+                else:
+                    yield f"> {quote.text} [{quote.passage}]\n\n"
 
         return gen()
 

@@ -24,7 +24,7 @@ from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = "5"  # bump when the export recipe changes, so caches are rebuilt
+EXPORT_VERSION = "6"  # bump when the export recipe changes, so caches are rebuilt
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
@@ -99,13 +99,17 @@ def export_onnx(model_dir: Path, cache_dir: Path, quantize: bool) -> Path:
             log.info("quantizing %s to int8 (once)", fp32.name)
             tmp = target_dir / f".tmp-{uuid.uuid4().hex[:8]}.onnx"
             # Matrix products only, one scale per output channel: embedding tables and per-tensor
-            # scales cost far more agreement with the fp32 model than they save in time.
+            # scales cost far more agreement with the fp32 model than they save in time. Weights
+            # in 7 bits (reduce_range): CPUs without VNNI saturate on full-range int8 products,
+            # which cost retrieval quality (measured on the 10-K benchmark: hit@5 -0.010 full
+            # range, -0.008 reduced, at the same speed).
             quantize_dynamic(
                 str(fp32),
                 str(tmp),
                 weight_type=QuantType.QInt8,
                 op_types_to_quantize=["MatMul"],
                 per_channel=True,
+                reduce_range=True,
             )
             os.replace(tmp, int8)
     return wanted

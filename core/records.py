@@ -23,7 +23,8 @@ class SourceRef(BaseModel):
     text: str
     quotes: list[str] = Field(
         default_factory=list,
-        description="Sentences of this passage the answer quoted verbatim (extractive answers).",
+        description="Sentences of this passage the answer quoted (extractive answers): verbatim, "
+        "runs of whitespace as one space.",
     )
 
 

@@ -45,7 +45,7 @@ class EmbeddingSettings(BaseModel):
         default=None,
         description="How the `local` model runs: `torch`, `onnx` (ONNX Runtime) or `onnx-int8` "
         "(ONNX Runtime, weights quantized to int8). Default: the backend that built the "
-        "collection, else `torch`. Part of the collection's embedding id: vectors of two "
+        "collection, else `onnx-int8`. Part of the collection's embedding id: vectors of two "
         "backends never mix in one collection.",
     )
     cache_dir: Path | None = Field(

@@ -80,6 +80,42 @@ def test_follow_up_is_condensed_with_history(indexed, embed_model, tmp_path):
     assert "lantern festival" in turns[1].condensed_question
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How is the office coffee machine looked after? Is there a schedule for it?",
+        "Where do visitors park? Is there a garage?",
+        "This one is different: what does the lemon cake need?",
+    ],
+)
+def test_a_new_topic_is_not_glued_to_the_previous_question(
+    indexed, embed_model, tmp_path, question
+):
+    """Pronouns and short questions don't make a follow-up: without an LLM the question is read
+    with the previous one only when that matches the documents better."""
+    pipe = make_pipeline(indexed, embed_model, LLMSettings(), tmp_path)
+    history = [
+        {"role": "user", "content": "Tell me about the lantern festival in Velmora"},
+        {"role": "assistant", "content": "It is on the second Saturday of October [1]."},
+    ]
+    final = last(pipe.ask("s1", question, history))[-1]
+    [turn] = pipe.chatlog.turns(session_id="s1")
+    assert turn.condensed_question == question
+    assert "festival" not in final.text and "Velmora" not in final.text
+    assert final.sources[0].file_name in {"handbook.docx", "faq.jsonl", "page.html"}
+
+
+def test_sources_carry_the_sentences_quoted_from_them(indexed, embed_model, tmp_path):
+    pipe = make_pipeline(indexed, embed_model, LLMSettings(), tmp_path)
+    final = last(pipe.ask("s1", "Who is the keeper of the lighthouse in Velmora?"))[-1]
+    top = final.sources[0]
+    flat = " ".join(top.text.split())  # quotes are whitespace-normalised
+    assert top.quotes and all(q in flat for q in top.quotes)
+    assert all(f"> {q} [1]" in final.text for q in top.quotes)
+    [turn] = pipe.chatlog.turns()
+    assert turn.retrieved_contexts[0].quotes == top.quotes  # logged with the turn
+
+
 def test_nothing_relevant_says_so(indexed, embed_model, tmp_path):
     pipe = make_pipeline(indexed, embed_model, LLMSettings(), tmp_path)
     final = last(pipe.ask("s1", "quantum chromodynamics lattice gauge coupling constant"))[-1]

@@ -1,0 +1,126 @@
+"""What the no-LLM answerer quotes, with the real embedding model: the sentence that answers,
+never a heading or the question restated, commands whole, document order, weak matches said."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.synthesis import (
+    EXTRACTIVE_LABEL,
+    WEAK_EVIDENCE,
+    ExtractiveSynthesizer,
+    SentenceVectors,
+    split_units,
+)
+
+FEEDBACK = (
+    "Rating answers\n"
+    "Under each answer there are thumbs up and thumbs down buttons. A thumbs down marks the "
+    "answer as unhelpful and opens a comment box, so you can say what was wrong. Ratings and "
+    "comments are stored with the answer in the chat log."
+)
+EXPORT = (
+    "Exporting the log\n"
+    "The whole chat log can be written to a file of JSON lines:\n\n"
+    "```bash\npython -m app export-logs --out chats.jsonl --feedback down\n```\n\n"
+    "Use `--since 2026-11-01` to limit it to recent turns."
+)
+
+
+def answer(embed_model, question: str, passages: list[str]) -> tuple[str, ExtractiveSynthesizer]:
+    synth = ExtractiveSynthesizer(
+        SentenceVectors(embed_model), embed_model.get_query_embedding(question)
+    )
+    return "".join(synth.get_response(question, passages)), synth
+
+
+def test_inline_headings_and_markdown_headings_are_not_units():
+    units = split_units(
+        "# Chatting with your documents\n\nAsk anything about the files.\n\n" + FEEDBACK
+    )
+    texts = [u.text for u in units]
+    assert "Chatting with your documents" not in " ".join(texts)
+    assert not any(t.startswith("Rating answers") for t in texts)
+    assert texts[1].startswith("Under each answer there are thumbs up")
+
+
+def test_code_blocks_and_code_spans_stay_whole():
+    units = split_units(EXPORT)
+    code = [u for u in units if u.code]
+    assert [u.text for u in code] == ["python -m app export-logs --out chats.jsonl --feedback down"]
+    assert any("`--since 2026-11-01`" in u.text for u in units if not u.code)
+    assert [u.position for u in units] == list(range(len(units)))
+
+
+def test_quotes_the_sentence_that_answers_not_the_one_that_sets_it_up(embed_model):
+    text, _ = answer(embed_model, "What happens when I click thumbs down?", [FEEDBACK])
+    assert text.startswith(EXTRACTIVE_LABEL)
+    assert "A thumbs down marks the answer as unhelpful" in text
+    assert "Rating answers" not in text
+
+
+def test_a_command_is_quoted_whole(embed_model):
+    text, _ = answer(embed_model, "How do I export the chat log to a file?", [FEEDBACK, EXPORT])
+    assert "```\npython -m app export-logs --out chats.jsonl --feedback down\n```" in text
+
+
+def test_the_question_restated_or_asked_is_never_quoted(embed_model):
+    passage = (
+        "What is the capital of Norway? Oslo is the capital of Norway and its largest city. "
+        "Norway is a country in northern Europe."
+    )
+    text, _ = answer(embed_model, "What is the capital of Norway?", [passage])
+    assert "Oslo is the capital of Norway" in text
+    assert "What is the capital of Norway?" not in text
+    restating = "The office coffee machine is descaled every Thursday."
+    text, _ = answer(
+        embed_model,
+        "Is the office coffee machine descaled every Thursday?",
+        [restating + " The facilities team does it before nine in the morning."],
+    )
+    assert restating not in text and "facilities team" in text
+
+
+def test_quotes_follow_document_order_and_are_recorded(embed_model):
+    passage = (
+        "Orsolya Brandt keeps the Velmora lighthouse. "
+        "The harbour of Velmora is home to forty fishing boats. "
+        "Brandt has kept the Velmora lighthouse for thirty-one years."
+    )
+    question = "For how many years has Brandt kept the Velmora lighthouse?"
+    text, synth = answer(embed_model, question, [passage])
+    quoted = [q.text for q in synth.picked]
+    assert "Brandt has kept the Velmora lighthouse for thirty-one years." in quoted
+    assert len(quoted) >= 2 and max(synth.picked, key=lambda q: q.score).position == 2
+    positions = [text.index(q) for q in quoted]
+    assert positions == sorted(positions)
+    assert [q.position for q in synth.picked] == sorted(q.position for q in synth.picked)
+    assert all(q.passage == 1 for q in synth.picked)
+
+
+def test_weak_evidence_is_said_plainly(embed_model):
+    passages = ["The lemon cake needs exactly four eggs and a cup of sugar."]
+    text, synth = answer(embed_model, "How fast does a cheetah run?", passages)
+    assert synth.weak and WEAK_EVIDENCE in text
+    text, synth = answer(embed_model, "How many eggs does the lemon cake need?", passages)
+    assert not synth.weak and WEAK_EVIDENCE not in text
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["Chatting with your documents", "Rating answers"],
+)
+def test_a_question_that_matches_a_heading_gets_the_text_under_it(embed_model, question):
+    passage = "Chatting with your documents\nType a question and press Enter to ask.\n\n" + FEEDBACK
+    text, synth = answer(embed_model, question, [passage])
+    assert synth.picked and all(q.text != question for q in synth.picked)
+    assert f"> {question} [" not in text
+
+
+def test_a_sentence_that_completes_a_fill_in_question_is_its_answer(embed_model):
+    passage = (
+        "The noble gases are unreactive because of their electron configurations. "
+        "They are found in the last column of the periodic table."
+    )
+    text, _ = answer(embed_model, "The noble gases are unreactive because of their?", [passage])
+    assert "because of their electron configurations" in text
