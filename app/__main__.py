@@ -63,14 +63,15 @@ def serve(args: argparse.Namespace) -> int:
     if args.port:
         settings.app.port = args.port
     require_port_free(settings.app.host, settings.app.port)
-    service = build_service(settings)
+    # The page is served first; the models load right after (the first question waits for them).
+    service = build_service(settings, warm=False)
     if service.first_run is not None:
         print(f"first run: indexed the bundled docs: {service.first_run.summary()}")
     admin = admin_allowed(settings)
     if not admin:
         print(
             f"note: {settings.app.host} is not a loopback address and RAG_ADMIN_PASSWORD is not "
-            "set, so the admin functions (upload, log export) are not served",
+            "set, so the admin functions (documents, log export) are not served",
             file=sys.stderr,
         )
     password = settings.app.admin_password
@@ -85,13 +86,11 @@ def serve(args: argparse.Namespace) -> int:
     demo = build_ui(
         service.pipeline,
         service.chatlog,
-        service.ingest_files if admin else None,
-        settings.data_dir / "uploads",
+        service if admin else None,
         secret,
         extra_tabs=tabs,
+        documents=service.documents,
     )
-    print(f"model: {service.pipeline.badge}")
-    print(f"open http://{settings.app.host}:{settings.app.port}", flush=True)
     demo.queue(default_concurrency_limit=32).launch(
         server_name=settings.app.host,
         server_port=settings.app.port,
@@ -100,7 +99,15 @@ def serve(args: argparse.Namespace) -> int:
             font_mono=["ui-monospace", "monospace"],
         ),
         show_error=True,
+        prevent_thread_lock=True,
     )
+    print(f"open http://{settings.app.host}:{settings.app.port}", flush=True)
+    try:
+        service.warm_up()
+        print(f"model: {service.pipeline.badge}", flush=True)
+    except Exception as exc:  # the page stays up; each question says what is wrong
+        print(f"error: could not load the models: {exc}", file=sys.stderr, flush=True)
+    demo.block_thread()
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from app.notices import refusal
 from core.errors import RagError
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def build_evaluate_tab(
         if admin_password is not None and not hmac.compare_digest(
             (password or "").encode(), admin_password.encode()
         ):
-            raise gr.Error("wrong admin password")
+            raise refusal("wrong admin password")
 
     def refresh(password: str):
         check(password)
@@ -85,11 +86,11 @@ def build_evaluate_tab(
     def drill(run_id: float | None, password: str):
         check(password)
         if not run_id:
-            raise gr.Error("type a run id from the table first")
+            raise refusal("type a run id from the table first")
         try:
             samples = store.samples(int(run_id))
         except RagError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         names = sorted({m for s in samples for m in s.scores})
         rows = [
             [s.idx, s.user_input, (s.response or "")[:200], *(_fmt(s.scores.get(m)) for m in names)]
@@ -102,10 +103,10 @@ def build_evaluate_tab(
     def sample_detail(run_id: float | None, idx: float | None, password: str) -> str:
         check(password)
         if not run_id or idx is None:
-            raise gr.Error("choose a run and a sample number")
+            raise refusal("choose a run and a sample number")
         found = [s for s in store.samples(int(run_id)) if s.idx == int(idx)]
         if not found:
-            raise gr.Error(f"run {int(run_id)} has no sample {int(idx)}")
+            raise refusal(f"run {int(run_id)} has no sample {int(idx)}")
         s = found[0]
         contexts = "\n".join(
             f"{i}. `{src}` — {text[:500]}"
@@ -125,7 +126,7 @@ def build_evaluate_tab(
     def compare(champion: float | None, candidate: float | None, password: str):
         check(password)
         if not champion or not candidate:
-            raise gr.Error("type the champion's and the candidate's run ids")
+            raise refusal("type the champion's and the candidate's run ids")
         from eval.gate import compare_runs, decide_promotion
         from eval.report import delta_figure
         from eval.runner import policy_from
@@ -134,9 +135,9 @@ def build_evaluate_tab(
         try:
             a, b = store.run(int(champion)), store.run(int(candidate))
         except RagError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         if a.set_hash != b.set_hash:
-            raise gr.Error("those runs answered different sets; compare runs of one set")
+            raise refusal("those runs answered different sets; compare runs of one set")
         comparison = compare_runs(store.samples(a.id), store.samples(b.id), policy)
         promote, reasons = decide_promotion(comparison, policy)
         from core.evalstore import GateDecision
@@ -161,11 +162,11 @@ def build_evaluate_tab(
     def promote(version: float | None, password: str):
         check(password)
         if not version:
-            raise gr.Error("type the version id to promote")
+            raise refusal("type the version id to promote")
         try:
             event = registry.promote(int(version), reason="admin")
         except RagError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         return (
             f"{event.kind} v{event.version_id} is active (was v{event.previous_id}); the app "
             "answers with it from the next question",
@@ -177,7 +178,7 @@ def build_evaluate_tab(
         try:
             event = registry.rollback(kind, reason="admin")
         except RagError as exc:
-            raise gr.Error(str(exc)) from exc
+            raise refusal(str(exc)) from exc
         return (
             f"rolled back: {event.kind} v{event.version_id} is active again "
             f"(was v{event.previous_id})",

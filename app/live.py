@@ -9,9 +9,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from app.pipeline import AnswerUpdate, RagPipeline
 from app.providers import build_chat_model
-from app.synthesis import SentenceVectors
 from core.compute import ComputeGate
 from core.embeddings import build_embedding, embedding_id, resolve_backend
 from core.registry import apply_spec
@@ -22,8 +20,10 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
+    from app.pipeline import AnswerUpdate, RagPipeline
     from app.prompt import SystemPrompt
     from app.retriever import LexicalSource
+    from app.synthesis import SentenceVectors
     from core.chatlog import ChatLog
     from core.registry import ModelVersion, Registry
     from core.settings import EmbeddingSettings, Settings
@@ -65,6 +65,8 @@ class EmbeddingCache:
 
     def sentence_vectors(self, settings: Settings) -> SentenceVectors:
         """One sentence-embedding cache per model, shared by every pipeline built on it."""
+        from app.synthesis import SentenceVectors
+
         cfg = self._resolved(settings)
         model = self._model(cfg, settings)
         key = embedding_id(cfg)
@@ -81,6 +83,12 @@ class EmbeddingCache:
         model = self._model(cfg, settings)
         collection = open_collection(client, settings.chroma.collection, embedding_id(cfg), create)
         return collection, model
+
+    def collection(self, settings: Settings, create: bool) -> Collection:
+        """The collection the settings name, opened without loading its embedding model."""
+        client = chroma_client(settings)
+        cfg = self._resolved(settings, client)
+        return open_collection(client, settings.chroma.collection, embedding_id(cfg), create)
 
     def lexical(self, settings: Settings, collection: Collection) -> LexicalSource:
         from app.retriever import LexicalSource
@@ -104,6 +112,10 @@ def build_pipeline(
     embeddings: EmbeddingCache,
 ) -> RagPipeline:
     """A pipeline answering as the given versions (their specs over `settings`)."""
+    # Imported here: llama-index and the embedding stack load only when a pipeline is built, so
+    # the app can serve its page while they do.
+    from app.pipeline import RagPipeline
+
     applied = apply_spec(settings, chat, embedding)
     # A version that names its own collection must find it built (ingest's re-index makes it);
     # the settings' own collection is created on first start.
@@ -192,6 +204,18 @@ class LivePipeline:
     ) -> Iterator[AnswerUpdate]:
         """RagPipeline.ask on the active versions as of this question."""
         yield from self.current().ask(session_id, question, history)
+
+    def active_collection(self) -> Collection:
+        """The active versions' collection, opened without loading the embedding model (listing
+        documents and the first screen need none); the built pipeline's when it is current."""
+        pipeline = self._pipeline
+        if pipeline is not None and self._revision == self.registry.revision():
+            return pipeline.collection
+        active = self.registry.active_all()
+        embedding = active["embedding"]
+        applied = apply_spec(self.settings, active["chat"], embedding)
+        own_collection = embedding is not None and "chroma" in embedding.spec
+        return self.embeddings.collection(applied, create=not own_collection)
 
     @property
     def badge(self) -> str:

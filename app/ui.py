@@ -1,12 +1,12 @@
-"""The Gradio web app: streamed chat with sources, thumbs up/down with a comment, a new-chat button,
-the answering model's badge, and (for admins) document upload and chat log export. The only module
-that imports gradio; handlers turn RagError into gr.Error."""
+"""The Gradio web app: streamed chat with source cards, a first screen of what is indexed and what
+to ask, thumbs up/down with a comment tied to its answer, a new-chat button, the answering model's
+badge, and (for admins) the Documents tab, chat log export and the tabs other modules build. Handled
+mistakes show one warning and log one line; no raw HTML from a document or a model renders."""
 
 from __future__ import annotations
 
 import hmac
-import html
-import shutil
+import logging
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -16,107 +16,170 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from app.markup import plain_text, safe_markdown
+from app.notices import mistake
+from app.overview import overview_markdown, suggest_questions
+from app.sources_view import EMPTY, NONE, SOURCES_CSS, sources_html
 from core.chatlog import export_jsonl
 from core.errors import RagError
 
 if TYPE_CHECKING:
-    from app.pipeline import RagPipeline
+    from app.documents_tab import DocumentAdmin
+    from app.live import LivePipeline
     from core.chatlog import ChatLog
-    from core.records import SourceRef
-    from ingest import IngestReport
+    from ingest.documents import DocumentInfo
 
-SNIPPET_CHARS = 240
+log = logging.getLogger(__name__)
+
+FEEDBACK_HINT = "Rate an answer with 👍 / 👎 under it; then you can comment on it here."
+COMMENT_LABEL = "Comment on the rated answer (optional)"
+SEARCHING = '<p class="src-empty">Looking for sources…</p>'
+QUESTION_CHARS = 60
 
 
-def sources_markdown(sources: list[SourceRef]) -> str:
-    """The sources panel: one row per cited passage, numbered as the answer cites them."""
-    if not sources:
-        return "_No sources for this answer._"
-    rows = ["| # | file | page | score | snippet |", "|---|---|---|---|---|"]
-    for i, s in enumerate(sources, start=1):
-        snippet = " ".join(s.text.split())
-        if len(snippet) > SNIPPET_CHARS:
-            snippet = snippet[:SNIPPET_CHARS] + "…"
-        name = s.file_name or s.source.rsplit("/", 1)[-1]
-        if s.heading_path:  # where in the document: `Title > Section > Subsection`
-            name = f"{name} — {s.heading_path}"
-        cells = [str(i), name, "" if s.page is None else str(s.page), f"{s.score:.2f}", snippet]
-        rows.append("| " + " | ".join(html.escape(c).replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(rows)
+def _short(text: str, limit: int = QUESTION_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def build_ui(
-    pipeline: RagPipeline,
+    pipeline: LivePipeline,
     chatlog: ChatLog,
-    ingest_files: Callable[[list[Path]], IngestReport] | None,
-    uploads_dir: Path,
+    admin: DocumentAdmin | None,
     admin_password: str | None,
     extra_tabs: Sequence[Callable[[], None]] = (),
+    documents: Callable[[], list[DocumentInfo]] | None = None,
 ) -> gr.Blocks:
-    """The app. `ingest_files` is None when admin functions must not be exposed; `extra_tabs`
-    are admin tabs built by their own modules (called inside the Blocks)."""
+    """The app. `admin` is None when admin functions must not be exposed; `extra_tabs` are admin
+    tabs built by their own modules (called inside the Blocks); `documents` lists what is indexed
+    for the first screen (defaults to the admin's list)."""
+    list_documents = documents or (admin.documents if admin is not None else None)
 
-    def respond(message: str, history: list[dict], session_id: str, turn_map: dict) -> Iterator:
+    def first_screen() -> dict[str, Any]:
+        """The empty chat's placeholder and suggested questions, from what is indexed now."""
+        if list_documents is None:
+            return gr.update()
+        try:
+            docs = list_documents()
+        except Exception as exc:  # the chat still works; the first screen just says less
+            log.warning("could not list the indexed documents: %s", exc)
+            return gr.update(placeholder="Ask a question about your documents.")
+        examples = [{"text": q} for q in suggest_questions(docs)]
+        return gr.update(placeholder=overview_markdown(docs), examples=examples or None)
+
+    def respond(
+        message: str, history: list[dict], session_id: str | None, turn_map: dict
+    ) -> Iterator:
+        message = (message or "").strip()
+        if not message:
+            mistake("type a question first")
+            yield gr.update(), gr.update(), gr.update(), turn_map, gr.update(), session_id
+            return
+        session_id = session_id or uuid.uuid4().hex  # an API client's session has no load event
         history = list(history or [])
-        prior = [{"role": m["role"], "content": _text(m["content"])} for m in history]
-        history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        yield "", history, gr.update(), turn_map, gr.update()
+        prior = [{"role": m["role"], "content": plain_text(_text(m["content"]))} for m in history]
+        history += [
+            {"role": "user", "content": safe_markdown(message)},
+            {"role": "assistant", "content": ""},
+        ]
+        yield "", history, SEARCHING, turn_map, gr.update(), session_id
         try:
             for update in pipeline.ask(session_id, message, prior):
-                history[-1]["content"] = update.text
+                history[-1]["content"] = safe_markdown(update.text)
                 if update.done:
                     if update.turn_id is not None:
                         turn_map = {**turn_map, str(len(history) - 1): update.turn_id}
                     if update.warning:
                         gr.Warning(update.warning)
                 badge = _badge(pipeline) if update.done else gr.update()
-                yield "", history, sources_markdown(update.sources), turn_map, badge
+                yield "", history, sources_html(update.sources), turn_map, badge, session_id
         except RagError as exc:
-            history[-1]["content"] = f"⚠️ {exc}"
-            yield "", history, gr.update(), turn_map, gr.update()
-            raise gr.Error(str(exc)) from exc
+            # Said once, in the answer's place; logged as one line (the turn records it too).
+            log.warning("answer failed: %s", exc)
+            history[-1]["content"] = f"⚠️ {safe_markdown(str(exc))}"
+            yield "", history, NONE, turn_map, gr.update(), session_id
 
-    def on_like(data: gr.LikeData, turn_map: dict) -> tuple[str, Any]:
-        turn_id = turn_map.get(str(data.index if isinstance(data.index, int) else data.index[0]))
+    def ask_example(
+        history: list[dict], session_id: str | None, turn_map: dict, evt: gr.SelectData
+    ) -> Iterator:
+        value = evt.value if isinstance(evt.value, dict) else {"text": str(evt.value)}
+        yield from respond(str(value.get("text") or ""), history, session_id, turn_map)
+
+    def on_like(data: gr.LikeData, history: list[dict], turn_map: dict) -> tuple:
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        turn_id = turn_map.get(str(index))
         if turn_id is None:
-            raise gr.Error("that answer was not logged, so it cannot be rated")
-        rating = "up" if data.liked is True else "down"
+            mistake("that answer was not logged, so it cannot be rated")
+            return gr.update(), gr.update(), gr.update()
+        if data.liked not in (True, False):
+            return gr.update(), gr.update(), gr.update()
+        rating = "up" if data.liked else "down"
         try:
             chatlog.set_feedback(turn_id, rating)
         except Exception as exc:
-            raise gr.Error(f"could not save the rating: {exc}") from exc
-        note = (
-            "👍 Thanks!" if rating == "up" else "👎 Thanks — what was wrong? Add a comment below."
-        )
-        return note, {"turn_id": turn_id, "rating": rating}
+            log.warning("could not save a rating: %s", exc)
+            gr.Warning(f"could not save the rating ({type(exc).__name__}); try again")
+            return gr.update(), gr.update(), gr.update()
+        history = history or []
+        number = sum(1 for m in history[: index + 1] if m.get("role") == "assistant")
+        asked = [m for m in history[:index] if m.get("role") == "user"]
+        question = plain_text(_text(asked[-1]["content"])) if asked else ""
+        rated = {"turn_id": turn_id, "rating": rating, "number": number, "question": question}
+        about = f"answer {number} (“{safe_markdown(_short(question))}”)"
+        if rating == "up":
+            note = f"👍 Thanks! You rated {about}. Add a comment below if you like."
+        else:
+            note = f"👎 Thanks! You rated {about} down — what was wrong? Add a comment below."
+        return note, rated, gr.update(label=f"Comment on answer {number}")
 
-    def send_comment(comment: str, rated: dict | None) -> tuple[str, str]:
+    def send_comment(comment: str, rated: dict | None) -> tuple:
         if not rated:
-            raise gr.Error("rate an answer with 👍 or 👎 first, then add your comment")
-        if not comment.strip():
-            raise gr.Error("write a comment first")
+            mistake("rate an answer with 👍 or 👎 first, then add your comment")
+            return gr.update(), gr.update()
+        if not (comment or "").strip():
+            mistake("write a comment first")
+            return gr.update(), gr.update()
         try:
             chatlog.set_feedback(rated["turn_id"], rated["rating"], comment.strip())
         except Exception as exc:
-            raise gr.Error(f"could not save the comment: {exc}") from exc
-        return "", "Comment saved. Thank you!"
+            log.warning("could not save a comment: %s", exc)
+            gr.Warning(f"could not save the comment ({type(exc).__name__}); it is still in the box")
+            return gr.update(), gr.update()
+        question = safe_markdown(_short(rated.get("question", "")))
+        return "", f"Comment saved on answer {rated['number']} (“{question}”). Thank you!"
 
     def new_chat() -> tuple:
-        return uuid.uuid4().hex, [], "_Ask a question to see its sources._", {}, None, ""
+        return (
+            uuid.uuid4().hex,
+            gr.update(value=[]),
+            EMPTY,
+            {},
+            None,
+            gr.update(value="", label=COMMENT_LABEL),
+            FEEDBACK_HINT,
+            "",
+        )
 
     with gr.Blocks(title="Document chat") as demo:
-        session_id = gr.State(lambda: uuid.uuid4().hex)
+        session_id = gr.State(None)  # set on load (a callable State would be a public endpoint)
         turn_map = gr.State({})
         rated = gr.State(None)
         with gr.Row():
             gr.Markdown("## Chat with your documents")
-            badge = gr.Markdown(_badge(pipeline), elem_id="model-badge")
+            badge = gr.Markdown("**Model:** starting…", elem_id="model-badge")
         with gr.Tab("Chat"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot")
+                    chatbot = gr.Chatbot(
+                        label="Chat",
+                        height=460,
+                        elem_id="chatbot",
+                        sanitize_html=True,  # a second guard; safe_markdown already escapes HTML
+                        placeholder="Ask a question about your documents.",
+                    )
                     with gr.Row():
                         box = gr.Textbox(
+                            label="Question",
                             placeholder="Ask about your documents…",
                             show_label=False,
                             scale=5,
@@ -124,32 +187,64 @@ def build_ui(
                         )
                         send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                     new = gr.Button("New chat", elem_id="new-chat")
-                with gr.Column(scale=2):
+                with gr.Column(scale=2, min_width=320):
                     gr.Markdown("### Sources")
-                    sources = gr.Markdown("_Ask a question to see its sources._", elem_id="sources")
+                    sources = gr.HTML(
+                        EMPTY,
+                        elem_id="sources",
+                        css_template=SOURCES_CSS,
+                        js_on_load=None,
+                        label="Sources",
+                        max_height=560,
+                    )
                     gr.Markdown("### Feedback")
-                    feedback_note = gr.Markdown(
-                        "Rate an answer with 👍 / 👎 under it.", elem_id="feedback-note"
-                    )
-                    comment = gr.Textbox(
-                        label="Comment on the rated answer (optional)", elem_id="comment"
-                    )
+                    feedback_note = gr.Markdown(FEEDBACK_HINT, elem_id="feedback-note")
+                    comment = gr.Textbox(label=COMMENT_LABEL, elem_id="comment")
                     comment_btn = gr.Button("Send comment", elem_id="send-comment")
-            outputs = [box, chatbot, sources, turn_map, badge]
-            box.submit(respond, [box, chatbot, session_id, turn_map], outputs)
-            send.click(respond, [box, chatbot, session_id, turn_map], outputs)
-            chatbot.like(on_like, [turn_map], [feedback_note, rated])
-            comment_btn.click(send_comment, [comment, rated], [comment, feedback_note])
-            new.click(new_chat, None, [session_id, chatbot, sources, turn_map, rated, comment])
-        if ingest_files is not None:
-            _admin_tab(chatlog, ingest_files, uploads_dir, admin_password)
+            asking = [box, chatbot, session_id, turn_map]
+            outputs = [box, chatbot, sources, turn_map, badge, session_id]
+            send.click(
+                respond,
+                asking,
+                outputs,
+                api_name="respond",
+                api_description="Ask a question: streams (box, chat history, sources HTML, "
+                "model badge).",
+            )
+            box.submit(respond, asking, outputs, api_visibility="private")
+            chatbot.example_select(
+                ask_example, [chatbot, session_id, turn_map], outputs, api_visibility="private"
+            )
+            chatbot.like(
+                on_like,
+                [chatbot, turn_map],
+                [feedback_note, rated, comment],
+                api_visibility="private",
+            )
+            comment_btn.click(
+                send_comment, [comment, rated], [comment, feedback_note], api_visibility="private"
+            )
+            new.click(
+                new_chat,
+                None,
+                [session_id, chatbot, sources, turn_map, rated, comment, feedback_note, box],
+                api_visibility="private",
+            ).then(first_screen, None, chatbot, api_visibility="private")
+        if admin is not None:
+            from app.documents_tab import build_documents_tab
+
+            build_documents_tab(admin, admin_password)()
+            _admin_tab(chatlog, admin_password)
             for tab in extra_tabs:
                 tab()
-        demo.load(lambda: _badge(pipeline), None, badge)  # a reload shows the model now active
+        # A reload shows what is indexed now and the model now active.
+        demo.load(lambda: uuid.uuid4().hex, None, session_id, api_visibility="private")
+        demo.load(first_screen, None, chatbot, api_visibility="private")
+        demo.load(lambda: _badge(pipeline), None, badge, api_visibility="private")
     return demo
 
 
-def _badge(pipeline: RagPipeline) -> str:
+def _badge(pipeline: LivePipeline) -> str:
     return f"**Model:** {pipeline.badge}"
 
 
@@ -163,37 +258,13 @@ def _text(content: Any) -> str:
     return str(content)
 
 
-def _admin_tab(
-    chatlog: ChatLog,
-    ingest_files: Callable[[list[Path]], IngestReport],
-    uploads_dir: Path,
-    admin_password: str | None,
-) -> None:
-    def check(password: str) -> None:
+def _admin_tab(chatlog: ChatLog, admin_password: str | None) -> None:
+    def export(feedback: str, password: str) -> str | None:
         if admin_password is not None and not hmac.compare_digest(
             (password or "").encode(), admin_password.encode()
         ):
-            raise gr.Error("wrong admin password")
-
-    def upload(files: list[str] | None, password: str) -> str:
-        check(password)
-        if not files:
-            raise gr.Error("choose one or more files first")
-        uploads_dir.mkdir(parents=True, exist_ok=True)
-        kept = []
-        for f in files:
-            # Uploads are kept, so their chunks keep a source that exists (and --prune spares them).
-            src = Path(f)
-            dest = uploads_dir / src.name
-            shutil.copyfile(src, dest)
-            kept.append(dest)
-        report = ingest_files(kept)
-        lines = [f"**{report.summary()}**"]
-        lines += [f"- ❌ `{Path(n).name}`: {reason}" for n, reason in report.failed]
-        return "\n".join(lines)
-
-    def export(feedback: str, password: str) -> str:
-        check(password)
+            mistake("wrong admin password")
+            return None
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(tempfile.mkdtemp()) / f"chat-log-{stamp}.jsonl"
         with path.open("w", encoding="utf-8") as out:
@@ -204,13 +275,19 @@ def _admin_tab(
         password = gr.Textbox(
             label="Admin password", type="password", visible=admin_password is not None
         )
-        gr.Markdown("### Add documents\nPDF, Markdown, text, HTML, DOCX, CSV or JSONL.")
-        files = gr.File(file_count="multiple", type="filepath", elem_id="upload")
-        add = gr.Button("Add to index", elem_id="add-docs")
-        result = gr.Markdown(elem_id="ingest-result")
-        add.click(upload, [files, password], result)
         gr.Markdown("### Export chat log (JSONL)")
-        which = gr.Radio(["all", "any", "up", "down"], value="all", label="Feedback filter")
+        which = gr.Radio(
+            ["all", "any", "up", "down", "none"],
+            value="all",
+            label="Feedback filter",
+            info="any: rated answers; up / down: that rating; none: unrated answers",
+        )
         export_btn = gr.Button("Export")
         exported = gr.File(label="Download")
-        export_btn.click(export, [which, password], exported)
+        export_btn.click(
+            export,
+            [which, password],
+            exported,
+            api_name="export_logs",
+            api_description="The chat log as a JSONL file, filtered by feedback.",
+        )

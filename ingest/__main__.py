@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not args.paths and not args.dataset:
         _parser().error("give at least one PATH or --dataset")
+    # A mistyped path fails at once, before the embedding model and Chroma are loaded.
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        print("nothing was indexed; check the path and run again", file=sys.stderr)
+        return 2
     from core.settings import Settings
     from core.vectorstore import open_index
     from ingest import RecordFields, ingest_paths

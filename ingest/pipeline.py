@@ -14,6 +14,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,8 @@ class IngestReport:
     changed: int = 0
     unchanged: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # Each source by name: "new", "changed" or "unchanged" (failures are in `failed`).
+    outcomes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # warnings and one-off upgrades, for the user
     lexical_rebuilt: bool = False
     chunks_written: int = 0
@@ -140,6 +143,8 @@ def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Ch
     if not pieces:
         raise SourceError("no text to index")
     key_hash = hashlib.sha256(source.key.encode()).hexdigest()[:16]
+    # When this build was made: shown in the documents list (not part of the ingest key).
+    indexed_at = datetime.now(UTC).isoformat(timespec="seconds")
     chunks = []
     for index, (text, prefix, section_meta) in enumerate(pieces):
         metadata = {
@@ -151,6 +156,7 @@ def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Ch
             "chunk_index": index,
             "n_chunks": len(pieces),
             "content_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
+            "indexed_at": indexed_at,
         }
         chunks.append(
             Chunk(
@@ -287,6 +293,7 @@ def ingest_sources(
             report.changed += 1
         else:
             report.new += 1
+        report.outcomes[source.name] = "changed" if existed else "new"
         writer.add(source, ingest_key, chunks)
         bar.set_postfix(chunks=report.chunks_written + writer.size, refresh=False)
 
@@ -301,6 +308,7 @@ def ingest_sources(
             existing = state.get(source.key)
             if existing is not None and existing.complete(ingest_key):
                 report.unchanged += 1
+                report.outcomes[source.name] = "unchanged"
                 continue
             existed = existing is not None and bool(existing.counts)
             job = pool.submit(chunk_source, source, ingest_key, plan)

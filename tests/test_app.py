@@ -12,11 +12,13 @@ import sys
 
 import pytest
 
+from app.markup import safe_markdown
 from core.chatlog import ChatLog
 from tests.conftest import ROOT, free_port, port_open, stop, wait_until_up
 from tests.corpus import make_pdf
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+QUESTION = "Who is the lighthouse keeper of Velmora?"
 
 
 @pytest.fixture(scope="module")
@@ -58,32 +60,86 @@ def test_first_run_indexes_docs_and_streams_a_logged_answer(app_server):
         else history[-1]["content"]
     )
     assert len(outputs) >= 2
+    # The page was served before the models loaded; this first question waited for them.
+    log = log_path.read_text()
+    assert log.index("open http://") < log.index("model: extractive")
     assert "Extracted passages" in answer and "export-logs" in answer
     assert "feedback-and-logs.md" in sources
     turns = [t for t in chatlog(data).turns() if t.user_input == "How do I export the chat log?"]
-    assert len(turns) == 1 and turns[0].status == "answered" and turns[0].response == answer
+    assert len(turns) == 1 and turns[0].status == "answered"
+    assert safe_markdown(turns[0].response) == answer  # shown as logged, HTML escaped
     assert turns[0].retrieved_contexts[0].file_name == "feedback-and-logs.md"
     # The first start registered the configured models; the badge and the turn name the version.
     assert "extractive" in badge and f"chat v{turns[0].chat_version_id}" in badge
     assert turns[0].chat_version_id is not None and turns[0].embedding_version_id is not None
 
 
-def test_upload_through_admin_tab_then_ask(app_server, tmp_path):
+def test_upload_ask_then_remove_the_document(app_server, tmp_path):
+    """Upload through the Documents tab (results by file name, the failure not kept), answer from
+    the new file, then remove it: gone from answers, from Chroma and the BM25 index, and from
+    the uploads folder."""
     from gradio_client import Client, handle_file
+
+    from ingest.lexical import load_lexical
 
     url, data, _ = app_server
     pdf = make_pdf(tmp_path / "velmora.pdf")
     bad = tmp_path / "broken.pdf"
     bad.write_bytes(b"%PDF-1.4 nope")
     client = Client(url, verbose=False)
-    summary = client.predict([handle_file(str(pdf)), handle_file(str(bad))], "", api_name="/upload")
-    assert "new 1" in summary and "failed 1" in summary and "broken.pdf" in summary
-    assert (data / "uploads" / "velmora.pdf").is_file()
-    _, history, sources, _badge = client.predict(
-        "Who is the lighthouse keeper of Velmora?", [], api_name="/respond"
+    result, picker, table, _choice = client.predict(
+        [handle_file(str(pdf)), handle_file(str(bad))], "", api_name="/upload"
     )
+    assert "1 of 2 file(s) indexed" in result
+    assert "✅ **velmora\\.pdf**: added" in result
+    assert "❌ **broken\\.pdf**: not indexed:" in result
+    assert picker is None  # the file picker is cleared
+    assert sorted(p.name for p in (data / "uploads").iterdir()) == ["velmora.pdf"]
+    [row] = [r for r in table["data"] if r[0] == "velmora.pdf"]
+    assert row[1] >= 3 and row[2] == 3 and row[3].endswith("UTC")  # chunks, pages, when
+    _, history, sources, _badge = client.predict(QUESTION, [], api_name="/respond")
     assert "Orsolya Brandt" in str(history[-1]["content"])
     assert "velmora.pdf" in sources
+
+    source = str((data / "uploads" / "velmora.pdf").resolve())
+    ids = set(_collection(data).get(where={"source": source}, include=[])["ids"])
+    assert ids
+    note, table, _choice = client.predict(source, "", api_name="/remove_document")
+    assert "Removed **velmora\\.pdf**" in note and "uploaded file is deleted" in note
+    assert "velmora.pdf" not in [r[0] for r in table["data"]]
+    assert not (data / "uploads" / "velmora.pdf").exists()
+    collection = _collection(data)
+    assert collection.get(where={"source": source}, include=[])["ids"] == []
+    [lexical] = (data / "lexical").iterdir()
+    index = load_lexical(lexical)
+    assert len(index) == collection.count() and not ids & set(index.ids)
+    _, history, sources, _badge = client.predict(QUESTION, [], api_name="/respond")
+    assert "Orsolya" not in str(history[-1]["content"]) and "velmora.pdf" not in sources
+
+
+def _collection(data):
+    from core.settings import Settings
+    from core.vectorstore import chroma_client
+
+    client = chroma_client(Settings(data_dir=data))
+    return client.get_collection("docs", embedding_function=None)
+
+
+def test_api_page_lists_only_named_documented_endpoints(app_server):
+    from gradio_client import Client
+
+    url, _, _ = app_server
+    info = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
+    assert info["unnamed_endpoints"] == {}
+    named = info["named_endpoints"]
+    assert {"/respond", "/upload", "/remove_document", "/documents", "/export_logs"} <= set(named)
+    for name, endpoint in named.items():
+        assert not re.search(r"lambda|_\d+$", name), name  # no handler or duplicate names
+        for param in endpoint["parameters"]:
+            assert not param["parameter_name"].startswith("param"), (name, param)
+    assert [p["parameter_name"] for p in named["/respond"]["parameters"]] == ["message", "history"]
+    assert len(named["/respond"]["returns"]) == 4
+    assert "Ask a question" in named["/respond"]["description"]
 
 
 @pytest.mark.browser
@@ -122,6 +178,165 @@ def test_browser_ask_see_sources_and_thumbs_down_with_comment(app_server):
     [turn] = [t for t in chatlog(data).turns() if t.user_input == question]
     assert turn.feedback.rating == "down"
     assert turn.feedback.comment == "It should mention Azure first."
+
+
+def launch_browser(p):
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+    )
+
+
+HOSTILE_DOC = """# Harbour rules of Quillon
+
+The harbour master of Quillon is <b>Teodor Vasz</b>, who answers the radio day and night.
+<img src="x" onerror="window.__pwned = 'img'"> <script>window.__pwned = 'script'</script>
+Boats of the fishing fleet dock at pier nine and pay their fee in the morning.
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_browser_document_html_is_shown_as_text_never_rendered(app_server, tmp_path):
+    """An uploaded document with <script>, <img onerror> and <b>: the answer quoting it and the
+    sources panel show the markup as text; nothing runs, no image or bold element appears."""
+    from gradio_client import Client, handle_file
+    from playwright.sync_api import expect, sync_playwright
+
+    url, _, _ = app_server
+    doc = tmp_path / "quillon.md"
+    doc.write_text(HOSTILE_DOC)
+    result, *_ = Client(url, verbose=False).predict([handle_file(str(doc))], "", api_name="/upload")
+    assert "quillon\\.md**: added" in result
+    with sync_playwright() as p:
+        browser = launch_browser(p)
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        page.locator("#question textarea").fill("Who is the harbour master of <b>Quillon</b>?")
+        page.locator("#send").click()
+        bot = page.locator("#chatbot .message.bot, #chatbot [data-testid='bot']").last
+        expect(bot).to_contain_text("<b>Teodor Vasz</b>", timeout=30_000)  # shown as text
+        expect(page.locator("#sources")).to_contain_text("quillon.md", timeout=30_000)
+        sources = page.locator("#sources")
+        expect(sources).to_contain_text("<b>Teodor Vasz</b>")
+        expect(sources).to_contain_text("<script>")
+        user = page.locator("#chatbot .message.user, #chatbot [data-testid='user']").last
+        expect(user).to_contain_text("<b>Quillon</b>")  # the question too
+        for where in ("#chatbot", "#sources"):
+            assert page.locator(f"{where} b, {where} script, {where} img").count() == 0, where
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.__pwned") is None
+        browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_browser_first_screen_comment_on_the_right_answer_and_new_chat_clears(app_server):
+    """The empty chat says what is indexed and offers questions; a click asks one. A comment goes
+    to the answer it names (checked in the database); a mistake leaves one warning and no error
+    badge; New chat empties every panel."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, data, log_path = app_server
+    second = "Which file formats can I add?"
+    with sync_playwright() as p:
+        browser = launch_browser(p)
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        chat = page.locator("#chatbot")
+        expect(chat).to_contain_text("documents indexed:", timeout=30_000)
+        expect(chat).to_contain_text("adding-documents.md")
+        examples = chat.locator("button.example")
+        expect(examples).to_have_count(3)
+        first = examples.first.inner_text().strip()
+        assert first.endswith("?")
+        examples.first.click()
+        bots = chat.locator("[data-testid='bot']")
+        expect(bots.first).to_contain_text("Extracted passages", timeout=30_000)
+        expect(chat.locator(".message.user, [data-testid='user']").first).to_contain_text(first)
+        page.locator("#question textarea").fill(second)
+        page.locator("#send").click()
+        expect(bots).to_have_count(2, timeout=30_000)
+        expect(bots.nth(1)).to_contain_text("Extracted passages", timeout=30_000)
+
+        # A comment before any rating: one warning, no error badge anywhere, nothing saved.
+        page.locator("#comment textarea").fill("premature")
+        page.locator("#send-comment").click()
+        toast = page.get_by_test_id("toast-text")
+        expect(toast).to_have_count(1)
+        expect(toast).to_contain_text("rate an answer with")
+        assert page.get_by_text("Error", exact=True).count() == 0
+        expect(page.locator("#comment textarea")).to_have_value("premature")  # not lost
+
+        # Rate the FIRST answer while the second is the latest: the comment goes to the first.
+        chat.locator("button[aria-label='Dislike']").first.click()
+        note = page.locator("#feedback-note")
+        expect(note).to_contain_text("answer 1", timeout=15_000)
+        expect(note).to_contain_text(first[:30])
+        expect(page.locator("#comment")).to_contain_text("Comment on answer 1")
+        page.locator("#comment textarea").fill("It should list the commands.")
+        page.locator("#send-comment").click()
+        expect(note).to_contain_text("Comment saved on answer 1", timeout=15_000)
+        assert page.get_by_text("Error", exact=True).count() == 0
+
+        page.locator("#new-chat").click()
+        expect(chat).to_contain_text("documents indexed:", timeout=15_000)
+        expect(bots).to_have_count(0)
+        expect(page.locator("#sources")).to_contain_text("Ask a question to see its sources")
+        expect(note).to_contain_text("Rate an answer")
+        expect(note).not_to_contain_text("Comment saved")
+        expect(page.locator("#comment textarea")).to_have_value("")
+        expect(page.locator("#comment")).to_contain_text("Comment on the rated answer")
+        expect(page.locator("#question textarea")).to_have_value("")
+        browser.close()
+    turns = {t.user_input: t for t in chatlog(data).turns()}
+    assert turns[first].feedback.rating == "down"
+    assert turns[first].feedback.comment == "It should list the commands."
+    assert turns[second].feedback is None
+    log = log_path.read_text()
+    assert "user mistake: rate an answer with 👍 or 👎 first" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_browser_documents_tab_upload_list_and_remove(app_server, tmp_path):
+    """Upload a good and an empty file: results by name, the picker emptied, the table lists the
+    good one; removing it (after confirming) takes it off the table and out of the index."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, data, _ = app_server
+    good = tmp_path / "tides.md"
+    good.write_text("# Tides of Quillon\n\n## High water\n\nHigh water is at 6:40 today.\n")
+    empty = tmp_path / "blank.txt"
+    empty.write_text("")
+    with sync_playwright() as p:
+        browser = launch_browser(p)
+        page = browser.new_page()
+        page.goto(url, wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Documents").click()
+        table = page.locator("#doc-table")
+        expect(table).to_contain_text("getting-started.md", timeout=15_000)
+        page.locator("#upload input[type=file]").set_input_files([str(good), str(empty)])
+        expect(page.locator("#upload")).to_contain_text("blank", timeout=15_000)
+        page.locator("#add-docs").click()
+        result = page.locator("#ingest-result")
+        expect(result).to_contain_text("1 of 2 file(s) indexed", timeout=30_000)
+        expect(result).to_contain_text("tides.md: added")
+        expect(result).to_contain_text("blank.txt: not indexed")
+        expect(page.locator("#upload")).not_to_contain_text("blank")  # the picker is cleared
+        expect(table).to_contain_text("tides.md")
+        assert not (data / "uploads" / "blank.txt").exists()
+
+        page.locator("#doc-choice input").click()
+        page.get_by_role("option", name="tides.md").click()
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#remove-doc").click()
+        expect(page.locator("#remove-result")).to_contain_text("Removed tides.md", timeout=15_000)
+        expect(table).not_to_contain_text("tides.md")
+        browser.close()
+    assert not (data / "uploads" / "tides.md").exists()
+    assert _collection(data).get(where={"file_name": "tides.md"}, include=[])["ids"] == []
 
 
 def test_export_logs_cli(app_server, tmp_path):

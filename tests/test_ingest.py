@@ -24,9 +24,10 @@ def top_hit(collection, embed_model, question: str) -> dict:
 
 
 def snapshot(collection) -> dict[str, tuple[str, str]]:
+    """Chunks by id: text and metadata, but for when each was written (`indexed_at`)."""
     got = collection.get(include=["documents", "metadatas"])
     return {
-        i: (d, json.dumps(m, sort_keys=True))
+        i: (d, json.dumps({k: v for k, v in m.items() if k != "indexed_at"}, sort_keys=True))
         for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
     }
 

@@ -1,0 +1,106 @@
+"""The chat's first screen: what is indexed (how many documents, a few names) and three suggested
+questions drawn from the indexed documents' headings. Pure functions over ingest's document list."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ingest.documents import DocumentInfo
+
+NAMES_SHOWN = 4
+SUGGESTIONS = 3
+# Headings that name a part of any document rather than a topic: no question in them.
+GENERIC_HEADINGS = frozenset(
+    {
+        "abstract", "appendix", "contents", "table of contents", "introduction", "overview",
+        "summary", "conclusion", "conclusions", "references", "bibliography", "index", "notes",
+        "preface", "foreword", "acknowledgements", "acknowledgments", "glossary", "see also",
+        "further reading", "about", "license", "changelog",
+    }
+)  # fmt: skip
+_QUESTION_START = re.compile(r"^(how|what|why|which|who|can|do|does|is|are|should)\b", re.I)
+_HOW_TO = re.compile(r"^how to\s+", re.I)
+# A heading opening with one of these is a clause ("From the web app", "When the documents do
+# not cover a question"): no question reads well around it.
+_CLAUSE_START = re.compile(
+    r"^(from|with|without|in|on|for|by|to|via|using|into|after|before|when|where|if|while|"
+    r"during|about|and|or|but|under|over|at)\b",
+    re.I,
+)
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&~])")
+
+
+def escape_markdown(text: str) -> str:
+    """Text shown literally inside Markdown (no markup, no HTML)."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _topic(heading: str) -> str:
+    """A heading as it reads mid-sentence: 'Exporting the log' -> 'exporting the log', while
+    names and acronyms ('PDF files', 'Chroma') keep their capitals."""
+    first, _, rest = heading.partition(" ")
+    if len(first) > 1 and first[1:].islower() and first[0].isupper() and rest:
+        first = first.lower()
+    return f"{first} {rest}".strip()
+
+
+def question_for(heading: str) -> str | None:
+    """A question a heading invites, or None for a generic or unusable heading."""
+    heading = " ".join(heading.replace("\u00a0", " ").split()).strip(" :.-–—")
+    words = heading.split()
+    if not words or len(heading) > 80 or not any(c.isalpha() for c in heading):
+        return None
+    if heading.lower() in GENERIC_HEADINGS or re.fullmatch(r"[\d.\sIVXivx]+", heading):
+        return None
+    if heading.endswith("?"):
+        return heading
+    if _HOW_TO.match(heading):
+        return "How do I " + _HOW_TO.sub("", heading) + "?"
+    if _QUESTION_START.match(heading):
+        return heading + "?"
+    if _CLAUSE_START.match(heading):
+        return None
+    return f"What do the documents say about {_topic(heading)}?"
+
+
+def suggest_questions(docs: list[DocumentInfo], n: int = SUGGESTIONS) -> list[str]:
+    """Up to `n` questions from section headings, one per document while documents last, taking
+    each document's first usable section (below its title) in list order."""
+    per_doc: list[list[str]] = []
+    for doc in docs:
+        questions: list[str] = []
+        for path in doc.headings:
+            parts = [p.strip() for p in path.split(">") if p.strip()]
+            if len(parts) < 2:  # the document title alone: too broad to ask about
+                continue
+            q = question_for(parts[-1])
+            if q and q not in questions:
+                questions.append(q)
+        if questions:
+            per_doc.append(questions)
+    chosen: list[str] = []
+    depth = 0
+    while len(chosen) < n and any(depth < len(qs) for qs in per_doc):
+        for qs in per_doc:
+            if depth < len(qs) and qs[depth] not in chosen:
+                chosen.append(qs[depth])
+                if len(chosen) == n:
+                    break
+        depth += 1
+    return chosen
+
+
+def overview_markdown(docs: list[DocumentInfo]) -> str:
+    """One line on what is indexed, for the empty chat."""
+    if not docs:
+        return (
+            "**Nothing is indexed yet.** Add documents in the Documents tab "
+            "(or with `python -m ingest PATH`), then ask about them."
+        )
+    names = ", ".join(escape_markdown(d.name) for d in docs[:NAMES_SHOWN])
+    more = len(docs) - NAMES_SHOWN
+    tail = f" and {more} more" if more > 0 else ""
+    noun = "document" if len(docs) == 1 else "documents"
+    return f"**{len(docs)} {noun} indexed:** {names}{tail}.\n\nAsk a question, or try one of these:"

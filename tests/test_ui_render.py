@@ -1,0 +1,159 @@
+"""What the UI renders, without a browser: source cards, chat text with HTML from documents, the
+first screen's overview and suggested questions, the documents table and upload results."""
+
+from __future__ import annotations
+
+from app.documents_tab import choices, documents_rows, upload_markdown
+from app.markup import plain_text, safe_markdown
+from app.overview import overview_markdown, question_for, suggest_questions
+from app.service import UploadResult
+from app.sources_view import display_text, quote_spans, relevance_label, sources_html
+from core.records import SourceRef
+from ingest.documents import DocumentInfo
+
+HOSTILE = 'Keep <b>bold</b> text. <img src=x onerror="alert(1)"> <script>alert(2)</script> & more.'
+
+
+def ref(text: str, **kw) -> SourceRef:
+    base = {"chunk_id": "c1", "source": "/data/uploads/a-very-long-file-name_v2.pdf", "score": 0.41}
+    return SourceRef(text=text, **{**base, **kw})
+
+
+def test_source_card_shows_document_html_as_text():
+    html = sources_html([ref(HOSTILE, file_name="a-very-long-file-name_v2.pdf")])
+    assert "<b>" not in html and "<img" not in html and "<script" not in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "&lt;script&gt;" in html and "&amp; more" in html
+
+
+def test_source_card_names_file_page_section_and_relevance():
+    html = sources_html(
+        [
+            ref(
+                "Backups run nightly. Restore with pg_restore.",
+                file_name="a-very-long-file-name_v2.pdf",
+                page=12,
+                heading_path="Admin guide > Backups > Restoring",
+                quotes=["Restore with pg_restore."],
+            )
+        ]
+    )
+    assert '<span class="src-file">a-very-long-file-name_v2.pdf</span>' in html  # whole name
+    assert "page 12" in html
+    assert "Admin guide › Backups › Restoring" in html
+    assert "good match · 0.41" in html and "width:59%" in html
+    assert "<mark>Restore with pg_restore.</mark>" in html
+
+
+def test_relevance_labels_give_scores_a_plain_meaning():
+    assert [relevance_label(s) for s in (0.72, 0.4, 0.25, 0.1)] == [
+        "strong match",
+        "good match",
+        "partial match",
+        "weak match",
+    ]
+
+
+def test_quoted_sentence_is_highlighted_inside_a_long_passage_not_the_start():
+    filler = "Unrelated words about other matters fill this part. " * 30
+    quote = "The lighthouse keeper is Orsolya Brandt."
+    text = filler + quote.replace(" is ", " is \t ") + " " + filler
+    html = sources_html([ref(text, quotes=[quote])])
+    shown = html.split("<details>")[0]
+    assert "<mark>The lighthouse keeper is \t Orsolya Brandt.</mark>" in shown
+    assert shown.count("Unrelated") < 15  # an excerpt around the quote, not the whole passage
+    assert "… " in shown and "Whole passage" in html  # the rest is one click away
+
+
+def test_wrapped_lines_are_joined_but_paragraphs_lists_and_headings_kept():
+    text = (
+        "Rating answers\nUnder each answer there are thumbs up and thumbs down buttons. After\n"
+        "rating an answer you can add a comment.\n\n- first item of a list that is long enough\n"
+        "- second item"
+    )
+    assert display_text(text) == (
+        "Rating answers\nUnder each answer there are thumbs up and thumbs down buttons. After "
+        "rating an answer you can add a comment.\n\n- first item of a list that is long enough\n"
+        "- second item"
+    )
+
+
+def test_quote_spans_merge_and_ignore_quotes_not_in_the_passage():
+    text = "One. Two three. Four."
+    assert quote_spans(text, ["Two three.", "three. Four.", "absent"]) == [(5, 21)]
+    # A quote differing near its end is still found by its first words.
+    text = "Intro. Restore the backup with pg_restore from the dump file, then restart."
+    [(start, end)] = quote_spans(text, ["Restore the backup with pg_restore from the dump file."])
+    assert text[start:end] == "Restore the backup with pg_restore from the dump file,"
+
+
+def test_no_sources_says_so():
+    assert "No sources" in sources_html([])
+
+
+def test_chat_text_escapes_html_but_keeps_markdown_and_code():
+    shown = safe_markdown("**Quoted**: " + HOSTILE + " Run `a <b> c` then\n```\nx < y && z\n```")
+    assert "<b>" not in shown.replace("`a <b> c`", "") and "<img" not in shown
+    assert "&lt;script&gt;" not in shown  # `<` escaped, `>` harmless: no tag can open
+    assert "&lt;script>" in shown and "&amp; more" in shown
+    assert "**Quoted**" in shown and "`a <b> c`" in shown and "x < y && z" in shown
+    assert plain_text(safe_markdown(HOSTILE)) == HOSTILE
+
+
+def doc(name: str, *headings: str, **kw) -> DocumentInfo:
+    return DocumentInfo(source=f"/d/{name}", name=name, headings=list(headings), **kw)
+
+
+def test_suggested_questions_come_from_section_headings_one_per_document():
+    docs = [
+        doc("chatting.md", "Chatting", "Chatting > Introduction", "Chatting > The sources panel"),
+        doc("export.md", "Logs > Exporting the log", "Logs > Rating answers"),
+        doc("faq.md", "FAQ > How do I add documents", "FAQ > Is there a CLI?"),
+        doc("title-only.md", "Title only"),
+    ]
+    assert suggest_questions(docs) == [
+        "What do the documents say about the sources panel?",
+        "What do the documents say about exporting the log?",
+        "How do I add documents?",
+    ]
+    assert suggest_questions(docs[1:2]) == [
+        "What do the documents say about exporting the log?",
+        "What do the documents say about rating answers?",
+    ]
+    assert question_for("PDF files") == "What do the documents say about PDF files?"
+    assert question_for("How to restore a backup") == "How do I restore a backup?"
+    assert question_for("From the web app") is None
+    assert question_for("When the documents do not cover a question") is None
+    assert question_for("Table of contents") is None and question_for("3.2") is None
+    assert suggest_questions([]) == []
+
+
+def test_overview_counts_documents_and_names_a_few_safely():
+    docs = [doc(f"doc{i}.md") for i in range(6)] + [doc("<b>x</b>.md")]
+    text = overview_markdown(docs[-2:])
+    assert text.startswith("**2 documents indexed:**") and "\\<b\\>x\\</b\\>\\.md" in text
+    assert "and 3 more" in overview_markdown(docs)
+    assert "Nothing is indexed yet" in overview_markdown([])
+
+
+def test_documents_table_and_upload_results_by_file_name():
+    docs = [
+        doc("manual.pdf", chunks=40, pages={1, 2, 3}, indexed_at="2026-11-21T10:05:09+00:00"),
+        DocumentInfo(source="/x/rows.csv[train]", name="rows.csv", chunks=887, rows=887),
+        DocumentInfo(source="/other/manual.pdf", name="manual.pdf", chunks=2),
+    ]
+    assert documents_rows(docs) == [
+        ["manual.pdf", 40, 3, "2026-11-21 10:05 UTC"],
+        ["rows.csv (887 rows)", 887, "", ""],
+        ["manual.pdf", 2, "", ""],
+    ]
+    assert choices(docs)[0] == ("manual.pdf (/d)", "/d/manual.pdf")
+    text = upload_markdown(
+        [
+            UploadResult("velmora.pdf", "new"),
+            UploadResult("broken.pdf", "failed", "not a readable PDF"),
+        ]
+    )
+    assert "1 of 2 file(s) indexed" in text
+    assert "✅ **velmora\\.pdf**: added" in text
+    assert "❌ **broken\\.pdf**: not indexed: not a readable PDF" in text
+    assert "were not kept" in text
