@@ -89,6 +89,16 @@ def openai_client(cfg: LLMSettings) -> Any:
     )
 
 
+def api_detail(exc: Exception) -> str:
+    """The server's own error message, without the SDK's wrapping."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        if isinstance(inner.get("message"), str):
+            return inner["message"]
+    return str(getattr(exc, "message", exc))
+
+
 def _api_message(exc: Exception) -> str:
     import openai
 
@@ -97,7 +107,7 @@ def _api_message(exc: Exception) -> str:
     if isinstance(exc, openai.RateLimitError):
         return "OpenAI kept rate limiting (429) after retries: try again later"
     if isinstance(exc, openai.APIStatusError):
-        return f"OpenAI failed ({exc.status_code}): {exc.message}"
+        return f"OpenAI failed ({exc.status_code}): {api_detail(exc)}"
     if isinstance(exc, openai.APIConnectionError):
         return "cannot reach OpenAI: check the network and RAG_LLM__BASE_URL"
     return f"{type(exc).__name__}: {exc}"
@@ -110,7 +120,7 @@ def _refused(exc: Exception) -> bool:
     if isinstance(exc, openai.PermissionDeniedError):
         return True
     if isinstance(exc, openai.BadRequestError | openai.NotFoundError):
-        text = f"{exc.message} {getattr(exc, 'code', '') or ''}".lower()
+        text = f"{api_detail(exc)} {getattr(exc, 'code', '') or ''}".lower()
         return (
             any(
                 word in text
@@ -204,7 +214,7 @@ class OpenAIBackend:
             )
         except openai.APIError as exc:
             if _refused(exc):
-                message = f"OpenAI refused to create the job: {getattr(exc, 'message', exc)}. "
+                message = f"OpenAI refused to create the job: {api_detail(exc)} "
                 message += WIND_DOWN
                 self.store.update(job.id, status="failed", error=message)
                 raise JobRefused(message) from exc

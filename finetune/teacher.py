@@ -93,7 +93,7 @@ def _error_reason(exc: Exception) -> str:
     if isinstance(exc, openai.AuthenticationError):
         return "the teacher server rejected the API key (401): check RAG_FINETUNE__TEACHER__API_KEY"
     if isinstance(exc, openai.PermissionDeniedError):
-        return f"the teacher server refused access (403): {exc.message}"
+        return "the teacher server refused access (403): check the key's permissions"
     if isinstance(exc, openai.NotFoundError):
         return "the teacher model was not found (404): check RAG_FINETUNE__TEACHER__MODEL"
     if isinstance(exc, openai.RateLimitError):
@@ -132,7 +132,9 @@ class Teacher:
                 )
             except openai.BadRequestError as exc:
                 # This turn was refused (content filter, too long): drop it, go on with the rest.
-                reply.dropped = f"teacher_refused: {exc.message}"[:300]
+                from finetune.openai_jobs import api_detail
+
+                reply.dropped = f"teacher_refused: {api_detail(exc)}"[:300]
                 return reply
             except openai.APIError as exc:
                 raise TeacherError(_error_reason(exc)) from exc

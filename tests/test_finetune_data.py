@@ -42,7 +42,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-# -- redaction ---------------------------------------------------------------------------------------
+# -- redaction -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_redaction_leaves_ordinary_text_alone(text):
     assert redact(text) == (text, {})
 
 
-# -- validator and cost --------------------------------------------------------------------------------
+# -- validator and cost ----------------------------------------------------------------------------
 
 
 def good(i: int = 0, system: bool = True) -> str:
@@ -203,7 +203,7 @@ def test_cost_estimate_is_epochs_times_billed_tokens_times_price():
     assert lookup(prices, "llama-3") is None
 
 
-# -- building from the chat log ------------------------------------------------------------------------
+# -- building from the chat log --------------------------------------------------------------------
 
 
 @pytest.fixture
