@@ -142,6 +142,7 @@ class FakeFineTuning:
         self, router: respx.Router, host: str = "api.openai.com", prefix: str = "/v1"
     ) -> None:
         """Routes on OpenAI (default) or, with host and prefix `/openai`, on Azure OpenAI."""
+
         def upload(request: httpx.Request) -> httpx.Response:
             if (e := self._first_error("upload")) is not None:
                 return e
