@@ -138,14 +138,12 @@ def write_log(url: str, n: int, seed: int = 0) -> None:
 
 def child(url: str, out: Path, teacher_url: str, what: str) -> None:
     """Runs in its own process: build (or export) and report time and peak memory as JSON."""
-    import numpy as np
     import openai
 
     from core.chatlog import ChatLog, export_jsonl
-    from core.embeddings import build_embedding
     from core.prompting import load_prompt
     from core.settings import Settings
-    from finetune.dataset import BuildOptions, TurnFilter, build_dataset, turns_from_log
+    from finetune.dataset import BuildOptions, TurnFilter, build_dataset, embedder, turns_from_log
     from finetune.teacher import Teacher
     from finetune.validate import openai_token_counter, validate_file
 
@@ -159,13 +157,9 @@ def child(url: str, out: Path, teacher_url: str, what: str) -> None:
         print(json.dumps({"turns": n, "seconds": seconds, "peak_mb": peak_mb()}))
         return
     settings = Settings(data_dir=out)
-    model = build_embedding(
-        settings.embedding, cache_dir=Path(tempfile.gettempdir()) / "rag-chat-bench-models"
-    )
-    model.get_text_embedding_batch(["warm up"])
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return np.asarray(model.get_text_embedding_batch(texts), np.float32)
+    settings.embedding.cache_dir = Path(tempfile.gettempdir()) / "rag-chat-bench-models"
+    embed = embedder(settings)  # the packaged model, as `python -m finetune build` runs it
+    embed(["warm up"])
 
     prompt = load_prompt(settings.app.prompt_path)
     client = openai.OpenAI(api_key="sk-bench", base_url=teacher_url, max_retries=0)
@@ -230,26 +224,15 @@ def main() -> int:
         url, out, teacher_url, what = args.child
         child(url, Path(out), teacher_url, what)
         return 0
-    from tests.teacherfake import TeacherServer
-
     work = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     sizes = [int(s) for s in args.sizes.split(",")]
     results = {}
+    # The fake teacher (tests/teacherfake.py) in its own process, as a real server would be.
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; sys.path.insert(0, sys.argv[1]);"
-            "from tests.teacherfake import TeacherServer; s = TeacherServer(); "
-            "s.keep_requests = False; s.__enter__(); print(s.base_url, flush=True); time.sleep(1e6)",
-            str(ROOT),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "tests.teacherfake"], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
         teacher_url = server.stdout.readline().strip()
-        assert TeacherServer  # the fake teacher lives in tests/; served here in its own process
         for n in sizes:
             url = f"sqlite:///{work / f'log-{n}.db'}"
             started = time.perf_counter()

@@ -326,6 +326,12 @@ class FineTuneSettings(BaseModel):
         description="Questions whose embedding cosine similarity to a kept one is at least this "
         "are dropped as near-duplicates (after exact matches of the normalised text).",
     )
+    dedup_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="onnx-int8",
+        description="How the `local` embedding model runs for near-duplicate detection. Its "
+        "vectors are only compared with each other, never with the collection's, so the fastest "
+        "backend is the default (cosine within about 0.01 of `torch`).",
+    )
     seed: int = Field(default=0, description="Seed of training and of OpenAI jobs.")
     suffix: str | None = Field(
         default=None, description="`openai`: suffix in the fine-tuned model's name."

@@ -105,28 +105,19 @@ def _context(settings: Settings) -> FineTuneContext:
     return FineTuneContext(settings, store, Registry(store.engine))
 
 
-def _embedder(settings: Settings):
-    import numpy as np
-
-    from core.embeddings import build_embedding
-
-    model = build_embedding(
-        settings.embedding, cache_dir=settings.embedding.cache_dir or settings.data_dir / "models"
-    )
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return np.asarray(model.get_text_embedding_batch(texts), np.float32)
-
-    return embed
-
-
 def build(settings: Settings, args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from tqdm import tqdm
 
     from core.prompting import load_prompt
-    from finetune.dataset import BuildOptions, TurnFilter, build_dataset, turns_from_dataset
+    from finetune.dataset import (
+        BuildOptions,
+        TurnFilter,
+        build_dataset,
+        embedder,
+        turns_from_dataset,
+    )
 
     ft = settings.finetune
     ctx = _context(settings)
@@ -179,7 +170,7 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
         log = ChatLog(settings.database_url)
         turns = turns_from_log(log, filt)
         total, source = log.count_turns(), "chatlog"
-    embed = None if options.dedup_similarity is None else _embedder(settings)
+    embed = None if options.dedup_similarity is None else embedder(settings)
     with tqdm(total=total, unit="turn", desc="building", file=sys.stderr) as bar:
         result = build_dataset(
             turns,

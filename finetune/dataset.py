@@ -30,6 +30,7 @@ from finetune.teacher import RUBRIC_VERSION, Teacher, TeacherReply
 
 if TYPE_CHECKING:
     from core.chatlog import ChatLog
+    from core.settings import Settings
 
 Mode = Literal["none", "grade", "distill", "relabel"]
 MODES: tuple[str, ...] = ("none", "grade", "distill", "relabel")
@@ -226,6 +227,23 @@ class NearDuplicates:
             self.keys.add(key)
             self._add_vector(vectors[j])
         return out
+
+
+def embedder(settings: Settings) -> Embed:
+    """The configured embedding model as a near-duplicate detector (see
+    RAG_FINETUNE__DEDUP_BACKEND), loaded once."""
+    from core.embeddings import build_embedding
+
+    cfg = settings.embedding.model_copy()
+    if cfg.provider == "local":
+        cfg.backend = settings.finetune.dedup_backend
+    cfg.batch_size = max(cfg.batch_size, 256)
+    model = build_embedding(cfg, cache_dir=cfg.cache_dir or settings.data_dir / "models")
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.asarray(model.get_text_embedding_batch(texts), np.float32)
+
+    return embed
 
 
 # -- sources ---------------------------------------------------------------------------------------

@@ -119,3 +119,19 @@ class TeacherServer:
             ],
             "usage": {"prompt_tokens": 50, "completion_tokens": 20, "total_tokens": 70},
         }
+
+
+def main() -> None:
+    """Serve the fake teacher until killed, printing its base URL first (for benchmarks)."""
+    import time
+
+    server = TeacherServer()
+    server.keep_requests = False
+    with server:
+        print(server.base_url, flush=True)
+        while True:
+            time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
