@@ -336,8 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["embed"]:
         # Embedding-model fine-tuning has its own CLI; imported only when asked for.
-        from finetune.embedding.cli import main as embed_main
-
+        try:
+            from finetune.embedding.cli import main as embed_main
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("finetune.embedding", "finetune.embedding.cli"):
+                raise
+            print(
+                "error: embedding fine-tuning (finetune.embedding) is not installed",
+                file=sys.stderr,
+            )
+            return 2
         return embed_main(argv[1:])
     args = _parser().parse_args(argv)
     from core.settings import Settings

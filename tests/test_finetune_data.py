@@ -498,3 +498,20 @@ def test_cli_builds_and_validates(tmp_path, monkeypatch, teacher_server, capsys)
     assert "line 2: invalid_json" in out and "too_few_examples" in out
     assert main(["list"]) == 0
     assert "1 datasets, 0 jobs" in capsys.readouterr().out
+
+
+def test_embed_subcommand_goes_to_the_embedding_cli(monkeypatch):
+    import sys
+    import types
+
+    from finetune.__main__ import main
+
+    seen = []
+    cli = types.ModuleType("finetune.embedding.cli")
+    cli.main = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
+    package = types.ModuleType("finetune.embedding")
+    package.cli = cli  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "finetune.embedding", package)
+    monkeypatch.setitem(sys.modules, "finetune.embedding.cli", cli)
+    assert main(["embed", "train", "--epochs", "1"]) == 0
+    assert seen == [["train", "--epochs", "1"]]
