@@ -300,6 +300,12 @@ class FineTuneSettings(BaseModel):
     learning_rate_multiplier: float | None = Field(
         default=None, gt=0, description="`openai`: learning rate multiplier (default: OpenAI's)."
     )
+    checkpoint_steps: int = Field(
+        default=50,
+        ge=1,
+        description="`local`: save a checkpoint every this many steps (a job whose process died "
+        "resumes from the last one).",
+    )
     lora_r: int = Field(default=8, ge=1, description="`local`: LoRA rank.")
     lora_alpha: int = Field(default=16, ge=1, description="`local`: LoRA alpha (scaling).")
     lora_dropout: float = Field(default=0.05, ge=0, le=1, description="`local`: LoRA dropout.")

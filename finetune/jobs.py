@@ -102,6 +102,7 @@ def hyperparameters(settings: Settings, backend: str, method: str) -> dict[str, 
         "lora_dropout": ft.lora_dropout,
         "beta": ft.dpo_beta,
         "max_length": ft.max_length,
+        "save_steps": ft.checkpoint_steps,
         "seed": ft.seed,
     }
 

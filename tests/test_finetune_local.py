@@ -159,6 +159,39 @@ def test_dpo_trains_on_thumbs_down_pairs(setup):
     assert ctx.registry.get(job.candidate_version_id).provenance["method"] == "dpo"
 
 
+def test_a_local_job_whose_process_died_resumes_from_its_checkpoint(setup):
+    ctx, log, _ = setup
+    ctx.settings.finetune.checkpoint_steps = 4
+    for q in QUESTIONS:
+        log_turn(
+            log,
+            q,
+            answer="orsolya brandt served the lighthouse 31 years [1] .",
+            passages=PASSAGES,
+            rating="up",
+        )
+    with TeacherServer() as server:
+        dataset_id = build(ctx, log, "none", "resume", server)
+
+    def die_at_step_6(step: int, total: int) -> None:
+        if step == 6:
+            raise KeyboardInterrupt  # the process is stopped mid-training
+
+    with pytest.raises(KeyboardInterrupt):
+        launch(ctx, dataset_id, backend="local", progress=die_at_step_6)
+    [job] = ctx.store.jobs()
+    assert job.status == "running"  # nobody finished it
+    from finetune.jobs import resume
+
+    [job] = resume(ctx)
+    assert job.status == "succeeded" and job.candidate_version_id is not None
+    messages = [e.message for e in ctx.store.events(job.id)]
+    assert "resuming from the last checkpoint" in messages
+    steps = [e.step for e in ctx.store.metrics(job.id) if "train_loss" in e.metrics]
+    # Steps 1-5 were logged before the stop at step 6; training went on from checkpoint 4.
+    assert steps[:5] == [1, 2, 3, 4, 5] and steps[5:] == list(range(5, 13))
+
+
 def test_weight_zero_messages_are_not_trained_and_cancel_needs_no_trainer(setup):
     ctx, _, model_dir = setup
     from transformers import AutoTokenizer
