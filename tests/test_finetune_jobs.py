@@ -281,3 +281,13 @@ def test_azure_openai_runs_the_same_job_life(ctx):
     version = ctx.registry.get(job.candidate_version_id)
     assert "deploy" in version.provenance["note"]
     assert version.provenance["retires_on"] == "2027-01-14"
+
+
+def test_the_app_warns_before_a_model_retires():
+    from core.dates import retirement_warning
+
+    assert retirement_warning(None, TODAY) is None
+    assert retirement_warning("2027-01-14", date(2026, 10, 1)) is None  # far off
+    soon = retirement_warning("2027-01-14", TODAY)
+    assert "retires on 2027-01-14 (in 54 days)" in soon and "local backend" in soon
+    assert "retired on 2027-01-14" in retirement_warning("2027-01-14", date(2027, 1, 20))
