@@ -58,16 +58,6 @@ def test_next_question_uses_the_newly_promoted_version(corpus_settings, embed_mo
     back = list(live.ask("s", QUESTION))[-1]
     assert len(back.sources) == many
     assert live.rebuilds == 3
-    # An OpenAI fine-tune carries its base model's retirement date; the badge warns before it.
-    ft = reg.register(
-        "chat",
-        "ft:gpt-4o-mini",
-        {"llm": {"provider": "extractive"}},
-        provenance={"retires_on": "2027-01-14"},
-    )
-    reg.promote(ft.id)
-    list(live.ask("s", QUESTION))
-    assert "⚠️" in live.badge and "2027-01-14" in live.badge
     versions = [t.chat_version_id for t in log.turns()]
     assert versions == [seed.id, seed.id, candidate.id, seed.id]
 
@@ -77,6 +67,18 @@ def test_next_question_uses_the_newly_promoted_version(corpus_settings, embed_mo
     still = list(live.ask("s", QUESTION))[-1]
     assert "Orsolya Brandt" in still.text
     assert list(log.turns())[-1].embedding_version_id != broken.id
+
+    # An OpenAI fine-tune carries its base model's retirement date; the badge warns before it.
+    reg.rollback("embedding")
+    ft = reg.register(
+        "chat",
+        "ft:gpt-4o-mini",
+        {"llm": {"provider": "extractive"}},
+        provenance={"retires_on": "2027-01-14"},
+    )
+    reg.promote(ft.id)
+    list(live.ask("s", QUESTION))
+    assert "⚠️" in live.badge and "2027-01-14" in live.badge
 
 
 @pytest.mark.postgres
