@@ -176,14 +176,20 @@ class Teacher:
     def answer(
         self,
         question: str,
-        contexts: list[str],
+        contexts: list[str] | None,
         comment: str | None = None,
         poor_answer: str | None = None,
         why_poor: str | None = None,
     ) -> TeacherReply:
         """The teacher's own answer from the same system prompt and contexts the app used
         (distill); with `poor_answer`, a rewrite of it (relabel)."""
-        messages = chat_messages(self.system_prompt, question, contexts)
+        if contexts is None:  # static data: the question alone, as the examples carry it
+            messages = [
+                {"role": "system", "content": self.system_prompt},
+                {"role": "user", "content": question},
+            ]
+        else:
+            messages = chat_messages(self.system_prompt, question, contexts)
         extra = ""
         if poor_answer is not None:
             extra += BETTER_ANSWER_NOTE.format(answer=poor_answer, why=why_poor or "rated down")

@@ -461,6 +461,19 @@ def test_static_dataset_maps_columns_as_flags_say(tmp_path):
         "carbon dioxide Explanation: Plants take in carbon dioxide."
     )
     assert result.card.kept == 12 and result.card.source == str(src)
+    # The teacher can distill static data too: it gets the question alone.
+    with TeacherServer() as server:
+        distilled = build_dataset(
+            turns_from_dataset(str(src), limit=3),
+            tmp_path / "out",
+            BuildOptions(name="sciq-d", mode="distill", dedup_similarity=None, validation_share=0),
+            PROMPT.text,
+            teacher=teacher_for(server),
+            plain_questions=True,
+        )
+        asked = {r["messages"][1]["content"] for r in server.requests}
+        assert asked == {f"What gas do plants absorb {i}?" for i in range(3)}
+    assert distilled.card.kept == 3 and distilled.card.teacher_model == "teacher-model"
     with pytest.raises(DatasetError, match="no column 'answer'"):
         list(turns_from_dataset(str(src), "question", "answer"))
     bad = tmp_path / "bad.jsonl"
