@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from core.settings import Settings
     from finetune.validate import CostEstimate
 
-SECRET_KEYS = {"api_key"}
-
 
 def holder_id() -> str:
     """Who watches a job: this host and process, unique per start."""
@@ -119,7 +117,10 @@ def training_file(dataset: DatasetRecord, method: str) -> Path:
     if name is None:
         what = "preference pairs" if method == "dpo" else "training examples"
         raise JobError(f"dataset {dataset.id} ({dataset.name}) has no {what}")
-    return Path(dataset.path) / name
+    path = Path(dataset.path) / name
+    if not path.is_file():
+        raise JobError(f"{path} of dataset {dataset.id} is missing; build the dataset again")
+    return path
 
 
 def check_dataset(

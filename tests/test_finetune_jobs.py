@@ -291,3 +291,14 @@ def test_the_app_warns_before_a_model_retires():
     soon = retirement_warning("2027-01-14", TODAY)
     assert "retires on 2027-01-14 (in 54 days)" in soon and "local backend" in soon
     assert "retired on 2027-01-14" in retirement_warning("2027-01-14", date(2027, 1, 20))
+
+
+def test_a_dataset_whose_files_are_gone_or_broken_is_refused_before_any_upload(ctx, tmp_path):
+    (tmp_path / "ds1" / "train.jsonl").write_text('{"messages": [}\n' * 12)
+    with respx.mock(assert_all_called=False) as router, pytest.raises(JobError) as broken:
+        launch(ctx, ctx.dataset_id, backend="openai", today=TODAY)
+    assert "line 1: invalid_json" in str(broken.value) and not router.calls
+    (tmp_path / "ds1" / "train.jsonl").unlink()
+    with pytest.raises(JobError, match="missing; build the dataset again"):
+        launch(ctx, ctx.dataset_id, backend="openai", today=TODAY)
+    assert ctx.store.jobs() == []  # no job was created for either
