@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -356,10 +357,17 @@ class _Writers:
         self.preview.close()
 
 
+@lru_cache(maxsize=8192)
+def _redact_cached(text: str) -> tuple[str, tuple[tuple[str, int], ...]]:
+    # The same passages come back turn after turn; redact each text once.
+    out, found = redact(text)
+    return out, tuple(found.items())
+
+
 def _redacted(turn: Turn, counts: Counter[str], plain: bool) -> tuple[str, list[str] | None, str]:
     def clean(text: str) -> str:
-        out, found = redact(text)
-        counts.update(found)
+        out, found = _redact_cached(text)
+        counts.update(dict(found))
         return out
 
     question = clean(turn.condensed_question or turn.user_input)
