@@ -471,6 +471,7 @@ def build_dataset(
     keys: list[str] = []
     preview: list[PreviewRow] = []
     seen = 0
+    kept = 0
     pool = ThreadPoolExecutor(max_workers=max(1, options.concurrency))
 
     def record(row: PreviewRow) -> None:
@@ -493,6 +494,7 @@ def build_dataset(
         )
 
     def flush(batch: list[Turn]) -> None:
+        nonlocal kept
         works: list[_Work] = []
         for turn in batch:
             reason = skip_reason(turn, filt)
@@ -539,7 +541,12 @@ def build_dataset(
                 writers.write(f"dpo_{suffix}_trl", trl_pair)
             if work.turn.id is not None:
                 kept_ids.append(work.turn.id)
-            keys.append(work.key)
+            # Evaluation recognises a trained question by the user's words, as asked or condensed.
+            raw = {question_key(work.turn.user_input), work.key}
+            if work.turn.condensed_question:
+                raw.add(question_key(work.turn.condensed_question))
+            keys.extend(sorted(raw))
+            kept += 1
             record(
                 PreviewRow(
                     turn_id=work.turn.id,
@@ -593,7 +600,7 @@ def build_dataset(
         rubric_version=RUBRIC_VERSION if options.mode in ("grade", "relabel") else None,
         prompt_version=prompt_version,
         seen=seen,
-        kept=len(keys),
+        kept=kept,
         dropped=dict(sorted(dropped.items())),
         train_examples=counts["train"],
         validation_examples=counts["validation"],

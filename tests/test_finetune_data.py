@@ -294,6 +294,12 @@ def test_grade_mode_keeps_good_turns_and_drops_the_rest_with_reasons(log, tmp_pa
     assert preview[question]["kept"] is True and preview[question]["grade"]["correctness"] == 5
     saved = json.loads((result.path / "card.json").read_text())
     assert saved["content_hash"] == card.content_hash
+    # Evaluation later refuses sets holding these questions, as the user typed them.
+    from core.questions import question_key
+
+    assert question_key("Who kept the Velmora lighthouse? Mail jane@example.com") in set(
+        card.train_question_keys
+    )
 
 
 def test_distill_answers_from_the_same_contexts_and_pairs_thumbs_down(
