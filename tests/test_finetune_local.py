@@ -217,3 +217,33 @@ def _dataset(ctx) -> int:
     from core.jobstore import DatasetCard
 
     return ctx.store.save_dataset(DatasetCard(name="x", source="chatlog", mode="none"), "/x").id
+
+
+def test_cli_launch_status_and_list_a_local_job(tmp_path, monkeypatch, capsys):
+    from finetune.__main__ import main
+
+    model_dir, _ = make_tiny_lm(tmp_path)
+    data = tmp_path / "data"
+    for key, value in {
+        "RAG_DATA_DIR": str(data),
+        "RAG_FINETUNE__BASE_MODEL": str(model_dir),
+        "RAG_FINETUNE__MAX_STEPS": "3",
+        "RAG_FINETUNE__MAX_LENGTH": "256",
+        "RAG_FINETUNE__VALIDATION_SHARE": "0",
+    }.items():
+        monkeypatch.setenv(key, value)
+    log = ChatLog(f"sqlite:///{(data / 'rag.db').resolve()}")
+    for q in QUESTIONS:
+        log_turn(log, q, answer="orsolya brandt served the lighthouse [1] .", passages=PASSAGES)
+    log.dispose()
+    assert main(["build", "--mode", "none", "--name", "cli", "--no-embedding-dedup"]) == 0
+    assert main(["launch", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "job 1 [local supervised] succeeded" in out and "-> candidate chat v" in out
+    assert main(["status", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "registered as candidate chat v" in out and "train_loss=" in out
+    assert main(["list"]) == 0
+    assert "1 datasets, 1 jobs" in capsys.readouterr().out
+    assert main(["cancel", "1"]) == 2  # a finished job cannot be cancelled: a clear error
+    assert "already succeeded" in capsys.readouterr().err
