@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,7 +159,6 @@ class LocalBackend:
                     )
 
             def on_step_end(self, args, state, control, **kwargs):
-                store.claim(job_id, holder, lease)
                 if store.job(job_id).cancel_requested:
                     control.should_training_stop = True
                 if progress is not None:
@@ -222,7 +222,20 @@ class LocalBackend:
         resume = trainer_dir.is_dir() and any(trainer_dir.glob("checkpoint-*"))
         if resume:
             self.store.add_event(job.id, "resuming from the last checkpoint")
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        # Keep this process's claim on the job alive however long one step takes, so that no
+        # other process (a `resume`) starts training it too; a crash lets the claim run out.
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(self.lease_s / 4):
+                self.store.claim(job_id, holder, lease)
+
+        beat = threading.Thread(target=heartbeat, daemon=True, name=f"ft-lease-{job.id}")
+        beat.start()
+        try:
+            trainer.train(resume_from_checkpoint=True if resume else None)
+        finally:
+            stop.set()
         if evaluation is not None and not self.store.job(job.id).cancel_requested:
             final = trainer.evaluate()
             if "eval_loss" in final:
