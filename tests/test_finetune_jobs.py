@@ -302,3 +302,20 @@ def test_a_dataset_whose_files_are_gone_or_broken_is_refused_before_any_upload(c
     with pytest.raises(JobError, match="missing; build the dataset again"):
         launch(ctx, ctx.dataset_id, backend="openai", today=TODAY)
     assert ctx.store.jobs() == []  # no job was created for either
+
+
+def test_every_fine_tuning_setting_is_described_and_read_from_the_environment(monkeypatch):
+    from core.settings import FineTuneSettings, TeacherSettings
+
+    for model in (FineTuneSettings, TeacherSettings):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+    monkeypatch.setenv("RAG_FINETUNE__BACKEND", "openai")
+    monkeypatch.setenv("RAG_FINETUNE__TEACHER__MODEL", "gpt-4.1")
+    monkeypatch.setenv("RAG_FINETUNE__PRICE_PER_MILLION_TOKENS", '{"my-model": 2.5}')
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    settings = Settings(_env_file=None)
+    assert settings.finetune.backend == "openai"
+    assert settings.finetune.teacher.model == "gpt-4.1"
+    assert settings.finetune.teacher.api_key.get_secret_value() == "sk-env"
+    assert settings.finetune.price_per_million_tokens == {"my-model": 2.5}
