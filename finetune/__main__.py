@@ -208,6 +208,8 @@ def validate(settings: Settings, args: argparse.Namespace) -> int:
         validate_file,
     )
 
+    if not args.file and args.dataset is None:
+        raise RagError("name a dataset id, or --file FILE.jsonl")
     backend = args.backend or settings.finetune.backend
     method = args.method or settings.finetune.method
     model = base_model_of(settings, backend, args.base_model)
@@ -257,20 +259,22 @@ def launch(settings: Settings, args: argparse.Namespace) -> int:
 
     ctx = _context(settings)
     backend = args.backend or settings.finetune.backend
-    bar = tqdm(unit="step", desc="training", file=sys.stderr) if backend == "local" else None
+    bars: list[tqdm] = []  # made on the first step, so an early error prints no empty bar
 
     def progress(step: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total if total and total > 0 else None
-            bar.n = step
-            bar.refresh()
+        if not bars:
+            bars.append(tqdm(unit="step", desc="training", file=sys.stderr))
+        bar = bars[0]
+        bar.total = total if total and total > 0 else None
+        bar.n = step
+        bar.refresh()
 
     try:
         job = launch_job(
             ctx, args.dataset, backend, args.method, args.base_model, progress=progress
         )
     finally:
-        if bar is not None:
+        for bar in bars:
             bar.close()
     if backend == "openai" and not args.detach and not job.done:
         print(_job_line(job), file=sys.stderr)
