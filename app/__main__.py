@@ -83,6 +83,11 @@ def serve(args: argparse.Namespace) -> int:
 
         store = EvalStore(service.chatlog.engine)
         tabs.append(build_evaluate_tab(settings, store, service.registry, secret))
+        from app.finetune_tab import build_finetune_tab
+        from core.jobstore import JobStore
+
+        jobs = JobStore(service.chatlog.engine)
+        tabs.append(build_finetune_tab(settings, jobs, service.registry, secret))
     demo = build_ui(
         service.pipeline,
         service.chatlog,

@@ -157,6 +157,7 @@ class LivePipeline:
         self._lock = threading.Lock()
         self._revision: int | None = None
         self._pipeline: RagPipeline | None = None
+        self._retires_on: str | None = None  # of the active chat version (an OpenAI fine-tune)
         self.rebuilds = 0
 
     def current(self) -> RagPipeline:
@@ -195,6 +196,7 @@ class LivePipeline:
                     self._revision = revision
                     return old
                 self.rebuilds += 1
+                self._retires_on = (chat.provenance.get("retires_on") if chat else None) or None
                 log.info("now answering with %s", self._pipeline.badge)
             self._revision = revision
             return self._pipeline
@@ -219,7 +221,13 @@ class LivePipeline:
 
     @property
     def badge(self) -> str:
-        return self.current().badge
+        badge = self.current().badge
+        from datetime import UTC, datetime
+
+        from core.dates import retirement_warning
+
+        warning = retirement_warning(self._retires_on, datetime.now(UTC).date())
+        return f"{badge} · {warning}" if warning else badge
 
     @property
     def chat_model(self):

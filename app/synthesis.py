@@ -15,6 +15,7 @@ import numpy as np
 from llama_index.core.llms import ChatMessage, MessageRole, MockLLM
 from llama_index.core.response_synthesizers.base import BaseSynthesizer
 
+from core.prompting import context_message
 from core.records import TokenUsage
 
 if TYPE_CHECKING:
@@ -32,10 +33,6 @@ EXTRACTIVE_LABEL = (
     "**Extracted passages** (no language model is configured: these are the sentences of your "
     "documents closest to the question, quoted verbatim)"
 )
-
-
-def number_passages(chunks: Sequence[str]) -> str:
-    return "\n\n".join(f"[{i}] {text.strip()}" for i, text in enumerate(chunks, start=1))
 
 
 class CitingSynthesizer(BaseSynthesizer):
@@ -57,11 +54,8 @@ class CitingSynthesizer(BaseSynthesizer):
     def messages(self, query_str: str, text_chunks: Sequence[str]) -> list[ChatMessage]:
         return [
             ChatMessage(role=MessageRole.SYSTEM, content=self.system_prompt),
-            ChatMessage(
-                role=MessageRole.USER,
-                content=f"Context passages:\n\n{number_passages(text_chunks)}\n\n"
-                f"Question: {query_str}",
-            ),
+            # Built in core so that fine-tuning examples read exactly like the app's requests.
+            ChatMessage(role=MessageRole.USER, content=context_message(query_str, text_chunks)),
         ]
 
     def get_response(

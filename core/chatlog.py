@@ -109,12 +109,19 @@ def _create_v4(conn: Connection) -> None:
     create_eval_tables(conn)
 
 
+def _create_v5(conn: Connection) -> None:
+    from core.jobstore import create_finetune_tables
+
+    create_finetune_tables(conn)
+
+
 # Ordered schema migrations; each runs once, in its own transaction, and is recorded.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _create_v1),
     (2, _create_v2),  # model registry
     (3, _create_v3),  # turns carry the registry versions that answered
     (4, _create_v4),  # eval sets, runs, per-sample scores, gate decisions, eval locks
+    (5, _create_v5),  # fine-tuning datasets, jobs and job events
 ]
 
 

@@ -239,6 +239,137 @@ class EvalSettings(BaseModel):
     )
 
 
+class TeacherSettings(BaseModel):
+    model: str | None = Field(
+        default=None,
+        description="Teacher chat model on the `openai` provider (OpenAI, Azure deployment name's "
+        "model, or a model of an OpenAI-compatible server) that grades, answers or rewrites logged "
+        "turns; none: datasets are built without a teacher (static sources, or `--mode none`).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="API key of the teacher; falls back to OPENAI_API_KEY."
+    )
+    base_url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible teacher server."
+    )
+    azure_endpoint: str | None = Field(
+        default=None, description="Azure OpenAI endpoint of the teacher; selects Azure when set."
+    )
+    azure_deployment: str | None = Field(
+        default=None, description="Azure OpenAI deployment of the teacher."
+    )
+    api_version: str = Field(default="2024-10-21", description="Azure OpenAI API version.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Teacher request timeout in seconds.")
+    max_retries: int = Field(
+        default=3, ge=0, description="Retries on 429/5xx, done by the OpenAI SDK."
+    )
+    concurrency: int = Field(default=4, ge=1, description="Teacher calls in flight at most.")
+    grade_threshold: float = Field(
+        default=4.0,
+        ge=1,
+        le=5,
+        description="`grade` mode keeps a turn whose lowest rubric score (faithfulness, "
+        "correctness, helpfulness; 1-5) is at least this; `relabel` rewrites turns below it.",
+    )
+
+
+class FineTuneSettings(BaseModel):
+    backend: Literal["local", "openai"] = Field(
+        default="local",
+        description="Where jobs train: `local` (TRL + PEFT LoRA on a Hugging Face model "
+        "directory, CPU or GPU) or `openai` (OpenAI or Azure OpenAI fine-tuning jobs; the chat "
+        "model's credentials in RAG_LLM__* are used).",
+    )
+    base_model: str | None = Field(
+        default=None,
+        description="Model to fine-tune: a Hugging Face causal LM directory (`local`) or an "
+        "OpenAI model name such as gpt-4.1-mini-2025-04-14 (`openai`). Default: RAG_LLM__MODEL.",
+    )
+    method: Literal["supervised", "dpo"] = Field(
+        default="supervised",
+        description="`supervised` (SFT on chat examples) or `dpo` (preference pairs).",
+    )
+    epochs: int = Field(default=3, ge=1, description="Passes over the training file.")
+    max_steps: int | None = Field(
+        default=None, ge=1, description="`local`: stop after this many optimizer steps."
+    )
+    batch_size: int = Field(default=4, ge=1, description="Examples per optimizer step.")
+    learning_rate: float = Field(
+        default=2e-4, gt=0, description="`local`: learning rate of the LoRA weights."
+    )
+    learning_rate_multiplier: float | None = Field(
+        default=None, gt=0, description="`openai`: learning rate multiplier (default: OpenAI's)."
+    )
+    checkpoint_steps: int = Field(
+        default=50,
+        ge=1,
+        description="`local`: save a checkpoint every this many steps (a job whose process died "
+        "resumes from the last one).",
+    )
+    lora_r: int = Field(default=8, ge=1, description="`local`: LoRA rank.")
+    lora_alpha: int = Field(default=16, ge=1, description="`local`: LoRA alpha (scaling).")
+    lora_dropout: float = Field(default=0.05, ge=0, le=1, description="`local`: LoRA dropout.")
+    dpo_beta: float = Field(
+        default=0.1, gt=0, description="DPO beta: how far the model may move from the reference."
+    )
+    max_length: int = Field(
+        default=1024, ge=16, description="`local`: longest training example in tokens."
+    )
+    validation_share: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="Share of examples in the validation file (split by question hash, so the "
+        "same question always lands on the same side).",
+    )
+    min_answer_chars: int = Field(
+        default=20, ge=0, description="Logged answers shorter than this are not used."
+    )
+    dedup_similarity: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Questions whose embedding cosine similarity to a kept one is at least this "
+        "are dropped as near-duplicates (after exact matches of the normalised text).",
+    )
+    dedup_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="onnx-int8",
+        description="How the `local` embedding model runs for near-duplicate detection. Its "
+        "vectors are only compared with each other, never with the collection's, so the fastest "
+        "backend is the default (cosine within about 0.01 of `torch`).",
+    )
+    seed: int = Field(default=0, description="Seed of training and of OpenAI jobs.")
+    suffix: str | None = Field(
+        default=None, description="`openai`: suffix in the fine-tuned model's name."
+    )
+    output_dir: Path | None = Field(
+        default=None,
+        description="Where datasets and local adapters are written; default <data_dir>/finetune.",
+    )
+    poll_interval_s: float = Field(
+        default=30.0, gt=0, description="How often an `openai` job's status is polled."
+    )
+    price_per_million_tokens: dict[str, float] = Field(
+        default_factory=lambda: {
+            "gpt-4o-mini-2024-07-18": 3.0,
+            "gpt-4o-2024-08-06": 25.0,
+            "gpt-4.1-2025-04-14": 25.0,
+            "gpt-4.1-mini-2025-04-14": 5.0,
+            "gpt-4.1-nano-2025-04-14": 1.5,
+        },
+        description="Training price in USD per million billed tokens, by base model (a name "
+        "matches its longest listed prefix); the cost estimate is epochs x billed tokens x price.",
+    )
+    token_limits: dict[str, int] = Field(
+        default_factory=lambda: {"gpt-4o-mini": 65536, "gpt-4o": 65536, "gpt-4.1": 65536},
+        description="Most tokens of one training example, by base model prefix; longer ones are "
+        "truncated in training (`local` models use max_length).",
+    )
+    teacher: TeacherSettings = Field(
+        default_factory=TeacherSettings, description="The teacher model of dataset building."
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable, with a description on every field."""
 
@@ -268,6 +399,9 @@ class Settings(BaseSettings):
     eval: EvalSettings = Field(
         default_factory=EvalSettings, description="Evaluation and the promotion gate."
     )
+    finetune: FineTuneSettings = Field(
+        default_factory=FineTuneSettings, description="Fine-tuning datasets and jobs."
+    )
 
     @model_validator(mode="after")
     def _standard_openai_env(self) -> Settings:
@@ -279,6 +413,8 @@ class Settings(BaseSettings):
             self.embedding.api_key = SecretStr(key)
         if key and self.eval.judge_api_key is None:
             self.eval.judge_api_key = SecretStr(key)
+        if key and self.finetune.teacher.api_key is None:
+            self.finetune.teacher.api_key = SecretStr(key)
         admin = os.environ.get("RAG_ADMIN_PASSWORD")
         if admin and self.app.admin_password is None:
             self.app.admin_password = SecretStr(admin)
@@ -290,6 +426,10 @@ class Settings(BaseSettings):
     @property
     def chroma_path(self) -> Path:
         return self.chroma.path or self.data_dir / "chroma"
+
+    @property
+    def finetune_dir(self) -> Path:
+        return self.finetune.output_dir or self.data_dir / "finetune"
 
     @property
     def database_url(self) -> str:

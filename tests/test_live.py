@@ -68,6 +68,18 @@ def test_next_question_uses_the_newly_promoted_version(corpus_settings, embed_mo
     assert "Orsolya Brandt" in still.text
     assert list(log.turns())[-1].embedding_version_id != broken.id
 
+    # An OpenAI fine-tune carries its base model's retirement date; the badge warns before it.
+    reg.rollback("embedding")
+    ft = reg.register(
+        "chat",
+        "ft:gpt-4o-mini",
+        {"llm": {"provider": "extractive"}},
+        provenance={"retires_on": "2027-01-14"},
+    )
+    reg.promote(ft.id)
+    list(live.ask("s", QUESTION))
+    assert "⚠️" in live.badge and "2027-01-14" in live.badge
+
 
 @pytest.mark.postgres
 @pytest.mark.slow

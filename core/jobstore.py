@@ -1,0 +1,448 @@
+"""The fine-tuning store (same database as the chat log, schema migration 5): datasets with their
+card, jobs with their status, settings and outcome, and each job's events and per-step metrics.
+Written by finetune; read by the admin UI. A job's row is the truth a restarted monitor resumes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from core.chatlog import Base, open_database
+from core.errors import RagError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+JobStatus = Literal[
+    "created", "validating_files", "queued", "running", "succeeded", "failed", "cancelled"
+]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class JobError(RagError):
+    """A fine-tuning job or dataset cannot be used as asked (unknown id, wrong state)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything here is stored in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+class TeacherGrade(BaseModel):
+    """The teacher's rubric scores (1-5) of one answer, with its reasons."""
+
+    faithfulness: int = Field(ge=1, le=5, description="Supported by the retrieved contexts.")
+    correctness: int = Field(ge=1, le=5, description="Answers the question correctly.")
+    helpfulness: int = Field(ge=1, le=5, description="Direct, complete and clear.")
+    rationale: str
+
+    @property
+    def lowest(self) -> int:
+        return min(self.faithfulness, self.correctness, self.helpfulness)
+
+
+class DatasetCard(BaseModel):
+    """Where a dataset came from and what was kept: enough to trace a model back to its turns."""
+
+    name: str
+    source: str = Field(description="`chatlog` or the `datasets` source it was mapped from.")
+    mode: str = Field(description="Teacher mode: none, grade, distill or relabel.")
+    filters: dict[str, Any] = Field(default_factory=dict)
+    teacher_model: str | None = None
+    rubric_version: str | None = None
+    prompt_version: str | None = None
+    seen: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = Field(default_factory=dict, description="Dropped turns by reason.")
+    train_examples: int = 0
+    validation_examples: int = 0
+    preference_pairs: int = 0
+    redactions: dict[str, int] = Field(default_factory=dict, description="Redactions by kind.")
+    source_turn_ids: list[int] = Field(default_factory=list)
+    train_question_keys: list[str] = Field(default_factory=list)
+    files: dict[str, str] = Field(default_factory=dict, description="Role -> file name.")
+    settings: dict[str, Any] = Field(default_factory=dict)
+    content_hash: str = ""
+    created_at: datetime | None = None
+
+
+class DatasetRecord(BaseModel):
+    id: int
+    name: str
+    content_hash: str
+    path: str = Field(description="Folder holding the dataset's files and card.json.")
+    card: DatasetCard
+    created_at: datetime
+
+
+class FineTuneJob(BaseModel):
+    """One training job, on either backend, as the database holds it."""
+
+    id: int
+    backend: Literal["local", "openai"]
+    method: Literal["supervised", "dpo"]
+    status: JobStatus
+    base_model: str
+    dataset_id: int
+    external_id: str | None = Field(default=None, description="The provider's job id.")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    fine_tuned_model: str | None = None
+    adapter_path: str | None = None
+    trained_tokens: int | None = None
+    error: str | None = None
+    candidate_version_id: int | None = None
+    cancel_requested: bool = False
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+class JobEvent(BaseModel):
+    id: int
+    job_id: int
+    created_at: datetime
+    level: str = "info"
+    message: str
+    step: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+# -- tables ----------------------------------------------------------------------------------------
+
+
+class DatasetRow(Base):
+    __tablename__ = "finetune_datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(300))
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    card: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class JobRow(Base):
+    __tablename__ = "finetune_jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    backend: Mapped[str] = mapped_column(String(20))
+    method: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(30), index=True)
+    base_model: Mapped[str] = mapped_column(Text)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("finetune_datasets.id"))
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    fine_tuned_model: Mapped[str | None] = mapped_column(Text)
+    adapter_path: Mapped[str | None] = mapped_column(Text)
+    trained_tokens: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    candidate_version_id: Mapped[int | None] = mapped_column(Integer)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Which process watches the job, until when (a lease, renewed while it watches).
+    monitor: Mapped[str | None] = mapped_column(String(200))
+    monitor_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobEventRow(Base):
+    __tablename__ = "finetune_events"
+    __table_args__ = (UniqueConstraint("job_id", "external_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("finetune_jobs.id"), index=True)
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(20), default="info")
+    message: Mapped[str] = mapped_column(Text)
+    step: Mapped[int | None] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+def create_finetune_tables(conn: Connection) -> None:
+    """Schema migration 5 (see core.chatlog.MIGRATIONS)."""
+    for table in (DatasetRow, JobRow, JobEventRow):
+        table.__table__.create(conn, checkfirst=True)
+
+
+def _dataset(row: DatasetRow) -> DatasetRecord:
+    return DatasetRecord(
+        id=row.id,
+        name=row.name,
+        content_hash=row.content_hash,
+        path=row.path,
+        card=DatasetCard.model_validate(row.card),
+        created_at=_aware(row.created_at),
+    )
+
+
+def _job(row: JobRow) -> FineTuneJob:
+    return FineTuneJob(
+        id=row.id,
+        backend=row.backend,
+        method=row.method,
+        status=row.status,
+        base_model=row.base_model,
+        dataset_id=row.dataset_id,
+        external_id=row.external_id,
+        hyperparameters=row.hyperparameters or {},
+        settings=row.settings or {},
+        fine_tuned_model=row.fine_tuned_model,
+        adapter_path=row.adapter_path,
+        trained_tokens=row.trained_tokens,
+        error=row.error,
+        candidate_version_id=row.candidate_version_id,
+        cancel_requested=bool(row.cancel_requested),
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+        finished_at=_aware(row.finished_at),
+    )
+
+
+def _event(row: JobEventRow) -> JobEvent:
+    return JobEvent(
+        id=row.id,
+        job_id=row.job_id,
+        created_at=_aware(row.created_at),
+        level=row.level,
+        message=row.message,
+        step=row.step,
+        metrics=row.metrics or {},
+    )
+
+
+_JOB_FIELDS = {
+    "status",
+    "external_id",
+    "hyperparameters",
+    "fine_tuned_model",
+    "adapter_path",
+    "trained_tokens",
+    "error",
+    "candidate_version_id",
+}
+
+
+class JobStore:
+    """Datasets, jobs and job events. Written by finetune, read by the admin UI."""
+
+    def __init__(self, url_or_engine: str | Engine):
+        self.engine, self._owns_engine = open_database(url_or_engine)
+
+    # -- datasets ------------------------------------------------------------------------------
+
+    def save_dataset(self, card: DatasetCard, path: str) -> DatasetRecord:
+        """Record a built dataset (its files are already in `path`)."""
+        with Session(self.engine) as s, s.begin():
+            row = DatasetRow(
+                name=card.name,
+                content_hash=card.content_hash,
+                path=path,
+                card=card.model_dump(mode="json"),
+            )
+            s.add(row)
+            s.flush()
+            return _dataset(row)
+
+    def dataset(self, dataset_id: int) -> DatasetRecord:
+        with Session(self.engine) as s:
+            row = s.get(DatasetRow, dataset_id)
+            if row is None:
+                raise JobError(f"no dataset {dataset_id}; see `python -m finetune list`")
+            return _dataset(row)
+
+    def datasets(self, limit: int = 100) -> list[DatasetRecord]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(DatasetRow).order_by(DatasetRow.id.desc()).limit(limit))
+            return [_dataset(r) for r in rows]
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        backend: str,
+        method: str,
+        base_model: str,
+        dataset_id: int,
+        hyperparameters: dict[str, Any],
+        settings: dict[str, Any],
+    ) -> FineTuneJob:
+        """A new job in status `created` (nothing uploaded or trained yet)."""
+        with Session(self.engine) as s, s.begin():
+            if s.get(DatasetRow, dataset_id) is None:
+                raise JobError(
+                    f"no dataset {dataset_id}; build one with `python -m finetune build`"
+                )
+            row = JobRow(
+                backend=backend,
+                method=method,
+                status="created",
+                base_model=base_model,
+                dataset_id=dataset_id,
+                hyperparameters=hyperparameters,
+                settings=settings,
+            )
+            s.add(row)
+            s.flush()
+            return _job(row)
+
+    def job(self, job_id: int) -> FineTuneJob:
+        with Session(self.engine) as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise JobError(f"no fine-tuning job {job_id}; see `python -m finetune list`")
+            return _job(row)
+
+    def jobs(self, limit: int = 100) -> list[FineTuneJob]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(JobRow).order_by(JobRow.id.desc()).limit(limit))
+            return [_job(r) for r in rows]
+
+    def unfinished(self) -> list[FineTuneJob]:
+        """Jobs not yet succeeded, failed or cancelled: what a restarted monitor picks up."""
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(JobRow).where(JobRow.status.not_in(TERMINAL)).order_by(JobRow.id)
+            )
+            return [_job(r) for r in rows]
+
+    def update(self, job_id: int, **fields: Any) -> FineTuneJob:
+        """Change a job's fields. A finished job keeps its final status (a late poll of an old
+        status never revives it); reaching a final status stamps `finished_at`."""
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise ValueError(f"not job fields: {', '.join(sorted(unknown))}")
+        with Session(self.engine) as s, s.begin():
+            row = s.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise JobError(f"no fine-tuning job {job_id}")
+            status = fields.get("status")
+            if status is not None and row.status in TERMINAL and status != row.status:
+                fields.pop("status")
+            for key, value in fields.items():
+                setattr(row, key, value)
+            if fields.get("status") in TERMINAL:
+                row.finished_at = _now()
+                row.monitor, row.monitor_until = None, None
+            row.updated_at = _now()
+            s.flush()
+            return _job(row)
+
+    def request_cancel(self, job_id: int) -> FineTuneJob:
+        """Ask for a job to stop; its monitor (local trainer or OpenAI poller) acts on it."""
+        with Session(self.engine) as s, s.begin():
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise JobError(f"no fine-tuning job {job_id}")
+            if row.status in TERMINAL:
+                raise JobError(f"job {job_id} is already {row.status}")
+            row.cancel_requested = True
+            row.updated_at = _now()
+            s.flush()
+            return _job(row)
+
+    def claim(self, job_id: int, holder: str, lease_s: float) -> bool:
+        """Take (or renew) the right to watch an unfinished job for `lease_s` seconds; False when
+        another live process holds it. A crashed monitor's lease runs out, so a restart resumes."""
+        now = _now()
+        with Session(self.engine) as s, s.begin():
+            result = s.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.status.not_in(TERMINAL),
+                    or_(
+                        JobRow.monitor.is_(None),
+                        JobRow.monitor == holder,
+                        JobRow.monitor_until < now,
+                    ),
+                )
+                .values(monitor=holder, monitor_until=now + timedelta(seconds=lease_s))
+            )
+            return result.rowcount == 1
+
+    def release(self, job_id: int, holder: str) -> None:
+        """Give up watching a job (the next monitor may take it at once)."""
+        with Session(self.engine) as s, s.begin():
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.monitor == holder)
+                .values(monitor=None, monitor_until=None)
+            )
+
+    # -- events --------------------------------------------------------------------------------
+
+    def add_event(
+        self,
+        job_id: int,
+        message: str,
+        level: str = "info",
+        step: int | None = None,
+        metrics: dict[str, float] | None = None,
+        external_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> bool:
+        """Append an event; one with a provider id already stored is skipped (returns False),
+        so re-reading a provider's event list after a restart adds nothing twice."""
+        try:
+            with Session(self.engine) as s, s.begin():
+                s.add(
+                    JobEventRow(
+                        job_id=job_id,
+                        external_id=external_id,
+                        level=level,
+                        message=message,
+                        step=step,
+                        metrics=metrics or {},
+                        created_at=created_at or _now(),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def events(self, job_id: int) -> list[JobEvent]:
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(JobEventRow.id)
+            )
+            return [_event(r) for r in rows]
+
+    def metrics(self, job_id: int) -> list[JobEvent]:
+        """The events that carry per-step metrics (train/validation loss), by step."""
+        events = [e for e in self.events(job_id) if e.step is not None and e.metrics]
+        return sorted(events, key=lambda e: (e.step or 0, e.id))
+
+    def dispose(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()

@@ -1,0 +1,378 @@
+"""`python -m finetune build|validate|launch|status|resume|cancel|list`: chat logs to training data,
+checked and priced, trained locally or on OpenAI, registered as candidates; each command ends with
+a one-line summary. `python -m finetune embed ...` is embedding-model fine-tuning."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from core.dates import parse_since
+from core.errors import RagError
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+    from finetune.jobs import FineTuneContext
+
+MODES = ("none", "grade", "distill", "relabel")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build a dataset from the chat log or a `datasets` source")
+    b.add_argument("--name", help="dataset name (default: a time stamp)")
+    b.add_argument("--mode", choices=MODES, default="grade", help="teacher mode (none: no teacher)")
+    b.add_argument("--since", help="only turns at or after this ISO date/time")
+    b.add_argument("--until", help="only turns before this ISO date/time")
+    b.add_argument(
+        "--feedback",
+        choices=["all", "any", "up", "down", "none"],
+        default="all",
+        help="any: rated turns; up/down: that rating; none: unrated",
+    )
+    b.add_argument("--chat-version", type=int, help="only turns answered by this registry version")
+    b.add_argument(
+        "--include-failed", action="store_true", help="also look at turns that were not answered"
+    )
+    b.add_argument("--min-answer-chars", type=int, help="shortest logged answer used")
+    b.add_argument(
+        "--dedup-similarity",
+        type=float,
+        help="embedding cosine similarity from which a question is a near-duplicate",
+    )
+    b.add_argument(
+        "--no-embedding-dedup",
+        action="store_true",
+        help="drop only exact repeats (normalised text), not near-duplicates",
+    )
+    b.add_argument("--grade-threshold", type=float, help="lowest rubric score kept (1-5)")
+    b.add_argument("--validation-share", type=float, help="share of examples for validation")
+    g = b.add_argument_group("static data: a `datasets` source instead of the chat log")
+    g.add_argument("--dataset", help="hub name (cached) or a .jsonl/.json/.csv/.parquet file")
+    g.add_argument("--question-field", default="question", help="column -> user message")
+    g.add_argument("--answer-field", default="correct_answer", help="column -> assistant answer")
+    g.add_argument(
+        "--explanation-field",
+        default="support",
+        help="column appended to the answer as ' Explanation: ...' ('' for none)",
+    )
+    g.add_argument("--context-field", help="column -> passages in the user message")
+    g.add_argument("--split", help="dataset split (default train)")
+    g.add_argument("--limit", type=int, help="use only the first N rows")
+
+    v = sub.add_parser("validate", help="check a dataset (or a JSONL file) and estimate its cost")
+    v.add_argument("dataset", nargs="?", type=int, help="dataset id")
+    v.add_argument("--file", type=Path, help="a JSONL file instead of a stored dataset")
+    v.add_argument("--backend", choices=["local", "openai"])
+    v.add_argument("--method", choices=["supervised", "dpo"])
+    v.add_argument("--base-model", help="model whose token limit and price apply")
+
+    la = sub.add_parser("launch", help="validate and start a fine-tuning job on a dataset")
+    la.add_argument("dataset", type=int, help="dataset id")
+    la.add_argument("--backend", choices=["local", "openai"])
+    la.add_argument("--method", choices=["supervised", "dpo"])
+    la.add_argument("--base-model", help="HF model directory (local) or OpenAI model name")
+    la.add_argument(
+        "--detach", action="store_true", help="openai: return after creating the job, do not poll"
+    )
+
+    st = sub.add_parser("status", help="a job's status and recent events")
+    st.add_argument("job", type=int)
+    st.add_argument("--watch", action="store_true", help="keep polling until the job is final")
+    sub.add_parser("resume", help="resume watching (or training) every unfinished job")
+    c = sub.add_parser("cancel", help="cancel a job")
+    c.add_argument("job", type=int)
+    sub.add_parser("list", help="datasets and jobs")
+    return p
+
+
+def _context(settings: Settings) -> FineTuneContext:
+    from core.jobstore import JobStore
+    from core.registry import Registry
+    from finetune.jobs import FineTuneContext
+
+    store = JobStore(settings.database_url)
+    return FineTuneContext(settings, store, Registry(store.engine))
+
+
+def build(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from tqdm import tqdm
+
+    from core.prompting import load_prompt
+    from finetune.dataset import (
+        BuildOptions,
+        TurnFilter,
+        build_dataset,
+        embedder,
+        turns_from_dataset,
+    )
+
+    ft = settings.finetune
+    ctx = _context(settings)
+    name = args.name or datetime.now(UTC).strftime("ds-%Y%m%d-%H%M%S")
+    options = BuildOptions(
+        name=name,
+        mode=args.mode,
+        grade_threshold=args.grade_threshold or ft.teacher.grade_threshold,
+        dedup_similarity=None
+        if args.no_embedding_dedup
+        else (args.dedup_similarity or ft.dedup_similarity),
+        validation_share=ft.validation_share
+        if args.validation_share is None
+        else args.validation_share,
+        seed=ft.seed,
+        concurrency=ft.teacher.concurrency,
+    )
+    filt = TurnFilter(
+        since=parse_since(args.since),
+        until=parse_since(args.until),
+        feedback=args.feedback,
+        chat_version_id=args.chat_version,
+        answered_only=not args.include_failed,
+        min_answer_chars=ft.min_answer_chars
+        if args.min_answer_chars is None
+        else args.min_answer_chars,
+    )
+    prompt = load_prompt(settings.app.prompt_path)
+    teacher = None
+    if args.mode != "none":
+        from finetune.teacher import Teacher, teacher_client
+
+        client, model = teacher_client(ft.teacher)
+        teacher = Teacher(client, model, prompt.text)
+    if args.dataset:
+        turns = turns_from_dataset(
+            args.dataset,
+            args.question_field,
+            args.answer_field,
+            args.explanation_field or None,
+            args.context_field,
+            args.split,
+            args.limit,
+        )
+        total, source = args.limit, args.dataset
+    else:
+        from core.chatlog import ChatLog
+        from finetune.dataset import turns_from_log
+
+        log = ChatLog(settings.database_url)
+        turns = turns_from_log(log, filt)
+        total, source = log.count_turns(), "chatlog"
+    embed = None if options.dedup_similarity is None else embedder(settings)
+    with tqdm(total=total, unit="turn", desc="building", file=sys.stderr) as bar:
+        result = build_dataset(
+            turns,
+            settings.finetune_dir / "datasets",
+            options,
+            prompt.text,
+            teacher=teacher,
+            embed=embed,
+            filters=filt,
+            source=source,
+            plain_questions=bool(args.dataset) and not args.context_field,
+            prompt_version=prompt.version,
+            progress=bar.update,
+        )
+    record = ctx.store.save_dataset(result.card, str(result.path))
+    card = result.card
+    drops = ", ".join(f"{k} {n}" for k, n in card.dropped.items()) or "none"
+    redacted = ", ".join(f"{k} {n}" for k, n in card.redactions.items()) or "none"
+    print(
+        f"dataset {record.id} {card.name!r}: kept {card.kept} of {card.seen} (dropped: {drops}); "
+        f"{card.train_examples} train / {card.validation_examples} validation, "
+        f"{card.preference_pairs} preference pairs; redacted: {redacted}; "
+        f"hash {card.content_hash[:12]} in {result.path}"
+    )
+    return 0
+
+
+def validate(settings: Settings, args: argparse.Namespace) -> int:
+    from finetune.jobs import base_model_of, check_dataset, token_limit
+    from finetune.validate import (
+        estimate_cost,
+        hf_token_counter,
+        lookup,
+        openai_token_counter,
+        validate_file,
+    )
+
+    if not args.file and args.dataset is None:
+        raise RagError("name a dataset id, or --file FILE.jsonl")
+    backend = args.backend or settings.finetune.backend
+    method = args.method or settings.finetune.method
+    model = base_model_of(settings, backend, args.base_model)
+    if args.file:
+        counter = hf_token_counter(model) if backend == "local" else openai_token_counter()
+        report = validate_file(args.file, counter, token_limit(settings, backend, model), method)
+        price = (
+            0.0 if backend == "local" else lookup(settings.finetune.price_per_million_tokens, model)
+        )
+        cost = estimate_cost(report, settings.finetune.epochs, price)
+    elif args.dataset is not None:
+        ctx = _context(settings)
+        report, cost = check_dataset(
+            settings, ctx.store.dataset(args.dataset), backend, method, model
+        )
+    else:
+        raise RagError("name a dataset id, or --file FILE.jsonl")
+    for e in report.errors:
+        print(f"line {e.line}: {e.kind}: {e.message}")
+    for w in report.warnings:
+        print(f"warning: {w}")
+    print(f"{report.summary()}; {cost.summary()} on {model}")
+    return 0 if report.ok else 1
+
+
+def _job_line(job) -> str:
+    extra = ""
+    if job.fine_tuned_model:
+        extra += f" model {job.fine_tuned_model}"
+    if job.adapter_path:
+        extra += f" adapter {job.adapter_path}"
+    if job.candidate_version_id:
+        extra += f" -> candidate chat v{job.candidate_version_id}"
+    if job.error:
+        extra += f" ({job.error})"
+    return (
+        f"job {job.id} [{job.backend} {job.method}] {job.status} on {job.base_model}, "
+        f"dataset {job.dataset_id}" + extra
+    )
+
+
+def launch(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from finetune.jobs import launch as launch_job
+    from finetune.jobs import monitor
+
+    ctx = _context(settings)
+    backend = args.backend or settings.finetune.backend
+    bars: list[tqdm] = []  # made on the first step, so an early error prints no empty bar
+
+    def progress(step: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(unit="step", desc="training", file=sys.stderr))
+        bar = bars[0]
+        bar.total = total if total and total > 0 else None
+        bar.n = step
+        bar.refresh()
+
+    try:
+        job = launch_job(
+            ctx, args.dataset, backend, args.method, args.base_model, progress=progress
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+    if backend == "openai" and not args.detach and not job.done:
+        print(_job_line(job), file=sys.stderr)
+        job = monitor(ctx, job.id, on_poll=lambda j: print(_job_line(j), file=sys.stderr))
+    print(_job_line(job))
+    return 0 if job.status in ("succeeded", "queued", "running", "validating_files") else 1
+
+
+def status(settings: Settings, args: argparse.Namespace) -> int:
+    from finetune.jobs import monitor, poll_once
+
+    ctx = _context(settings)
+    job = ctx.store.job(args.job)
+    if args.watch:
+        job = monitor(ctx, job.id, on_poll=lambda j: print(_job_line(j), file=sys.stderr))
+    elif job.backend == "openai" and not job.done:
+        job = poll_once(ctx, job.id)
+    for event in ctx.store.events(job.id)[-15:]:
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in event.metrics.items())
+        print(f"{event.created_at:%Y-%m-%d %H:%M:%S} {event.level:7} {event.message} {metrics}")
+    print(_job_line(job))
+    return 0
+
+
+def resume(settings: Settings) -> int:
+    from finetune.jobs import resume as resume_jobs
+
+    ctx = _context(settings)
+    jobs = resume_jobs(ctx)
+    for job in jobs:
+        print(_job_line(job), file=sys.stderr)
+    done = sum(j.done for j in jobs)
+    print(f"resumed {len(jobs)} unfinished jobs; {done} now final")
+    return 0
+
+
+def cancel(settings: Settings, args: argparse.Namespace) -> int:
+    from finetune.jobs import cancel as cancel_job
+
+    job = cancel_job(_context(settings), args.job)
+    print(_job_line(job) + ("" if job.done else " (cancel requested; the trainer stops soon)"))
+    return 0
+
+
+def list_all(settings: Settings) -> int:
+    ctx = _context(settings)
+    datasets, jobs = ctx.store.datasets(), ctx.store.jobs()
+    for d in datasets:
+        c = d.card
+        print(
+            f"dataset {d.id} {d.name!r} ({c.source}, {c.mode}): {c.train_examples} train / "
+            f"{c.validation_examples} validation, {c.preference_pairs} pairs, "
+            f"{d.created_at:%Y-%m-%d %H:%M}"
+        )
+    for j in jobs:
+        print(_job_line(j))
+    print(f"{len(datasets)} datasets, {len(jobs)} jobs")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["embed"]:
+        # Embedding-model fine-tuning has its own CLI; imported only when asked for.
+        try:
+            from finetune.embedding.cli import main as embed_main
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("finetune.embedding", "finetune.embedding.cli"):
+                raise
+            print(
+                "error: embedding fine-tuning (finetune.embedding) is not installed",
+                file=sys.stderr,
+            )
+            return 2
+        return embed_main(argv[1:])
+    args = _parser().parse_args(argv)
+    from core.settings import Settings
+
+    try:
+        settings = Settings()
+        if args.command == "build":
+            return build(settings, args)
+        if args.command == "validate":
+            return validate(settings, args)
+        if args.command == "launch":
+            return launch(settings, args)
+        if args.command == "status":
+            return status(settings, args)
+        if args.command == "resume":
+            return resume(settings)
+        if args.command == "cancel":
+            return cancel(settings, args)
+        return list_all(settings)
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

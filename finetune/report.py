@@ -1,0 +1,86 @@
+"""What the admin sees of fine-tuning: the jobs table rows, a job's events, and its loss curve
+(train and validation loss per step, plotly). Pure functions over the store's records."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from core.jobstore import FineTuneJob, JobEvent
+
+JOB_COLUMNS = [
+    "job",
+    "backend",
+    "method",
+    "status",
+    "base model",
+    "dataset",
+    "result",
+    "candidate",
+    "retires",
+    "reason",
+]
+
+
+def job_row(job: FineTuneJob) -> list[Any]:
+    """One row of the jobs table; an OpenAI model shows the day it retires."""
+    from finetune.openai_jobs import retirement_date
+
+    retires = None
+    if job.backend == "openai":
+        retires = retirement_date(job.fine_tuned_model or job.base_model)
+    return [
+        job.id,
+        job.backend,
+        job.method,
+        job.status + (" (cancel asked)" if job.cancel_requested and not job.done else ""),
+        job.base_model,
+        job.dataset_id,
+        job.fine_tuned_model or job.adapter_path or "",
+        f"chat v{job.candidate_version_id}" if job.candidate_version_id else "",
+        retires.isoformat() if retires else "",
+        job.error or "",
+    ]
+
+
+def events_markdown(events: list[JobEvent], limit: int = 30) -> str:
+    """The newest events, oldest first, with their metrics."""
+    if not events:
+        return "_No events yet._"
+    lines = []
+    for e in events[-limit:]:
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in e.metrics.items())
+        level = "⚠️ " if e.level in ("warning", "error") else ""
+        lines.append(
+            f"- {e.created_at:%Y-%m-%d %H:%M:%S} {level}{e.message}"
+            + (f" ({metrics})" if metrics else "")
+        )
+    return "\n".join(lines)
+
+
+def loss_figure(metrics: list[JobEvent], title: str = "Loss per step") -> go.Figure:
+    """Train and validation loss against the step."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for key, name in (("train_loss", "train loss"), ("valid_loss", "validation loss")):
+        points = [(e.step, e.metrics[key]) for e in metrics if key in e.metrics]
+        if points:
+            fig.add_trace(
+                go.Scatter(
+                    x=[s for s, _ in points],
+                    y=[v for _, v in points],
+                    mode="lines+markers",
+                    name=name,
+                )
+            )
+    fig.update_layout(
+        title=title,
+        xaxis_title="step",
+        yaxis_title="loss",
+        height=340,
+        margin={"l": 50, "r": 20, "t": 50, "b": 40},
+    )
+    return fig

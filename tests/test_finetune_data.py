@@ -1,0 +1,536 @@
+"""Dataset building: redaction, the validator and cost estimate (pure), the teacher's modes through
+the real `openai` SDK against a fake teacher served over HTTP on loopback, near-duplicates with the
+packaged embedding model, the deterministic split, static `datasets` sources, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+
+from core.chatlog import ChatLog
+from core.prompting import load_prompt
+from finetune.dataset import (
+    BuildOptions,
+    DatasetError,
+    NearDuplicates,
+    TurnFilter,
+    build_dataset,
+    read_preview,
+    split_of,
+    turns_from_dataset,
+    turns_from_log,
+)
+from finetune.redact import redact
+from finetune.teacher import Teacher, TeacherError
+from finetune.validate import estimate_cost, lookup, validate_lines
+from tests.ftlog import PASSAGES, log_turn
+from tests.teacherfake import TeacherServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = load_prompt(ROOT / "app" / "prompts" / "system.md")
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# -- redaction -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "counts"),
+    [
+        (
+            "write to jane.doe+x@example.co.uk today",
+            "write to [REDACTED_EMAIL] today",
+            {"email": 1},
+        ),
+        ("call +1 (555) 123-4567", "call [REDACTED_PHONE]", {"phone": 1}),
+        (
+            "or 020 7946 0958, or +442079460958",
+            "or [REDACTED_PHONE], or [REDACTED_PHONE]",
+            {"phone": 2},
+        ),
+        ("key sk-proj-abcdefghijklmnopqrstuvwx1234 here", "key [REDACTED_KEY] here", {"key": 1}),
+        ("AKIAIOSFODNN7EXAMPLE", "[REDACTED_KEY]", {"key": 1}),
+        ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "[REDACTED_KEY]", {"key": 1}),
+        ("password: hunter22", "password: [REDACTED_KEY]", {"key": 1}),
+        ("api_key=abcdef123456", "api_key=[REDACTED_KEY]", {"key": 1}),
+        ("sha 3f786850e387550fdab836ed7e6dc881de23001b", "sha [REDACTED_KEY]", {"key": 1}),
+    ],
+)
+def test_redaction_replaces_personal_data_and_keys(text, expected, counts):
+    assert redact(text) == (expected, counts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The festival is on 2026-10-12 and ran in 1998 2003.",
+        "PostgreSQL 15.4 listens on port 5432; see page 345 of /usr/share/doc/pg-15/index.html",
+        "1,234,567 visitors in 12 days",
+    ],
+)
+def test_redaction_leaves_ordinary_text_alone(text):
+    assert redact(text) == (text, {})
+
+
+# -- validator and cost ----------------------------------------------------------------------------
+
+
+def good(i: int = 0, system: bool = True) -> str:
+    messages = [{"role": "system", "content": "Be brief."}] if system else []
+    messages += [
+        {"role": "user", "content": f"question {i}"},
+        {"role": "assistant", "content": f"answer {i}", "weight": 1},
+    ]
+    return json.dumps({"messages": messages})
+
+
+def test_validator_reports_every_error_type_with_its_line():
+    lines = [
+        good(1),
+        "{not json",
+        json.dumps({"prompt": "x"}),
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "robot", "content": "hi"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            }
+        ),
+        json.dumps({"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "q"}], "extra": 1}),
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a", "weight": 2},
+                ]
+            }
+        ),
+        json.dumps({"messages": []}),
+        json.dumps([1, 2]),
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "q", "mood": "x"},
+                    {"role": "assistant", "content": "a"},
+                ]
+            }
+        ),
+    ]
+    report = validate_lines(lines, words, token_limit=100)
+    found = {(e.line, e.kind) for e in report.errors}
+    assert found == {
+        (2, "invalid_json"),
+        (3, "unknown_key"),
+        (3, "missing_messages"),
+        (4, "bad_role"),
+        (5, "missing_content"),
+        (6, "unknown_key"),
+        (6, "no_assistant"),
+        (7, "bad_weight"),
+        (8, "bad_messages"),
+        (9, "not_an_object"),
+        (10, "unknown_key"),
+        (0, "too_few_examples"),
+    }
+    assert not report.ok and report.examples == 10
+    assert "INVALID" in report.summary()
+
+
+def test_validator_counts_tokens_warns_and_needs_ten_examples():
+    long = json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": "w " * 60},
+                {"role": "assistant", "content": "a"},
+            ]
+        }
+    )
+    report = validate_lines([good(i) for i in range(9)] + [long], words, token_limit=50)
+    assert report.ok, report.errors
+    # good(): 3 + (4+2) + (4+2) + (4+2) = 21 tokens; long: 3 + (4+60) + (4+1) = 72, billed 50
+    assert report.total_tokens == 9 * 21 + 72
+    assert report.billed_tokens == 9 * 21 + 50 and report.max_tokens == 72
+    assert report.over_limit == 1 and report.no_system == 1
+    assert any("truncated" in w for w in report.warnings)
+    assert any("no system message" in w for w in report.warnings)
+    few = validate_lines([good(i) for i in range(9)], words, token_limit=50)
+    assert [e.kind for e in few.errors] == ["too_few_examples"]
+
+
+def test_validator_checks_openai_preference_pairs():
+    pair = {
+        "input": {"messages": [{"role": "user", "content": "q"}]},
+        "preferred_output": [{"role": "assistant", "content": "good"}],
+        "non_preferred_output": [{"role": "assistant", "content": "bad"}],
+    }
+    broken = dict(pair)
+    del broken["non_preferred_output"]
+    report = validate_lines(
+        [json.dumps(pair)] * 10 + [json.dumps(broken), json.dumps({"preferred_output": []})],
+        words,
+        token_limit=100,
+        method="dpo",
+    )
+    assert {(e.line, e.kind) for e in report.errors} == {
+        (11, "missing_non_preferred_output"),
+        (12, "missing_input"),
+    }
+
+
+def test_cost_estimate_is_epochs_times_billed_tokens_times_price():
+    report = validate_lines([good(i) for i in range(10)], words, token_limit=1000)
+    assert report.billed_tokens == 210
+    cost = estimate_cost(report, epochs=3, price_per_million=3.0)
+    assert cost.training_tokens == 630
+    assert cost.usd == pytest.approx(630 * 3.0 / 1_000_000)
+    assert estimate_cost(report, 3, None).usd is None
+    prices = {"gpt-4.1": 25.0, "gpt-4.1-mini": 5.0}
+    assert lookup(prices, "gpt-4.1-mini-2025-04-14") == 5.0  # the longest prefix wins
+    assert lookup(prices, "ft:gpt-4.1-2025-04-14:org::abc") == 25.0
+    assert lookup(prices, "llama-3") is None
+
+
+# -- building from the chat log --------------------------------------------------------------------
+
+
+@pytest.fixture
+def log(tmp_path):
+    chatlog = ChatLog(f"sqlite:///{tmp_path / 'rag.db'}")
+    yield chatlog
+    chatlog.dispose()
+
+
+@pytest.fixture
+def teacher_server():
+    with TeacherServer() as server:
+        yield server
+
+
+def teacher_for(server: TeacherServer) -> Teacher:
+    client = openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0)
+    return Teacher(client, "teacher-model", PROMPT.text)
+
+
+def build(log, tmp_path, teacher, mode, name="ds", filt=None, embed=None, **kw):
+    filt = filt or TurnFilter()
+    options = BuildOptions(name=name, mode=mode, dedup_similarity=None, **kw)
+    return build_dataset(
+        turns_from_log(log, filt),
+        tmp_path / "datasets",
+        options,
+        PROMPT.text,
+        teacher=teacher,
+        embed=embed,
+        filters=filt,
+        prompt_version=PROMPT.version,
+    )
+
+
+def test_grade_mode_keeps_good_turns_and_drops_the_rest_with_reasons(log, tmp_path, teacher_server):
+    good_id = log_turn(log, "Who kept the Velmora lighthouse? Mail jane@example.com")
+    log_turn(log, "When is the festival? [low]")
+    retried = log_turn(log, "How long did she serve? [malformed-once]")
+    log_turn(log, "What is the keeper's name? [malformed]")
+    log_turn(log, "Tell me something awful [refuse]")
+    log_turn(log, "who kept the velmora lighthouse?  Mail jane@example.com")  # a repeat
+    log_turn(log, "Is it open?", answer="Yes.")  # too short to learn from
+    log_turn(log, "Did it fail?", answer=None)  # the model failed: nothing to learn
+    down = log_turn(log, "Where is Velmora?", rating="down", comment="it cites the wrong passage")
+    result = build(log, tmp_path, teacher_for(teacher_server), "grade")
+    card = result.card
+    assert card.seen == 9 and card.kept == 3
+    assert card.dropped == {
+        "answer_too_short": 1,
+        "duplicate_question": 1,
+        "grade_below_threshold": 1,
+        "malformed_teacher_output": 1,
+        "not_answered": 1,
+        "teacher_refused": 1,
+    }
+    assert card.source_turn_ids == [good_id, retried, down]
+    assert card.redactions == {"email": 2} and card.teacher_model == "teacher-model"
+    assert card.rubric_version and card.prompt_version == PROMPT.version
+    assert card.train_examples + card.validation_examples == 3
+    # The user message carries the passages exactly as the app sends them.
+    examples = read_jsonl(result.path / "train.jsonl")
+    if (result.path / "validation.jsonl").exists():
+        examples += read_jsonl(result.path / "validation.jsonl")
+    from llama_index.core.llms import MockLLM
+
+    from app.synthesis import CitingSynthesizer
+
+    question = "Who kept the Velmora lighthouse? Mail [REDACTED_EMAIL]"
+    app_messages = CitingSynthesizer(MockLLM(), PROMPT.text).messages(question, PASSAGES)
+    first = next(e for e in examples if "lighthouse" in e["messages"][1]["content"])
+    assert [m["content"] for m in first["messages"][:2]] == [m.content for m in app_messages]
+    assert first["messages"][2]["role"] == "assistant"
+    # Every teacher call asked for strict JSON-schema output; a thumbs-down comment reached it;
+    # no address ever left the machine.
+    sent = teacher_server.requests
+    assert all(r["response_format"]["json_schema"]["strict"] for r in sent)
+    assert any("it cites the wrong passage" in json.dumps(r) for r in sent)
+    assert not any("jane@example.com" in json.dumps(r) for r in sent)
+    # The malformed-once turn was asked twice and kept; the malformed one twice and dropped.
+    asked = [json.dumps(r) for r in sent]
+    assert sum("[malformed-once]" in a for a in asked) == 2
+    assert sum("[malformed]" in a for a in asked) == 2
+    preview = {row["question"]: row for row in read_preview(result.path)}
+    low = preview["When is the festival? [low]"]
+    assert low["kept"] is False and low["reason"] == "grade_below_threshold"
+    assert low["grade"]["faithfulness"] == 2 and low["grade"]["rationale"]
+    assert preview[question]["kept"] is True and preview[question]["grade"]["correctness"] == 5
+    saved = json.loads((result.path / "card.json").read_text())
+    assert saved["content_hash"] == card.content_hash
+    # Evaluation later refuses sets holding these questions, as the user typed them.
+    from core.questions import question_key
+
+    assert question_key("Who kept the Velmora lighthouse? Mail jane@example.com") in set(
+        card.train_question_keys
+    )
+
+
+def test_distill_answers_from_the_same_contexts_and_pairs_thumbs_down(
+    log, tmp_path, teacher_server
+):
+    log_turn(log, "Who kept the lighthouse?", rating="up")
+    log_turn(
+        log,
+        "When is the festival?",
+        answer="It is in May, I think.",
+        rating="down",
+        comment="wrong month",
+    )
+    result = build(log, tmp_path, teacher_for(teacher_server), "distill", validation_share=0)
+    train = read_jsonl(result.path / "train.jsonl")
+    assert [e["messages"][-1]["content"] for e in train] == [
+        "Teacher answer to: Who kept the lighthouse? [1]",
+        "Teacher answer to: When is the festival? [1]",
+    ]
+    # The teacher was asked with the app's own system prompt and context message.
+    first = teacher_server.requests[0]["messages"]
+    assert first[0]["content"] == PROMPT.text and first[1]["content"].startswith("Context passages")
+    [openai_pair] = read_jsonl(result.path / "dpo_train.jsonl")
+    [trl_pair] = read_jsonl(result.path / "dpo_train.trl.jsonl")
+    assert openai_pair["preferred_output"][0]["content"].startswith("Teacher answer")
+    assert openai_pair["non_preferred_output"][0]["content"] == "It is in May, I think."
+    assert openai_pair["input"]["messages"][0]["role"] == "system"
+    assert trl_pair["chosen"][0]["content"] == openai_pair["preferred_output"][0]["content"]
+    assert trl_pair["rejected"][0]["content"] == "It is in May, I think."
+    assert trl_pair["prompt"] == openai_pair["input"]["messages"]
+    assert result.card.preference_pairs == 1
+
+
+def test_relabel_rewrites_only_thumbs_down_and_low_graded_turns(log, tmp_path, teacher_server):
+    log_turn(log, "Who kept the lighthouse?", rating="up")
+    log_turn(log, "How long did she serve?")
+    log_turn(log, "When is the festival? [low]")
+    log_turn(log, "Where is Velmora?", rating="down", comment="made up")
+    result = build(log, tmp_path, teacher_for(teacher_server), "relabel", validation_share=0)
+    targets = {
+        e["messages"][1]["content"].rsplit("Question: ", 1)[1]: e["messages"][-1]["content"]
+        for e in read_jsonl(result.path / "train.jsonl")
+    }
+    logged = "Orsolya Brandt served the lighthouse for 31 years [1]."
+    assert targets["Who kept the lighthouse?"] == logged  # approved by a person: not graded
+    assert targets["How long did she serve?"] == logged  # graded well: kept as logged
+    assert targets["When is the festival? [low]"].startswith("Teacher answer")
+    assert targets["Where is Velmora?"].startswith("Teacher answer")
+    assert result.card.preference_pairs == 2
+    graded = [
+        r
+        for r in teacher_server.requests
+        if r["response_format"]["json_schema"]["name"] == "answer_grade"
+    ]
+    assert len(graded) == 2  # the unrated turns only
+    rewrite = next(r for r in teacher_server.requests if "made up" in json.dumps(r))
+    assert "Earlier answer" in json.dumps(rewrite)
+
+
+def test_filters_select_by_feedback_time_and_version(log, tmp_path):
+    log_turn(log, "Who kept the lighthouse?", rating="up", chat_version_id=1)
+    log_turn(log, "When is the festival?", rating="down", chat_version_id=2)
+    log_turn(log, "How long did she serve?", chat_version_id=2)
+    up = build(log, tmp_path, None, "none", name="up", filt=TurnFilter(feedback="up"))
+    assert up.card.seen == 1 and up.card.filters["feedback"] == "up"
+    v2 = build(log, tmp_path, None, "none", name="v2", filt=TurnFilter(chat_version_id=2))
+    assert v2.card.seen == 2
+    from datetime import UTC, datetime, timedelta
+
+    past = build(
+        log,
+        tmp_path,
+        None,
+        "none",
+        name="past",
+        filt=TurnFilter(until=datetime.now(UTC) + timedelta(hours=1)),
+    )
+    assert past.card.seen == 3
+    with pytest.raises(DatasetError, match="no turns"):
+        build(
+            log,
+            tmp_path,
+            None,
+            "none",
+            name="none",
+            filt=TurnFilter(since=datetime.now(UTC) + timedelta(days=1)),
+        )
+    with pytest.raises(DatasetError, match="exists"):
+        build(log, tmp_path, None, "none", name="up")
+
+
+def test_a_teacher_that_cannot_be_used_stops_the_build_and_leaves_nothing(log, tmp_path):
+    import respx
+
+    from tests.fakes import error
+
+    log_turn(log, "Who kept the lighthouse?")
+    client = openai.OpenAI(api_key="sk-bad", base_url="http://teacher.test/v1", max_retries=0)
+    with respx.mock:
+        respx.post("http://teacher.test/v1/chat/completions").mock(
+            return_value=error(401, "Incorrect API key provided")
+        )
+        with pytest.raises(TeacherError, match="401"):
+            build(log, tmp_path, Teacher(client, "t", PROMPT.text), "grade")
+    assert list((tmp_path / "datasets").iterdir()) == []  # no half-written dataset
+    assert log.count_turns() == 1  # and the log is untouched
+
+
+def test_split_is_deterministic_and_the_same_log_gives_the_same_hash(log, tmp_path):
+    for i in range(40):
+        log_turn(log, f"Question number {i} about the lighthouse?")
+    a = build(log, tmp_path, None, "none", name="a", validation_share=0.25)
+    b = build(log, tmp_path, None, "none", name="b", validation_share=0.25)
+    assert a.card.content_hash == b.card.content_hash
+    assert 0 < a.card.validation_examples < 40
+    assert split_of("k1", 0.25) == split_of("k1", 0.25) and split_of("k1", 0.0) == "train"
+    c = build(log, tmp_path, None, "none", name="c", validation_share=0.25, seed=1)
+    assert c.card.content_hash != a.card.content_hash  # another seed, another split
+
+
+def test_near_duplicate_questions_are_dropped_with_the_embedding_model(embed_model):
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.asarray(embed_model.get_text_embedding_batch(texts), np.float32)
+
+    dups = NearDuplicates(embed, threshold=0.9)
+    verdicts = dups.check(
+        [
+            "How long did Orsolya Brandt serve as lighthouse keeper?",
+            "How long did Orsolya Brandt serve as the lighthouse keeper?",
+            "HOW LONG did Orsolya Brandt serve as lighthouse keeper!",
+            "When does the Velmora festival take place?",
+        ]
+    )
+    assert verdicts == [None, "near_duplicate_question", "duplicate_question", None]
+    # Across batches too.
+    assert dups.check(["When does the Velmora festival take place ?", "What is PostgreSQL?"]) == [
+        "duplicate_question",
+        None,
+    ]
+
+
+def test_static_dataset_maps_columns_as_flags_say(tmp_path):
+    rows = [
+        {
+            "question": f"What gas do plants absorb {i}?",
+            "correct_answer": "carbon dioxide",
+            "support": "Plants take in carbon dioxide.",
+        }
+        for i in range(12)
+    ]
+    src = tmp_path / "sciq.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows))
+    turns = turns_from_dataset(str(src), "question", "correct_answer", "support")
+    result = build_dataset(
+        turns,
+        tmp_path / "out",
+        BuildOptions(name="sciq", mode="none", dedup_similarity=None, validation_share=0),
+        PROMPT.text,
+        source=str(src),
+        plain_questions=True,
+    )
+    [first, *_] = read_jsonl(result.path / "train.jsonl")
+    assert first["messages"][1] == {"role": "user", "content": "What gas do plants absorb 0?"}
+    assert first["messages"][2]["content"] == (
+        "carbon dioxide Explanation: Plants take in carbon dioxide."
+    )
+    assert result.card.kept == 12 and result.card.source == str(src)
+    # The teacher can distill static data too: it gets the question alone.
+    with TeacherServer() as server:
+        distilled = build_dataset(
+            turns_from_dataset(str(src), limit=3),
+            tmp_path / "out",
+            BuildOptions(name="sciq-d", mode="distill", dedup_similarity=None, validation_share=0),
+            PROMPT.text,
+            teacher=teacher_for(server),
+            plain_questions=True,
+        )
+        asked = {r["messages"][1]["content"] for r in server.requests}
+        assert asked == {f"What gas do plants absorb {i}?" for i in range(3)}
+    assert distilled.card.kept == 3 and distilled.card.teacher_model == "teacher-model"
+    with pytest.raises(DatasetError, match="no column 'answer'"):
+        list(turns_from_dataset(str(src), "question", "answer"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "a"}\n{broken\n')
+    from core.errors import SourceError
+
+    with pytest.raises(SourceError, match="cannot read"):
+        list(turns_from_dataset(str(bad)))
+
+
+def test_cli_builds_and_validates(tmp_path, monkeypatch, teacher_server, capsys):
+    from finetune.__main__ import main
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("RAG_DATA_DIR", str(data))
+    monkeypatch.setenv("RAG_FINETUNE__TEACHER__MODEL", "teacher-model")
+    monkeypatch.setenv("RAG_FINETUNE__TEACHER__BASE_URL", teacher_server.base_url)
+    monkeypatch.setenv("RAG_LLM__MODEL", "gpt-4o-mini-2024-07-18")
+    monkeypatch.setenv("RAG_FINETUNE__BACKEND", "openai")
+    chatlog = ChatLog(f"sqlite:///{(data / 'rag.db').resolve()}")
+    for i in range(14):
+        log_turn(chatlog, f"Question {i}: who kept the lighthouse?")
+    log_turn(chatlog, "Bad one [low]")
+    chatlog.dispose()
+    assert main(["build", "--name", "cli", "--no-embedding-dedup", "--validation-share", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "dataset 1 'cli': kept 14 of 15 (dropped: grade_below_threshold 1)" in out
+    assert main(["validate", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "valid: 14 examples" in out and "training tokens (3 epochs): about $" in out
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(good() + "\n{oops\n")
+    assert main(["validate", "--file", str(broken)]) == 1
+    out = capsys.readouterr().out
+    assert "line 2: invalid_json" in out and "too_few_examples" in out
+    assert main(["list"]) == 0
+    assert "1 datasets, 0 jobs" in capsys.readouterr().out
+
+
+def test_embed_subcommand_goes_to_the_embedding_cli(monkeypatch):
+    import sys
+    import types
+
+    from finetune.__main__ import main
+
+    seen = []
+    cli = types.ModuleType("finetune.embedding.cli")
+    cli.main = lambda argv: seen.append(argv) or 0  # type: ignore[attr-defined]
+    package = types.ModuleType("finetune.embedding")
+    package.cli = cli  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "finetune.embedding", package)
+    monkeypatch.setitem(sys.modules, "finetune.embedding.cli", cli)
+    assert main(["embed", "train", "--epochs", "1"]) == 0
+    assert seen == [["train", "--epochs", "1"]]

@@ -1,0 +1,101 @@
+"""The Fine-tune admin tab's actions, as the buttons call them: build from the log with filters
+(fake teacher over HTTP), the preview with grades and reasons, validation with the cost estimate,
+launching an OpenAI job (HTTP-level fake), the jobs table with the retirement date, events and the
+loss plot, cancel; and the tab lays out inside the app's Blocks."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import gradio as gr
+import openai
+import pytest
+import respx
+
+from app.finetune_tab import FineTuneTab
+from core.chatlog import ChatLog
+from core.jobstore import JobStore
+from core.registry import Registry
+from core.settings import Settings
+from tests.finetunefake import FakeFineTuning
+from tests.ftlog import log_turn
+from tests.teacherfake import TeacherServer
+
+
+@pytest.fixture
+def tab(tmp_path, monkeypatch):
+    import finetune.openai_jobs as oj
+
+    monkeypatch.setattr(oj, "LAST_JOB_DAY", date(2099, 1, 1))  # whatever today is
+    with TeacherServer() as server:
+        settings = Settings(data_dir=tmp_path / "data")
+        settings.finetune.teacher.model = "teacher-model"
+        settings.finetune.teacher.base_url = server.base_url
+        settings.llm.model = "gpt-4.1-mini-2025-04-14"
+        store = JobStore(settings.database_url)
+        log = ChatLog(settings.database_url)
+        for i in range(12):
+            log_turn(log, f"Question {i} about the Velmora lighthouse?", rating="up")
+        log_turn(log, "A poor one [low]")
+        log_turn(log, "Unrated and wrong? [low]", rating="down", comment="wrong")
+        client = openai.OpenAI(api_key="sk-test", max_retries=0)
+        yield FineTuneTab(settings, store, Registry(store.engine), "pw", openai_client=client)
+        log.dispose()
+        store.dispose()
+
+
+def test_build_preview_validate_launch_follow_and_cancel(tab):
+    with pytest.raises(gr.Error, match="wrong admin password"):
+        tab.jobs("nope")
+    summary, preview, dataset_id = tab.build_dataset(
+        "tab", "grade", "all", "", "", None, 20, 4.0, False, "pw"
+    )
+    assert dataset_id == 1 and "kept **12** of 14" in summary
+    assert "grade_below_threshold: 2" in summary
+    dropped = [r for r in preview if r[1] == "dropped"]
+    assert len(dropped) == 2 and dropped[0][2] == "grade_below_threshold" and dropped[0][5] == 2
+    assert all(r[5] == 5 for r in preview if r[1] == "kept")  # the teacher's grades are shown
+    checked = tab.validate(dataset_id, "openai", "supervised", "", "pw")
+    card = tab.ctx.store.dataset(dataset_id).card
+    assert card.train_examples + card.validation_examples == 12
+    assert f"valid: {card.train_examples} examples" in checked and "about $" in checked
+    assert "gpt-4.1-mini-2025-04-14" in checked
+    fake = FakeFineTuning(statuses=["running", "running"], model="gpt-4.1-mini-2025-04-14")
+    with respx.mock(assert_all_called=False) as router:
+        fake.mount(router)
+        note, jobs = tab.launch(dataset_id, "openai", "supervised", "", "pw")
+        assert note.startswith("Job 1 started on `openai`")
+        assert jobs[0][3] == "validating_files" and jobs[0][8] == "2027-01-14"
+        events, figure, jobs = tab.show(1, "pw")
+        assert "Step 1/20" not in events and jobs[0][3] == "running"
+        tab.show(1, "pw")
+        events, figure, jobs = tab.show(1, "pw")
+        assert "Step 1/20: training loss=1.90" in events
+        assert [t.name for t in figure.data] == ["train loss", "validation loss"]  # checkpoints
+        note, jobs = tab.cancel(1, "pw")
+    assert note == "Job 1: cancelled." and jobs[0][3] == "cancelled"
+    assert jobs[0][9] == "cancelled by an admin"
+    with pytest.raises(gr.Error, match="no fine-tuning job 7"):
+        tab.show(7, "pw")
+
+
+def test_errors_reach_the_admin_as_messages(tab):
+    tab.settings.finetune.teacher.model = None
+    with pytest.raises(gr.Error, match="no teacher model"):
+        tab.build_dataset("x", "grade", "all", "", "", None, 20, 4.0, False, "pw")
+    with pytest.raises(gr.Error, match="not an ISO date"):
+        tab.build_dataset("x", "none", "all", "yesterday", "", None, 20, 4.0, False, "pw")
+    with pytest.raises(gr.Error, match="is not one"):
+        tab.validate(1, "local", "supervised", "/nowhere", "pw")
+
+
+def test_the_tab_lays_out_inside_the_app(tab):
+    with gr.Blocks() as demo:
+        tab.build()
+    labels = {getattr(b, "label", None) for b in demo.blocks.values()}
+    assert {
+        "Teacher mode",
+        "Kept and dropped turns (first 500)",
+        "Loss",
+        "Jobs (newest first)",
+    } <= labels
