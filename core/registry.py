@@ -4,6 +4,9 @@ migration 2); a revision number, bumped on every change, lets each app process n
 
 from __future__ import annotations
 
+import hashlib
+import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -155,6 +158,17 @@ def _event(row: RegistryEventRow) -> RegistryEvent:
         reason=row.reason,
         created_at=row.created_at,
     )
+
+
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def question_key(text: str) -> str:
+    """A question normalised (case, accents, punctuation, spacing) and hashed: what a version's
+    provenance lists as `train_question_keys`, and what eval judges overlap on."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().casefold()
+    normal = " ".join(_PUNCT.sub(" ", folded).split())
+    return hashlib.sha256(normal.encode()).hexdigest()[:20]
 
 
 def strip_secrets(value: Any) -> Any:

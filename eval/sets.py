@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
-import unicodedata
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +16,7 @@ from pydantic import ValidationError
 
 from core.errors import RagError, SourceError
 from core.evalstore import EvalSample
+from core.registry import question_key
 
 if TYPE_CHECKING:
     from core.chatlog import ChatLog
@@ -208,17 +207,6 @@ def content_hash(samples: Iterable[EvalSample]) -> str:
         digest.update(json.dumps(s.model_dump(), sort_keys=True, ensure_ascii=False).encode())
         digest.update(b"\n")
     return digest.hexdigest()
-
-
-_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
-
-
-def question_key(text: str) -> str:
-    """A question normalised (case, accents, punctuation, spacing) and hashed; what a dataset card
-    lists as `train_question_keys` and what overlap is judged on."""
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().casefold()
-    normal = " ".join(_PUNCT.sub(" ", folded).split())
-    return hashlib.sha256(normal.encode()).hexdigest()[:20]
 
 
 def check_no_training_overlap(samples: list[EvalSample], *versions: ModelVersion | None) -> None:
