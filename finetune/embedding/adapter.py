@@ -81,7 +81,7 @@ def train_adapter(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, batches = total + float(loss), batches + 1
+            total, batches = total + loss.item(), batches + 1
         curve.append((float(epoch + 1), total / batches))
         bar.set_postfix(loss=f"{curve[-1][1]:.4f}")
     meta: dict[str, Any] = {

@@ -145,7 +145,7 @@ def train_model(
             num_train_epochs=cfg.epochs,
             per_device_train_batch_size=min(cfg.batch_size, len(table)),
             learning_rate=cfg.learning_rate,
-            warmup_ratio=cfg.warmup_ratio,
+            warmup_steps=cfg.warmup_ratio,  # a float below 1: a share of the steps
             seed=cfg.seed,
             data_seed=cfg.seed,
             # Two questions about one passage in a batch would be each other's false negative.
