@@ -143,13 +143,14 @@ def embedding_tokenizer(embed_model: BaseEmbedding) -> tuple[Callable[[str], lis
     """(the embedding model's own tokenizer, how many of its tokens the model reads per text).
 
     Chunks are measured with this so the model sees each one whole."""
+    from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     from core.onnx_embedding import OnnxEmbedding
-    from core.query_adapter import AdaptedEmbedding
 
-    if isinstance(embed_model, AdaptedEmbedding):
-        embed_model = embed_model.inner  # passages are read by the inner model
+    # A wrapper (the query adapter) reads passages with the model it wraps.
+    while isinstance(getattr(embed_model, "inner", None), BaseEmbedding):
+        embed_model = embed_model.inner
     if isinstance(embed_model, OnnxEmbedding):
         tok = embed_model.chunk_tokenizer()
         specials = len(tok.encode("", add_special_tokens=True).ids)

@@ -175,6 +175,7 @@ def prepare_version(
     version: ModelVersion,
     embed_model: BaseEmbedding | None = None,
     progress: bool = True,
+    batch: int = BATCH,
 ) -> ReembedReport | None:
     """Build the collection an embedding `version` reads from the active version's collection
     (resuming one left half-built); None when it reads the active collection as it is."""
@@ -187,7 +188,7 @@ def prepare_version(
     target = apply_spec(settings, version)
     if own_collection(source, version) is None:
         return None
-    return reembed(source, target, embed_model=embed_model, progress=progress)
+    return reembed(source, target, embed_model=embed_model, progress=progress, batch=batch)
 
 
 def promote_version(
@@ -196,12 +197,14 @@ def promote_version(
     version_id: int,
     reason: str = "admin",
     progress: bool = True,
+    embed_model: BaseEmbedding | None = None,
+    batch: int = BATCH,
 ) -> tuple[RegistryEvent, ReembedReport | None]:
     """Promote a version; an embedding version with its own collection is re-embedded first and
     the registry switched only once that collection is complete. Until then the app answers from
     the old collection, and right after from the new one (it follows the registry per question)."""
     version = registry.get(version_id)
-    report = prepare_version(settings, registry, version, progress=progress)
+    report = prepare_version(settings, registry, version, embed_model, progress, batch)
     event = registry.promote(version_id, reason=reason)
     return event, report
 
