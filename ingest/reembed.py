@@ -129,21 +129,25 @@ def reembed(
     dst = open_collection(client, name, embedding_id(cfg), create=True)
     plan = plan_chunks(target.chunking, embed_model)
     report = ReembedReport(src.name, name)
-    for _ in range(MAX_PASSES):
+    for attempt in range(MAX_PASSES):
         wanted = _ids(src)
         have = set(_ids(dst))
         todo = [cid for cid in wanted if cid not in have]
         stale = sorted(have - set(wanted))
         report.total = len(wanted)
-        report.kept = len(wanted) - len(todo)
+        if attempt == 0:
+            report.kept = len(wanted) - len(todo)  # what an earlier, interrupted run left
         if stale:
             for start in range(0, len(stale), batch):
                 dst.delete(ids=stale[start : start + batch])
             report.deleted += len(stale)
         if not todo:
             break
-        with tqdm(total=len(wanted), initial=report.kept, unit="chunk", desc="re-embed",
-                  disable=not progress) as bar:  # fmt: skip
+        bar = tqdm(
+            total=len(wanted), initial=len(wanted) - len(todo), unit="chunk", desc="re-embed",
+            disable=not progress,
+        )  # fmt: skip
+        with bar:
             for start in range(0, len(todo), batch):
                 got = src.get(ids=todo[start : start + batch], include=["documents", "metadatas"])
                 metas = [m or {} for m in got["metadatas"]]

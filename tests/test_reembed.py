@@ -211,3 +211,67 @@ def test_a_version_without_its_own_collection_needs_no_re_embed(world, tmp_path)
     missing.database.url = settings.database.url
     with pytest.raises(ReembedError, match="does not exist; ingest documents first"):
         prepare_version(missing, reg, reg.get(world[5].id), progress=False)
+
+
+@pytest.mark.slow
+def test_the_gate_judges_the_candidate_on_its_own_collection_and_promotion_re_embeds(world):
+    from core.evalstore import EvalSample, EvalStore, GateDecision
+    from eval.gate import GatePolicy
+    from eval.runner import EvalContext, apply_decision, compare
+
+    settings, reg, _, live, seed, cand, blue = world
+    ctx = EvalContext(settings, reg, EvalStore(reg.engine))
+    samples = [
+        EvalSample(user_input=QUESTION, reference="Orsolya Brandt",
+                   reference_sources=["velmora.pdf"]),
+        EvalSample(user_input="How many eggs does the lemon cake need?", reference="four eggs",
+                   reference_sources=["page.html"]),
+        EvalSample(user_input="Where do visitors park?", reference="level minus two",
+                   reference_sources=["faq.jsonl"]),
+    ]  # fmt: skip
+    set_id = ctx.save_set("three", samples)
+    policy = GatePolicy(primary_metric="mrr_at_10", min_samples=3, guard_metrics=[])
+    decision, champ, challenger = compare(ctx, set_id, cand.id, True, False, policy)
+    # The same weights under another name cannot win: rejected, and the champion stays.
+    assert not decision.promote and reg.get(cand.id).status == "rejected"
+    assert challenger.embedding_version_id == cand.id
+    green = blue._client.get_collection(GREEN)
+    assert green.count() == blue.count()  # built from the active collection to be judged
+    assert reg.active("embedding").id == seed.id and live.collection.name == "docs"
+
+    # A winning decision applied by the gate re-embeds first (here: from scratch), then switches.
+    drop_collection(settings, reg, GREEN)
+    won = ctx.store.save_decision(
+        GateDecision(
+            champion_run_id=champ.id, candidate_run_id=challenger.id,
+            candidate_version_id=cand.id, promote=True, reasons=["a winner"],
+        )
+    )  # fmt: skip
+    apply_decision(ctx, won)
+    assert reg.active("embedding").id == cand.id
+    assert blue._client.get_collection(GREEN).count() == blue.count()
+    assert "Orsolya Brandt" in _ask(live) and live.collection.name == GREEN
+
+
+def test_an_adapter_version_serves_through_the_app_on_the_same_collection(world, tmp_path):
+    import numpy as np
+
+    from core.query_adapter import AdaptedEmbedding, QueryAdapter
+
+    settings, reg, log, live, *_ = world
+    dim = len(live.embed_model.get_query_embedding("x"))
+    rng = np.random.default_rng(0)
+    adapter = QueryAdapter(rng.normal(0, 0.01, (dim, dim)).astype(np.float32),
+                           np.zeros(dim, np.float32), {})  # fmt: skip
+    adapter.save(tmp_path / "adapter")
+    version = reg.register(
+        "embedding", "adapter", {"embedding": {"query_adapter": str(tmp_path / "adapter")}}
+    )
+    _, report = promote_version(settings, reg, version.id, progress=False)
+    assert report is None  # no re-embedding: passages keep the model's own vectors
+    assert "Orsolya Brandt" in _ask(live)
+    assert isinstance(live.embed_model, AdaptedEmbedding) and live.collection.name == "docs"
+    q = live.embed_model.get_query_embedding(QUESTION)
+    base = live.embed_model.inner.get_query_embedding(QUESTION)
+    assert np.allclose(q, adapter.apply([base])[0], atol=1e-5) and not np.allclose(q, base)
+    assert list(log.turns())[-1].embedding_version_id == version.id
