@@ -318,3 +318,81 @@ def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch):
 
     assert main(["build", "--file", str(tmp_path / "absent.json")]) == 2  # a clear error, exit 2
     assert main(["train", "no-such-dataset"]) == 2
+
+
+# -- LLM sources, through the real openai SDK against HTTP-level fakes ---------------------------
+
+
+def _openai():
+    import openai
+
+    return openai.OpenAI(api_key="sk-test", max_retries=0)
+
+
+def test_llm_questions_per_chunk_a_malformed_reply_loses_only_its_chunk(indexed):
+    import httpx
+    import respx
+
+    from finetune.embedding.data import generate_pairs
+    from tests import fakes
+
+    _, collection = indexed
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][0]["content"]
+        if "ferry" in prompt:
+            return fakes.completion("Here are two questions: ...")  # not JSON
+        return fakes.completion(json.dumps({"questions": ["When do pumps run?", "Why night?"]}))
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(fakes.OPENAI_CHAT_URL).mock(side_effect=reply)
+        data, skipped = generate_pairs(collection, _openai(), "gpt-4o-mini", min_words=10)
+    assert set(data.queries.values()) == {"When do pumps run?", "Why night?"}
+    assert set(data.sources.values()) == {"generated"}
+    assert len(skipped) == 1 and "malformed reply" in skipped[0]
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(fakes.OPENAI_CHAT_URL).mock(return_value=fakes.error(500, "upstream down"))
+        with pytest.raises(DataError, match="the LLM failed"):
+            generate_pairs(collection, _openai(), "gpt-4o-mini", min_words=10)
+
+
+def test_teacher_grades_unrated_turns_and_errors_stop_with_a_reason(indexed, tmp_path):
+    import httpx
+    import respx
+
+    from core.chatlog import ChatLog
+    from core.records import SourceRef
+    from finetune.embedding.data import from_chatlog, openai_teacher
+    from tests import fakes
+
+    _, collection = indexed
+    got = collection.get(include=["documents"])
+    log = ChatLog(f"sqlite:///{tmp_path / 'rag.db'}")
+    for question in ("good question", "poor question", "garbled question"):
+        tid = log.start_turn("s", question)
+        ref = SourceRef(chunk_id=got["ids"][0], source="x", score=0.9, text="t", quotes=["q"])
+        log.finish_turn(
+            tid, answer="a", condensed_question=None, contexts=[ref], model_id="m",
+            provider="extractive", prompt_version="1", latency_ms=1.0,
+        )  # fmt: skip
+
+    def grade(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][0]["content"]
+        if "garbled" in prompt:
+            return fakes.completion("five stars!")
+        return fakes.completion(json.dumps({"score": 5 if "good" in prompt else 2}))
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(fakes.OPENAI_CHAT_URL).mock(side_effect=grade)
+        data, skipped = from_chatlog(log, collection, teacher=openai_teacher(_openai(), "m"))
+    assert list(data.queries.values()) == ["good question"]
+    assert data.sources == {"teacher:1": "teacher"}
+    assert skipped == {"teacher graded low": 1, "teacher reply malformed": 1}
+
+    for status in (401, 429):
+        with respx.mock(assert_all_mocked=True) as mock:
+            mock.post(fakes.OPENAI_CHAT_URL).mock(return_value=fakes.error(status, "no"))
+            with pytest.raises(DataError, match="the teacher LLM failed"):
+                from_chatlog(log, collection, teacher=openai_teacher(_openai(), "m"))
+    log.dispose()

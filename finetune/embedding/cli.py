@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--name", help="dataset name (default: a timestamp)")
     b.add_argument("--chatlog", action="store_true", help="rated-up turns -> the chunks cited")
     b.add_argument("--since", help="--chatlog: only turns at or after this ISO date")
+    b.add_argument(
+        "--teacher",
+        action="store_true",
+        help="--chatlog: also unrated turns the chat LLM grades 4/5 or more for their passages",
+    )
     b.add_argument("--headings", action="store_true", help="headings and titles -> their section")
     b.add_argument("--cloze", action="store_true", help="inverse cloze: sentence -> its chunk")
     b.add_argument("--generate", type=int, metavar="N", help="LLM questions for N chunks")
@@ -167,9 +172,9 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     if args.chatlog:
         from core.chatlog import ChatLog
 
-        got, why = d.from_chatlog(
-            ChatLog(settings.database_url), collection, parse_since(args.since)
-        )
+        teacher = d.openai_teacher(*_llm(settings, "--teacher")) if args.teacher else None
+        chatlog = ChatLog(settings.database_url)
+        got, why = d.from_chatlog(chatlog, collection, parse_since(args.since), teacher)
         pairs, skipped = pairs.merge(got), skipped + why
         inputs["chatlog"] = {"since": args.since, "turn_ids": _turn_range(got)}
     if args.headings:
@@ -178,7 +183,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
         pairs = pairs.merge(d.from_inverse_cloze(collection, seed=args.seed))
     if args.generate:
         got, reasons = d.generate_pairs(
-            collection, *_llm(settings), size=args.generate, seed=args.seed,
+            collection, *_llm(settings, "--generate"), size=args.generate, seed=args.seed,
             progress=not args.no_progress,
         )  # fmt: skip
         pairs = pairs.merge(got)
@@ -220,7 +225,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _turn_range(data: PairSet) -> list[int]:
-    ids = [int(q.split(":")[1]) for q in data.queries if q.startswith("chatlog:")]
+    ids = [int(q.split(":")[1]) for q in data.queries if q.startswith(("chatlog:", "teacher:"))]
     return [min(ids), max(ids)] if ids else []
 
 
@@ -230,14 +235,14 @@ def _file_hash(path: Path) -> dict[str, str]:
     return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def _llm(settings: Settings) -> tuple[Any, str]:
-    """(openai client, model) of the configured chat LLM, which writes questions per chunk."""
+def _llm(settings: Settings, flag: str) -> tuple[Any, str]:
+    """(openai client, model) of the configured chat LLM, which writes and grades questions."""
     import openai
 
     cfg = settings.llm
     key = cfg.api_key.get_secret_value() if cfg.api_key else None
     if key is None and cfg.base_url is None:
-        raise RagError("--generate needs an LLM: set OPENAI_API_KEY or RAG_LLM__BASE_URL")
+        raise RagError(f"{flag} needs an LLM: set OPENAI_API_KEY or RAG_LLM__BASE_URL")
     client = openai.OpenAI(
         api_key=key or "unused",
         base_url=cfg.base_url,

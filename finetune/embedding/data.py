@@ -10,7 +10,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from core.chatlog import ChatLog
 
-SOURCES = ("chatlog", "headings", "cloze", "dataset", "file", "generated")
+SOURCES = ("chatlog", "teacher", "headings", "cloze", "dataset", "file", "generated")
 _CITE = re.compile(r"\[(\d{1,2})\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 PAGE = 5000
@@ -212,27 +212,84 @@ def cited_chunks(response: str | None, contexts: list[Any]) -> list[str]:
     return marked
 
 
+TEACHER_PROMPT = (
+    "Does the passage answer the question? Rate it from 1 (not at all) to 5 (fully). Reply with "
+    'JSON only: {{"score": n}}\n\nQuestion: {question}\n\nPassage:\n{passage}'
+)
+
+
+def openai_teacher(client: Any, model: str) -> Callable[[str, str], float | None]:
+    """A grader on any OpenAI-compatible server: (question, passage) -> 1..5, or None when the
+    reply is malformed. An API error (401, 429 after the SDK's retries, 500) raises DataError."""
+    import openai
+
+    def grade(question: str, passage: str) -> float | None:
+        try:
+            reply = client.chat.completions.create(
+                model=model,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": TEACHER_PROMPT.format(question=question, passage=passage),
+                    }
+                ],
+                temperature=0,
+                response_format={"type": "json_object"},
+            )
+        except openai.APIError as exc:
+            raise DataError(f"the teacher LLM failed: {exc}") from exc
+        try:
+            score = float(json.loads(reply.choices[0].message.content or "")["score"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        return score if 1 <= score <= 5 else None
+
+    return grade
+
+
 def from_chatlog(
-    chatlog: ChatLog, collection: Collection, since: datetime | None = None
+    chatlog: ChatLog,
+    collection: Collection,
+    since: datetime | None = None,
+    teacher: Callable[[str, str], float | None] | None = None,
+    min_grade: float = 4,
 ) -> tuple[PairSet, Counter[str]]:
     """Questions whose answer was rated up, paired with the chunks the answer cited, read from the
-    collection as they are now. Returns the pairs and counts of turns skipped, by reason."""
+    collection as they are now; with a `teacher`, also unrated turns whose cited chunks it grades
+    `min_grade` or more. Returns the pairs and counts of turns skipped, by reason."""
     data, skipped = PairSet(), Counter[str]()
-    for turn in chatlog.turns(since=since, feedback="up"):
-        cited = cited_chunks(turn.response, turn.retrieved_contexts)
-        if not cited:
-            skipped["cited nothing"] += 1
-            continue
-        got = collection.get(ids=cited, include=["documents", "metadatas"])
-        docs = {
-            cid: chunk_text(doc, meta)
-            for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
-            if doc
-        }
-        if not docs:
-            skipped["cited chunks no longer indexed"] += 1
-            continue
-        data.add(f"chatlog:{turn.id}", turn.user_input, docs, "chatlog")
+    kinds = [("up", "chatlog")] + ([("none", "teacher")] if teacher else [])
+    for feedback, source in kinds:
+        for turn in chatlog.turns(since=since, feedback=feedback):
+            if turn.status != "answered":
+                continue
+            cited = cited_chunks(turn.response, turn.retrieved_contexts)
+            if not cited:
+                skipped["cited nothing"] += 1
+                continue
+            got = collection.get(ids=cited, include=["documents", "metadatas"])
+            docs = {
+                cid: chunk_text(doc, meta)
+                for cid, doc, meta in zip(
+                    got["ids"], got["documents"], got["metadatas"], strict=True
+                )
+                if doc
+            }
+            if not docs:
+                skipped["cited chunks no longer indexed"] += 1
+                continue
+            if teacher is not None and source == "teacher":
+                grades = {cid: teacher(turn.user_input, text) for cid, text in docs.items()}
+                if all(g is None for g in grades.values()):
+                    skipped["teacher reply malformed"] += 1
+                    continue
+                docs = {
+                    cid: docs[cid] for cid, g in grades.items() if g is not None and g >= min_grade
+                }
+                if not docs:
+                    skipped["teacher graded low"] += 1
+                    continue
+            data.add(f"{source}:{turn.id}", turn.user_input, docs, source)
     return data, skipped
 
 
