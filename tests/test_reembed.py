@@ -39,8 +39,8 @@ class Interrupted(BaseEmbedding):
     _after: int = PrivateAttr()
     _fail: bool = PrivateAttr()
     _batches: int = PrivateAttr(default=0)
-    reached: threading.Event = PrivateAttr(default_factory=threading.Event)
-    gate: threading.Event = PrivateAttr(default_factory=threading.Event)
+    _reached: threading.Event = PrivateAttr(default_factory=threading.Event)
+    _gate: threading.Event = PrivateAttr(default_factory=threading.Event)
 
     def __init__(self, inner: BaseEmbedding, after: int, fail: bool = False):
         super().__init__(model_name="interrupted", embed_batch_size=inner.embed_batch_size)
@@ -49,6 +49,14 @@ class Interrupted(BaseEmbedding):
     @property
     def inner(self) -> BaseEmbedding:
         return self._inner
+
+    @property
+    def reached(self) -> threading.Event:
+        return self._reached
+
+    @property
+    def gate(self) -> threading.Event:
+        return self._gate
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         if self._batches == self._after:
@@ -123,6 +131,12 @@ def world(tmp_path, sql_url, embed_model, embed_id, green_model):
     log.dispose()
 
 
+def _collections(settings: Settings):
+    from core.vectorstore import chroma_client
+
+    return chroma_client(settings)
+
+
 def _ask(live: LivePipeline) -> str:
     return list(live.ask("s", QUESTION))[-1].text
 
@@ -142,12 +156,14 @@ def test_app_answers_during_the_re_embed_switches_on_promotion_and_rolls_back(wo
         )
     )
     worker.start()
-    assert paused.reached.wait(60)
-    # Mid re-embed: the green collection is half built, the app still answers from blue.
-    assert 0 < live.collection._client.get_collection(GREEN).count() < chunks
-    assert "Orsolya Brandt" in _ask(live) and live.collection.name == "docs"
-    assert reg.active("embedding").id == seed.id
-    paused.gate.set()
+    try:
+        assert paused.reached.wait(60)
+        # Mid re-embed: the green collection is half built, the app still answers from blue.
+        assert 0 < _collections(settings).get_collection(GREEN).count() < chunks
+        assert "Orsolya Brandt" in _ask(live) and live.collection.name == "docs"
+        assert reg.active("embedding").id == seed.id
+    finally:
+        paused.gate.set()
     worker.join(60)
     event, report = outcome["result"]
     assert event.version_id == cand.id and report.embedded == report.total == chunks
@@ -167,7 +183,7 @@ def test_app_answers_during_the_re_embed_switches_on_promotion_and_rolls_back(wo
     assert collections_in_use(settings, reg)[GREEN] == [f"embedding v{cand.id} (retired)"]
     users = drop_collection(settings, reg, GREEN)
     assert users == [f"embedding v{cand.id} (retired)"]
-    assert GREEN not in [c.name for c in live.collection._client.list_collections()]
+    assert GREEN not in [c.name for c in _collections(settings).list_collections()]
     assert not list((settings.data_dir / "lexical").glob(f"{GREEN}-*"))
 
 
@@ -185,7 +201,7 @@ def test_a_re_embed_that_fails_midway_leaves_the_old_collection_and_a_re_run_com
     assert reg.active("embedding").id == seed.id  # never switched
     assert sorted(blue.get(include=[])["ids"]) == before  # the old collection is intact
     assert "Orsolya Brandt" in _ask(live) and live.collection.name == "docs"
-    green = blue._client.get_collection(GREEN)
+    green = _collections(settings).get_collection(GREEN)
     assert green.count() == 6  # two batches landed
 
     # A re-run resumes: only what is missing is embedded, then the switch.
@@ -235,7 +251,7 @@ def test_the_gate_judges_the_candidate_on_its_own_collection_and_promotion_re_em
     # The same weights under another name cannot win: rejected, and the champion stays.
     assert not decision.promote and reg.get(cand.id).status == "rejected"
     assert challenger.embedding_version_id == cand.id
-    green = blue._client.get_collection(GREEN)
+    green = _collections(settings).get_collection(GREEN)
     assert green.count() == blue.count()  # built from the active collection to be judged
     assert reg.active("embedding").id == seed.id and live.collection.name == "docs"
 
@@ -249,7 +265,7 @@ def test_the_gate_judges_the_candidate_on_its_own_collection_and_promotion_re_em
     )  # fmt: skip
     apply_decision(ctx, won)
     assert reg.active("embedding").id == cand.id
-    assert blue._client.get_collection(GREEN).count() == blue.count()
+    assert _collections(settings).get_collection(GREEN).count() == blue.count()
     assert "Orsolya Brandt" in _ask(live) and live.collection.name == GREEN
 
 
