@@ -290,7 +290,7 @@ def test_query_adapter_improves_held_out_paraphrases_and_serves_through_the_app_
 
 
 @pytest.mark.slow
-def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch):
+def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch, capsys):
     from core.registry import Registry, question_key
     from finetune.embedding.cli import main
 
@@ -316,8 +316,19 @@ def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch):
     assert len(trained) == 36 and len(held) == 12
     assert not trained & {question_key(q) for q in held}  # held-out questions may judge it
 
+    # Held-out figures of champion vs candidate, from the candidate's own hold-out.
+    assert main(["evaluate", str(cand.id)]) == 0
+    assert "12 held-out questions: mrr_at_10" in capsys.readouterr().out
+
+    # The adapter variant: registered over the active model, on the active collection.
+    assert main(["--no-progress", "adapter", "cn", "--epochs", "5", "--holdout", "0.25"]) == 0
+    adapter = reg.versions("embedding", status="candidate")[-1]
+    assert "chroma" not in adapter.spec and adapter.spec["embedding"]["query_adapter"]
+    assert adapter.provenance["dataset_card_sha256"] == card.card_hash()
+
     assert main(["build", "--file", str(tmp_path / "absent.json")]) == 2  # a clear error, exit 2
     assert main(["train", "no-such-dataset"]) == 2
+    assert "no dataset at" in capsys.readouterr().err
 
 
 # -- LLM sources, through the real openai SDK against HTTP-level fakes ---------------------------
