@@ -291,3 +291,30 @@ def test_an_adapter_version_serves_through_the_app_on_the_same_collection(world,
     base = live.embed_model.inner.get_query_embedding(QUESTION)
     assert np.allclose(q, adapter.apply([base])[0], atol=1e-5) and not np.allclose(q, base)
     assert list(log.turns())[-1].embedding_version_id == version.id
+
+
+def test_commands_build_list_promote_and_drop(world, monkeypatch, capsys):
+    from eval.__main__ import main as eval_main
+    from ingest.reembed import main
+
+    settings, reg, _, _, seed, cand, blue = world
+    monkeypatch.setenv("RAG_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("RAG_DATABASE__URL", settings.database.url)
+    assert main(["--no-progress", "build", str(cand.id)]) == 0
+    assert f"re-embedded 'docs' -> '{GREEN}': {blue.count()} chunks" in capsys.readouterr().out
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    assert f"docs: embedding v{seed.id} (active)" in listing
+    assert f"{GREEN}: embedding v{cand.id} (candidate)" in listing
+
+    # `eval promote` re-embeds first: here nothing is missing, so it only switches.
+    assert eval_main(["promote", str(cand.id)]) == 0
+    out = capsys.readouterr().out
+    assert f"{blue.count()} already there" in out and f"embedding v{cand.id} is active" in out
+    assert reg.active("embedding").id == cand.id
+
+    assert main(["drop", GREEN]) == 2  # the active collection
+    assert main(["drop", "docs"]) == 2  # a rollback needs it: refused without --yes
+    assert "pass --yes" in capsys.readouterr().err
+    assert main(["drop", "docs", "--yes"]) == 0
+    assert "docs" not in [c.name for c in _collections(settings).list_collections()]
