@@ -39,7 +39,12 @@ def _args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-len", type=int, default=256, help="word pieces read in training")
     p.add_argument("--eval-len", type=int, default=512, help="word pieces read in evaluation")
-    p.add_argument("--negatives", type=int, default=1, help="mined hard negatives per query")
+    p.add_argument(
+        "--negatives",
+        type=int,
+        default=0,
+        help="mined hard negatives per query (1: +0.017 hit@5 here; twice the texts per step)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-train", type=int, help="subsample training queries (exploration)")
     p.add_argument("--limit-val", type=int, help="subsample val queries (exploration)")
