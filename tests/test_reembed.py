@@ -318,3 +318,34 @@ def test_commands_build_list_promote_and_drop(world, monkeypatch, capsys):
     assert "pass --yes" in capsys.readouterr().err
     assert main(["drop", "docs", "--yes"]) == 0
     assert "docs" not in [c.name for c in _collections(settings).list_collections()]
+
+
+def test_the_gate_rejects_an_adapter_that_does_not_win(world, tmp_path):
+    import numpy as np
+
+    from core.evalstore import EvalSample, EvalStore
+    from core.query_adapter import QueryAdapter
+    from eval.gate import GatePolicy
+    from eval.runner import EvalContext, compare
+
+    settings, reg, _, live, seed, *_ = world
+    dim = len(live.embed_model.get_query_embedding("x"))
+    # An untrained adapter (W = 0, b = 0) is the identity: it ranks exactly as the champion.
+    QueryAdapter(np.zeros((dim, dim), np.float32), np.zeros(dim, np.float32), {}).save(
+        tmp_path / "identity"
+    )
+    version = reg.register(
+        "embedding",
+        "identity adapter",
+        {"embedding": {"query_adapter": str(tmp_path / "identity")}},
+    )
+    ctx = EvalContext(settings, reg, EvalStore(reg.engine))
+    samples = [
+        EvalSample(user_input=QUESTION, reference_sources=["velmora.pdf"]),
+        EvalSample(user_input="How many eggs does the lemon cake need?",
+                   reference_sources=["page.html"]),
+    ]  # fmt: skip
+    policy = GatePolicy(primary_metric="mrr_at_10", min_samples=2, guard_metrics=[])
+    decision, _, run = compare(ctx, ctx.save_set("two", samples), version.id, True, False, policy)
+    assert not decision.promote and run.embedding_version_id == version.id
+    assert reg.get(version.id).status == "rejected" and reg.active("embedding").id == seed.id
