@@ -252,7 +252,7 @@ def _llm(settings: Settings, flag: str) -> tuple[Any, str]:
     return client, cfg.model
 
 
-def _split(data: PairSet, card: DatasetCard, share: float, seed: int):
+def _split(data: PairSet, share: float, seed: int) -> tuple[PairSet, PairSet | None]:
     from finetune.embedding.evaluate import holdout_split
 
     if share <= 0 or len(data) < 10:
@@ -299,7 +299,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     registry = _registry(settings)
     active, applied = _active(settings, registry)
     data, card = read_dataset(_dataset_dir(settings, args.dataset))
-    train, held = _split(data, card, args.holdout, args.seed)
+    train, held = _split(data, args.holdout, args.seed)
     base_dir = _model_dir(applied)
     cfg = TrainConfig(
         loss=args.loss,
@@ -375,7 +375,7 @@ def cmd_adapter(settings: Settings, args: argparse.Namespace) -> int:
     registry = _registry(settings)
     active, applied = _active(settings, registry)
     data, card = read_dataset(_dataset_dir(settings, args.dataset))
-    train, held = _split(data, card, args.holdout, args.seed)
+    train, held = _split(data, args.holdout, args.seed)
     model = load_model(_model_dir(applied), applied.embedding.max_seq_length)
     cfg = AdapterConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
