@@ -164,7 +164,10 @@ def build_evaluate_tab(
         if not version:
             raise refusal("type the version id to promote")
         try:
-            event = registry.promote(int(version), reason="admin")
+            from ingest.reembed import promote_version
+
+            # An embedding version with its own collection is re-embedded first (blue/green).
+            event, _ = promote_version(settings, registry, int(version), "admin", progress=False)
         except RagError as exc:
             raise refusal(str(exc)) from exc
         return (

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from app.providers import build_chat_model
 from core.compute import ComputeGate
-from core.embeddings import build_embedding, embedding_id, resolve_backend
+from core.embeddings import build_embedding, embedding_id, model_key, resolve_backend
 from core.registry import apply_spec
 from core.sentencestore import SentenceStore, store_path
 from core.vectorstore import built_with, chroma_client, open_collection
@@ -49,7 +49,7 @@ class EmbeddingCache:
         return resolve_backend(settings.embedding, built_with(client, settings.chroma.collection))
 
     def _model(self, cfg: EmbeddingSettings, settings: Settings) -> BaseEmbedding:
-        key = embedding_id(cfg)
+        key = model_key(cfg)
         with self._lock:
             if key not in self._models:
                 cache_dir = settings.embedding.cache_dir or settings.data_dir / "models"
@@ -61,7 +61,7 @@ class EmbeddingCache:
 
     def put(self, settings: Settings, model: BaseEmbedding) -> None:
         with self._lock:
-            self._models[embedding_id(self._resolved(settings))] = model
+            self._models[model_key(self._resolved(settings))] = model
 
     def sentence_vectors(self, settings: Settings) -> SentenceVectors:
         """One sentence-embedding cache per model, shared by every pipeline built on it."""
@@ -69,7 +69,7 @@ class EmbeddingCache:
 
         cfg = self._resolved(settings)
         model = self._model(cfg, settings)
-        key = embedding_id(cfg)
+        key = model_key(cfg)
         with self._lock:
             if key not in self._sentences:
                 store = SentenceStore(store_path(settings.data_dir, key), key)

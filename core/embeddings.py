@@ -145,10 +145,14 @@ def embedding_tokenizer(embed_model: BaseEmbedding) -> tuple[Callable[[str], lis
     """(the embedding model's own tokenizer, how many of its tokens the model reads per text).
 
     Chunks are measured with this so the model sees each one whole."""
+    from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     from core.onnx_embedding import OnnxEmbedding
 
+    # A wrapper (the query adapter) reads passages with the model it wraps.
+    while isinstance(getattr(embed_model, "inner", None), BaseEmbedding):
+        embed_model = embed_model.inner
     if isinstance(embed_model, OnnxEmbedding):
         tok = embed_model.chunk_tokenizer()
         specials = len(tok.encode("", add_special_tokens=True).ids)
@@ -207,8 +211,25 @@ def _unknown(name: str) -> None:
 
 def build_embedding(cfg: EmbeddingSettings, cache_dir: Path | None = None) -> BaseEmbedding:
     """The embedding model the settings name; fails with the known names for an unknown one.
-    `cache_dir` keeps the ONNX exports of local models (under the data directory)."""
+    `cache_dir` keeps the ONNX exports of local models (under the data directory). With a
+    `query_adapter`, questions are embedded through it (passages are not)."""
     factory = EMBEDDING_PROVIDERS.get(cfg.provider)
     if factory is None:
         _unknown(cfg.provider)
-    return factory(cfg, cache_dir)
+    model = factory(cfg, cache_dir)
+    if cfg.query_adapter is not None:
+        from core.query_adapter import AdaptedEmbedding, load_adapter
+
+        model = AdaptedEmbedding(model, load_adapter(Path(cfg.query_adapter)))
+    return model
+
+
+def model_key(cfg: EmbeddingSettings) -> str:
+    """What tells two loaded query encoders apart: the embedding id (which names the passage
+    vectors, so an adapter leaves it as it is) plus the query adapter's fingerprint."""
+    key = embedding_id(cfg)
+    if cfg.query_adapter is not None:
+        from core.query_adapter import adapter_fingerprint
+
+        key += f"+adapter:{adapter_fingerprint(Path(cfg.query_adapter))}"
+    return key

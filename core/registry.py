@@ -4,6 +4,7 @@ migration 2); a revision number, bumped on every change, lets each app process n
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -155,6 +156,9 @@ def _event(row: RegistryEventRow) -> RegistryEvent:
         reason=row.reason,
         created_at=row.created_at,
     )
+
+
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
 
 
 def strip_secrets(value: Any) -> Any:

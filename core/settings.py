@@ -62,6 +62,12 @@ class EmbeddingSettings(BaseModel):
         "collection's embedding id.",
     )
     device: str = Field(default="cpu", description="Torch device for the `local` provider.")
+    query_adapter: Path | None = Field(
+        default=None,
+        description="Directory of a linear query adapter (`python -m finetune.embedding "
+        "adapter`) applied to question embeddings only; passages keep the model's own "
+        "embeddings, so the collection is not re-embedded.",
+    )
 
 
 class ChunkingSettings(BaseModel):

@@ -263,8 +263,14 @@ def cmd_compare(settings, args) -> int:
 
 def cmd_promote(settings, args) -> int:
     from core.registry import Registry
+    from ingest.reembed import promote_version
 
-    event = Registry(settings.database_url).promote(args.version, reason=args.reason)
+    # An embedding version with its own collection is re-embedded first; the switch follows.
+    event, report = promote_version(
+        settings, Registry(settings.database_url), args.version, reason=args.reason
+    )
+    if report is not None:
+        print(report.summary())
     print(f"{event.kind} v{event.version_id} is active (was v{event.previous_id}): {event.reason}")
     return 0
 

@@ -205,6 +205,13 @@ def compare(
         raise RegistryError(f"{candidate.label} is already the champion")
     _, _, samples = ctx.store.load_set(set_id)
     check_no_training_overlap(samples, candidate, champion)  # before spending anything
+    if candidate.kind == "embedding":
+        from ingest.reembed import prepare_version
+
+        # The candidate answers from its own collection: built (or resumed) from the active one.
+        report = prepare_version(ctx.settings, ctx.registry, candidate, progress=progress)
+        if report is not None:
+            log.info("%s", report.summary())
     champ_run = run_eval(ctx, set_id, progress=progress)
     if candidate.kind == "chat":
         cand_run = run_eval(ctx, set_id, chat_id=candidate.id, progress=progress)
@@ -249,6 +256,10 @@ def apply_decision(ctx: EvalContext, decision: GateDecision) -> None:
     if decision.candidate_version_id is None or decision.applied:
         return
     if decision.promote:
+        from ingest.reembed import prepare_version
+
+        # Blue/green: the candidate's collection is complete before the registry switches to it.
+        prepare_version(ctx.settings, ctx.registry, ctx.registry.get(decision.candidate_version_id))
         ctx.registry.promote(decision.candidate_version_id, reason=f"decision:{decision.id}")
     else:
         ctx.registry.reject(decision.candidate_version_id)

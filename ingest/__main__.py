@@ -50,6 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def active_embedding_settings(settings):
+    """Settings with the registry's active embedding version applied: after a blue/green swap,
+    documents go into the collection the app reads, embedded by the model that reads it."""
+    from core.registry import Registry, apply_spec
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    registry = Registry(settings.database_url)
+    try:
+        return apply_spec(settings, registry.active("embedding"))
+    finally:
+        registry.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not args.paths and not args.dataset:
@@ -68,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
         if args.collection:
             settings.chroma.collection = args.collection
+        else:
+            settings = active_embedding_settings(settings)
         if args.chunk_size is not None or args.chunk_overlap is not None:
             settings.chunking = settings.chunking.model_validate(
                 {

@@ -1,0 +1,536 @@
+"""Training pairs for the embedding model (question -> relevant chunk) from every source the product
+has: rated chat turns, headings and titles of structured documents, inverse cloze, a `datasets`
+table, a LlamaIndex `{queries, corpus, relevant_docs}` file; hard negatives mined with the current
+model; and the dataset card that records where every pair came from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from core.errors import RagError
+from core.questions import question_key
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+    from sentence_transformers import SentenceTransformer
+
+    from core.chatlog import ChatLog
+
+SOURCES = ("chatlog", "teacher", "headings", "cloze", "dataset", "file", "generated")
+_CITE = re.compile(r"\[(\d{1,2})\]")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+PAGE = 5000
+
+
+class DataError(RagError):
+    """Training data that cannot be used as given (malformed file, empty set, unknown source)."""
+
+
+class PairSet(BaseModel):
+    """Queries, the texts they should find and which; the LlamaIndex layout plus where each query
+    came from and its mined negatives. Every query has at least one relevant text in `corpus`."""
+
+    queries: dict[str, str] = Field(default_factory=dict, description="query id -> question")
+    corpus: dict[str, str] = Field(
+        default_factory=dict, description="text id -> the text as the model embeds it"
+    )
+    relevant_docs: dict[str, list[str]] = Field(
+        default_factory=dict, description="query id -> ids of the texts that answer it"
+    )
+    sources: dict[str, str] = Field(
+        default_factory=dict, description="query id -> the source that made the pair"
+    )
+    negatives: dict[str, list[str]] = Field(
+        default_factory=dict, description="query id -> ids of mined hard negatives"
+    )
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def add(self, qid: str, query: str, docs: dict[str, str], source: str) -> None:
+        """Add one query with its relevant texts (id -> text)."""
+        query = query.strip()
+        if not query or not docs:
+            return
+        self.queries[qid] = query
+        self.corpus.update(docs)
+        self.relevant_docs[qid] = list(docs)
+        self.sources[qid] = source
+
+    def merge(self, other: PairSet) -> PairSet:
+        """Both sets in one (ids are namespaced by source, so they never collide)."""
+        out = self.model_copy(deep=True)
+        out.queries.update(other.queries)
+        out.corpus.update(other.corpus)
+        out.relevant_docs.update(other.relevant_docs)
+        out.sources.update(other.sources)
+        out.negatives.update(other.negatives)
+        return out
+
+    def subset(self, qids: Iterable[str]) -> PairSet:
+        """Only the queries `qids` (the corpus is kept whole: it is what retrieval searches)."""
+        keep = [q for q in qids if q in self.queries]
+        return PairSet(
+            queries={q: self.queries[q] for q in keep},
+            corpus=dict(self.corpus),
+            relevant_docs={q: self.relevant_docs[q] for q in keep},
+            sources={q: self.sources.get(q, "file") for q in keep},
+            negatives={q: self.negatives[q] for q in keep if q in self.negatives},
+        )
+
+    def pairs(self) -> list[tuple[str, str, str]]:
+        """(query id, query, first relevant text) for training; one positive per query."""
+        return [(q, t, self.corpus[self.relevant_docs[q][0]]) for q, t in self.queries.items()]
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+def load_llamaindex(path: Path, source: str = "file") -> PairSet:
+    """A `{queries, corpus, relevant_docs}` JSON file (LlamaIndex's EmbeddingQAFinetuneDataset).
+    Raises DataError naming what is wrong (unreadable JSON, a missing key, a relevant id that is
+    not in the corpus)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path} is not JSON ({exc}); expected {{queries, corpus, relevant_docs}}"
+        ) from exc
+    if not isinstance(raw, dict) or not {"queries", "corpus", "relevant_docs"} <= set(raw):
+        raise DataError(f"{path} needs the keys queries, corpus and relevant_docs")
+    try:
+        data = PairSet(
+            queries=raw["queries"], corpus=raw["corpus"], relevant_docs=raw["relevant_docs"]
+        )
+    except ValidationError as exc:
+        raise DataError(f"{path} is malformed: {exc.errors()[0]['msg']}") from exc
+    for qid in data.queries:
+        docs = data.relevant_docs.get(qid)
+        if not docs:
+            raise DataError(f"{path}: query {qid!r} has no relevant_docs")
+        missing = [d for d in docs if d not in data.corpus]
+        if missing:
+            raise DataError(f"{path}: query {qid!r} names {missing[0]!r}, which is not in corpus")
+        data.sources[qid] = source
+    if not data.queries:
+        raise DataError(f"{path} holds no queries")
+    return data
+
+
+def save_llamaindex(data: PairSet, path: Path) -> None:
+    """Write `data` in the LlamaIndex layout (plus sources and negatives), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(data.model_dump_json(), encoding="utf-8")
+    tmp.replace(path)
+
+
+def from_dataset(
+    spec: str,
+    question_field: str = "question",
+    text_field: str = "support",
+    split: str | None = None,
+    limit: int | None = None,
+) -> PairSet:
+    """A `datasets` source (hub name or local .csv/.json/.jsonl/.parquet): each row's question and
+    its passage (SciQ: `question` -> `support`). Rows missing either are skipped."""
+    import datasets
+
+    fmt = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(
+        Path(spec).suffix.lower()
+    )
+    try:
+        if fmt is not None:
+            if not Path(spec).is_file():
+                raise DataError(f"no such file: {spec}")
+            table = datasets.load_dataset(fmt, data_files=spec, split=split or "train")
+        else:
+            table = datasets.load_dataset(spec, split=split or "train")
+    except DataError:
+        raise
+    except Exception as exc:  # datasets raises many unrelated types for one cause: bad input
+        raise DataError(f"cannot load dataset {spec} ({type(exc).__name__}: {exc})") from exc
+    for field in (question_field, text_field):
+        if field not in table.column_names:
+            raise DataError(
+                f"{spec} has no column {field!r}; columns: {', '.join(table.column_names)}"
+            )
+    data = PairSet()
+    for i, row in enumerate(table):
+        question, text = str(row[question_field] or ""), str(row[text_field] or "").strip()
+        if question.strip() and text:
+            doc_id = "dataset:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+            data.add(f"dataset:{i}", question, {doc_id: text}, "dataset")
+        if limit and len(data) >= limit:
+            break
+    if not data.queries:
+        raise DataError(f"{spec} has no rows with both {question_field!r} and {text_field!r}")
+    return data
+
+
+def chunk_text(document: str, metadata: dict[str, Any] | None) -> str:
+    """A chunk as the embedding model sees it at ingest: its heading path, then its text."""
+    head = (metadata or {}).get("heading_path") or ""
+    return f"{head}\n\n{document}" if head else document
+
+
+def _chunks(collection: Collection) -> Iterable[tuple[str, str, dict[str, Any]]]:
+    offset = 0
+    while True:
+        got = collection.get(include=["documents", "metadatas"], limit=PAGE, offset=offset)
+        for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+            if doc:
+                yield cid, doc, meta or {}
+        if len(got["ids"]) < PAGE:
+            return
+        offset += PAGE
+
+
+def cited_chunks(response: str | None, contexts: list[Any]) -> list[str]:
+    """Chunk ids an answer cited: passages it quoted (extractive answers), else the `[n]` markers
+    of a written answer. Nothing when it cited nothing (such a turn teaches nothing sure)."""
+    quoted = [c.chunk_id for c in contexts if c.quotes]
+    if quoted:
+        return quoted
+    marked = []
+    for n in _CITE.findall(response or ""):
+        i = int(n) - 1
+        if 0 <= i < len(contexts) and contexts[i].chunk_id not in marked:
+            marked.append(contexts[i].chunk_id)
+    return marked
+
+
+TEACHER_PROMPT = (
+    "Does the passage answer the question? Rate it from 1 (not at all) to 5 (fully). Reply with "
+    'JSON only: {{"score": n}}\n\nQuestion: {question}\n\nPassage:\n{passage}'
+)
+
+
+def openai_teacher(client: Any, model: str) -> Callable[[str, str], float | None]:
+    """A grader on any OpenAI-compatible server: (question, passage) -> 1..5, or None when the
+    reply is malformed. An API error (401, 429 after the SDK's retries, 500) raises DataError."""
+    import openai
+
+    def grade(question: str, passage: str) -> float | None:
+        try:
+            reply = client.chat.completions.create(
+                model=model,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": TEACHER_PROMPT.format(question=question, passage=passage),
+                    }
+                ],
+                temperature=0,
+                response_format={"type": "json_object"},
+            )
+        except openai.APIError as exc:
+            raise DataError(f"the teacher LLM failed: {exc}") from exc
+        try:
+            score = float(json.loads(reply.choices[0].message.content or "")["score"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        return score if 1 <= score <= 5 else None
+
+    return grade
+
+
+def from_chatlog(
+    chatlog: ChatLog,
+    collection: Collection,
+    since: datetime | None = None,
+    teacher: Callable[[str, str], float | None] | None = None,
+    min_grade: float = 4,
+) -> tuple[PairSet, Counter[str]]:
+    """Questions whose answer was rated up, paired with the chunks the answer cited, read from the
+    collection as they are now; with a `teacher`, also unrated turns whose cited chunks it grades
+    `min_grade` or more. Returns the pairs and counts of turns skipped, by reason."""
+    data, skipped = PairSet(), Counter[str]()
+    kinds = [("up", "chatlog")] + ([("none", "teacher")] if teacher else [])
+    for feedback, source in kinds:
+        for turn in chatlog.turns(since=since, feedback=feedback):
+            if turn.status != "answered":
+                continue
+            cited = cited_chunks(turn.response, turn.retrieved_contexts)
+            if not cited:
+                skipped["cited nothing"] += 1
+                continue
+            got = collection.get(ids=cited, include=["documents", "metadatas"])
+            docs = {
+                cid: chunk_text(doc, meta)
+                for cid, doc, meta in zip(
+                    got["ids"], got["documents"], got["metadatas"], strict=True
+                )
+                if doc
+            }
+            if not docs:
+                skipped["cited chunks no longer indexed"] += 1
+                continue
+            if teacher is not None and source == "teacher":
+                grades = {cid: teacher(turn.user_input, text) for cid, text in docs.items()}
+                if all(g is None for g in grades.values()):
+                    skipped["teacher reply malformed"] += 1
+                    continue
+                docs = {
+                    cid: docs[cid] for cid, g in grades.items() if g is not None and g >= min_grade
+                }
+                if not docs:
+                    skipped["teacher graded low"] += 1
+                    continue
+            data.add(f"{source}:{turn.id}", turn.user_input, docs, source)
+    return data, skipped
+
+
+def from_headings(collection: Collection, min_words: int = 2) -> PairSet:
+    """Offline pseudo-queries for structured documents: each section heading (and each document
+    title) as a query for the first chunk under it. Headings shorter than `min_words` words
+    ("Usage") or shared by several sections are left out: they name no one passage."""
+    firsts: dict[str, tuple[int, str, str]] = {}
+    owners: dict[str, set[str]] = {}
+    for cid, doc, meta in _chunks(collection):
+        index = int(meta.get("chunk_index", 0))
+        source = str(meta.get("source_key") or meta.get("source") or "")
+        for query in {
+            str(meta.get("section") or (meta.get("heading_path") or "").split(" > ")[-1]),
+            str(meta.get("title") or ""),
+        }:
+            query = query.strip()
+            if len(query.split()) < min_words:
+                continue
+            owners.setdefault(query.casefold(), set()).add(source)
+            best = firsts.get(query)
+            if best is None or (index, cid) < best[:2]:
+                firsts[query] = (index, cid, chunk_text(doc, meta))
+    data = PairSet()
+    for query, (_, cid, text) in sorted(firsts.items()):
+        if len(owners[query.casefold()]) == 1:
+            data.add(f"headings:{question_key(query)}", query, {cid: text}, "headings")
+    return data
+
+
+def from_inverse_cloze(
+    collection: Collection, per_chunk: int = 1, min_words: int = 6, seed: int = 0
+) -> PairSet:
+    """Inverse cloze: a sentence of a chunk as the query, the chunk without that sentence as the
+    positive. Needs no LLM; measured to help little on its own, so let the gate judge it."""
+    rng = random.Random(seed)
+    data = PairSet()
+    for cid, doc, meta in _chunks(collection):
+        sentences = [s for s in _SENTENCE.split(doc) if s.strip()]
+        if len(sentences) < 3:
+            continue
+        usable = [i for i, s in enumerate(sentences) if len(s.split()) >= min_words]
+        for i in rng.sample(usable, min(per_chunk, len(usable))):
+            rest = " ".join(sentences[:i] + sentences[i + 1 :])
+            data.add(
+                f"cloze:{cid}:{i}",
+                sentences[i],
+                {f"cloze:{cid}:{i}": chunk_text(rest, meta)},
+                "cloze",
+            )
+    return data
+
+
+GENERATE_PROMPT = (
+    "Write {n} different questions that a reader could answer from the passage below alone. "
+    'Reply with JSON only: {{"questions": ["...", "..."]}}\n\nPassage:\n{passage}'
+)
+
+
+def generate_pairs(
+    collection: Collection,
+    client: Any,
+    model: str,
+    size: int = 100,
+    per_chunk: int = 2,
+    min_words: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[PairSet, list[str]]:
+    """Questions written by an LLM (an `openai.OpenAI` client on any OpenAI-compatible server)
+    for `size` random chunks of at least `min_words` words. A malformed reply loses only its chunk
+    (returned as a reason); an API error stops with a RagError that says so."""
+    import openai
+    from tqdm import tqdm
+
+    chunks = [c for c in _chunks(collection) if len(c[1].split()) >= min_words]
+    if not chunks:
+        raise DataError(f"no indexed chunk has {min_words} words or more to write questions from")
+    picked = random.Random(seed).sample(chunks, min(size, len(chunks)))
+    data, skipped = PairSet(), []
+    for cid, doc, meta in tqdm(picked, desc="generate", unit="chunk", disable=not progress):
+        try:
+            reply = client.chat.completions.create(
+                model=model,
+                messages=[
+                    {"role": "user", "content": GENERATE_PROMPT.format(n=per_chunk, passage=doc)}
+                ],
+                temperature=0.2,
+                response_format={"type": "json_object"},
+            )
+            questions = json.loads(reply.choices[0].message.content or "")["questions"]
+            if not isinstance(questions, list):
+                raise TypeError("questions is not a list")
+        except openai.APIError as exc:
+            raise DataError(f"the LLM failed while writing questions: {exc}") from exc
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            skipped.append(f"{cid}: malformed reply ({type(exc).__name__}: {exc})")
+            continue
+        for j, q in enumerate(questions[:per_chunk]):
+            if isinstance(q, str) and q.strip():
+                data.add(f"generated:{cid}:{j}", q, {cid: chunk_text(doc, meta)}, "generated")
+    return data, skipped
+
+
+# -- hard negatives ----------------------------------------------------------------------------
+
+
+def mine_negatives(
+    data: PairSet,
+    model: SentenceTransformer,
+    num_negatives: int = 1,
+    relative_margin: float = 0.05,
+    range_max: int = 50,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, int]:
+    """Fill `data.negatives` with the texts the current model ranks highest for each query that
+    are not its positives, using sentence-transformers' `mine_hard_negatives`.
+
+    Candidates within `relative_margin` of the positive's score are skipped as likely unlabelled
+    positives (the NV-Retriever TopK-PercPos setting). A query the model gets badly wrong may then
+    lack candidates; it is never dropped: it keeps a random other text as its negative, counted in
+    the returned `fallback`. Returns {"mined": n, "fallback": n}."""
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    qids = list(data.queries)
+    if not qids:
+        raise DataError("no pairs to mine negatives for")
+    texts = list(dict.fromkeys(data.corpus.values()))
+    if len(texts) < num_negatives + 2:
+        raise DataError(
+            f"{len(texts)} distinct texts are too few to mine {num_negatives} negative(s)"
+        )
+    ids_of: dict[str, list[str]] = {}
+    for doc_id, text in data.corpus.items():
+        ids_of.setdefault(text, []).append(doc_id)
+    pairs = data.pairs()
+    table = Dataset.from_dict({"anchor": [p[1] for p in pairs], "positive": [p[2] for p in pairs]})
+    mined = mine_hard_negatives(
+        table,
+        model,
+        corpus=texts,
+        range_max=min(range_max, len(texts) - 1),
+        relative_margin=relative_margin,
+        num_negatives=num_negatives,
+        sampling_strategy="top",
+        output_format="n-tuple",
+        batch_size=batch_size,
+        verbose=False,
+    )
+    found: dict[tuple[str, str], list[str]] = {}
+    for row in mined:
+        negs = [row[f"negative_{i}"] for i in range(1, num_negatives + 1)]
+        found[(row["anchor"], row["positive"])] = negs
+    rng = random.Random(seed)
+    counts = {"mined": 0, "fallback": 0}
+    for qid, query, positive in pairs:
+        negs = found.get((query, positive))
+        if negs is not None:
+            data.negatives[qid] = [ids_of[t][0] for t in negs]
+            counts["mined"] += 1
+            continue
+        relevant = set(data.relevant_docs[qid])
+        others = [d for d in data.corpus if d not in relevant]
+        data.negatives[qid] = rng.sample(others, num_negatives)
+        counts["fallback"] += 1
+    return counts
+
+
+# -- the dataset card --------------------------------------------------------------------------
+
+
+class DatasetCard(BaseModel):
+    """Where a training set came from: counts per source, what was skipped and why, the settings
+    and input hashes, and the normalised keys of its questions (kept out of eval sets)."""
+
+    name: str
+    created_at: datetime
+    pairs: int
+    by_source: dict[str, int]
+    skipped: dict[str, int] = Field(default_factory=dict)
+    negatives: dict[str, int] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="collection, chat log range, files and their hashes"
+    )
+    settings: dict[str, Any] = Field(default_factory=dict)
+    data_sha256: str
+    train_question_keys: list[str] = Field(default_factory=list)
+
+    def card_hash(self) -> str:
+        """sha256 of the card itself (what a model version's provenance points at)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+def write_dataset(
+    data: PairSet,
+    directory: Path,
+    name: str,
+    skipped: dict[str, int] | None = None,
+    negatives: dict[str, int] | None = None,
+    inputs: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> DatasetCard:
+    """Save `data` as `pairs.json` and its card as `card.json` under `directory`."""
+    if not data.queries:
+        raise DataError(
+            "no training pairs: rate some answers up in the chat, add --headings or --cloze, "
+            "or give --dataset / --file"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    save_llamaindex(data, directory / "pairs.json")
+    digest = hashlib.sha256((directory / "pairs.json").read_bytes()).hexdigest()
+    card = DatasetCard(
+        name=name,
+        created_at=datetime.now(UTC),
+        pairs=len(data),
+        by_source=dict(Counter(data.sources.values())),
+        skipped=dict(skipped or {}),
+        negatives=dict(negatives or {}),
+        inputs=inputs or {},
+        settings=settings or {},
+        data_sha256=digest,
+        train_question_keys=sorted({question_key(q) for q in data.queries.values()}),
+    )
+    tmp = directory / "card.json.tmp"
+    tmp.write_text(card.model_dump_json(indent=2), encoding="utf-8")
+    tmp.replace(directory / "card.json")
+    return card
+
+
+def read_dataset(directory: Path) -> tuple[PairSet, DatasetCard]:
+    """A dataset written by `write_dataset`; DataError when it is missing or was altered."""
+    try:
+        card = DatasetCard.model_validate_json((directory / "card.json").read_text())
+    except OSError as exc:
+        raise DataError(f"no dataset at {directory} ({exc}); build one first") from exc
+    except ValidationError as exc:
+        raise DataError(f"{directory}/card.json is malformed: {exc.errors()[0]['msg']}") from exc
+    digest = hashlib.sha256((directory / "pairs.json").read_bytes()).hexdigest()
+    if digest != card.data_sha256:
+        raise DataError(f"{directory}/pairs.json does not match its card (edited?); rebuild it")
+    data = PairSet.model_validate_json((directory / "pairs.json").read_text())
+    return data, card

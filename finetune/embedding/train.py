@@ -1,0 +1,182 @@
+"""Fine-tuning the embedding model with sentence-transformers' own trainer and losses: MNRL with
+mined hard negatives, its symmetric variant, and CachedMNRL for large batches on CPU; seeded, with
+a progress bar and a loss curve saved beside the model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from core.errors import RagError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from finetune.embedding.data import PairSet
+
+log = logging.getLogger(__name__)
+
+Loss = Literal["mnrl", "symmetric", "cached", "cached-symmetric"]
+LOSSES: tuple[str, ...] = ("mnrl", "symmetric", "cached", "cached-symmetric")
+
+
+@dataclass
+class TrainConfig:
+    """How a model is trained; recorded in the candidate's provenance."""
+
+    loss: Loss = "symmetric"
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.1
+    max_seq_length: int | None = None  # None: the base model's own window
+    mini_batch_size: int = 16  # CachedMNRL: texts per forward pass
+    scale: float = 20.0
+    seed: int = 0
+
+    def check(self) -> None:
+        """Refuse settings that cannot train (unknown loss, empty batches)."""
+        if self.loss not in LOSSES:
+            raise RagError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise RagError("train with at least one epoch and batches of two pairs or more")
+
+
+@dataclass
+class TrainResult:
+    """Where the trained model went and how training went."""
+
+    model_dir: Path
+    seconds: float
+    steps: int
+    losses: list[tuple[float, float]] = field(default_factory=list)  # (epoch, loss)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so two runs on one machine train the same model."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_model(path: Path | str, max_seq_length: int | None = None) -> SentenceTransformer:
+    """A sentence-transformers model from a local directory (never the hub), on the CPU."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def training_table(data: PairSet) -> Any:
+    """(anchor, positive, negative_1..n) rows as a `datasets.Dataset`; negatives only when every
+    query has the same number of them (mine_negatives makes sure)."""
+    from datasets import Dataset
+
+    pairs = data.pairs()
+    columns: dict[str, list[str]] = {
+        "anchor": [q for _, q, _ in pairs],
+        "positive": [p for _, _, p in pairs],
+    }
+    counts = {len(data.negatives.get(qid, ())) for qid, _, _ in pairs}
+    if len(counts) == 1 and (n := counts.pop()) > 0:
+        for i in range(n):
+            columns[f"negative_{i + 1}"] = [data.corpus[data.negatives[q][i]] for q, _, _ in pairs]
+    return Dataset.from_dict(columns)
+
+
+def build_loss(model: SentenceTransformer, cfg: TrainConfig) -> Any:
+    """The sentence-transformers loss `cfg.loss` names."""
+    from sentence_transformers import losses
+
+    symmetric = cfg.loss in ("symmetric", "cached-symmetric")
+    directions = ("query_to_doc", "doc_to_query") if symmetric else ("query_to_doc",)
+    partition = "per_direction" if symmetric else "joint"
+    if cfg.loss.startswith("cached"):
+        return losses.CachedMultipleNegativesRankingLoss(
+            model,
+            scale=cfg.scale,
+            mini_batch_size=cfg.mini_batch_size,
+            directions=directions,
+            partition_mode=partition,
+        )
+    return losses.MultipleNegativesRankingLoss(
+        model, scale=cfg.scale, directions=directions, partition_mode=partition
+    )
+
+
+def train_model(
+    base: Path | str,
+    data: PairSet,
+    out_dir: Path,
+    cfg: TrainConfig,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a copy of the model at `base` on `data` and save it to `out_dir` together with
+    `loss_curve.json` and `train_config.json`. The base model is never modified."""
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    cfg.check()
+    if len(data) < 2:
+        raise RagError(f"{len(data)} training pair(s) are too few; MNRL needs a batch of two")
+    seed_everything(cfg.seed)
+    model = load_model(base, cfg.max_seq_length)
+    table = training_table(data)
+    loss = build_loss(model, cfg)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="embed-train-") as scratch:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=cfg.epochs,
+            per_device_train_batch_size=min(cfg.batch_size, len(table)),
+            learning_rate=cfg.learning_rate,
+            warmup_steps=cfg.warmup_ratio,  # a float below 1: a share of the steps
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            # Two questions about one passage in a batch would be each other's false negative.
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=not progress,
+            use_cpu=True,
+            dataloader_drop_last=False,
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=table, loss=loss)
+        trainer.train()
+        history = trainer.state.log_history
+        steps = int(trainer.state.global_step)
+    seconds = time.perf_counter() - started
+    curve = [(float(h["epoch"]), float(h["loss"])) for h in history if "loss" in h]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(str(out_dir))
+    (out_dir / "loss_curve.json").write_text(json.dumps({"epoch_loss": curve}))
+    config = {**asdict(cfg), "base": str(base), "pairs": len(table)}
+    (out_dir / "train_config.json").write_text(json.dumps(config, indent=2))
+    write_loss_plot(curve, out_dir / "loss_curve.html")
+    log.info("trained %d steps in %.1f s -> %s", steps, seconds, out_dir)
+    return TrainResult(out_dir, seconds, steps, curve, config)
+
+
+def write_loss_plot(curve: list[tuple[float, float]], path: Path) -> None:
+    """The loss curve as a self-contained plotly page (what the admin looks at)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=[e for e, _ in curve], y=[v for _, v in curve], mode="lines"))
+    fig.update_layout(title="training loss", xaxis_title="epoch", yaxis_title="loss")
+    fig.write_html(str(path), include_plotlyjs=True, full_html=True)

@@ -1,0 +1,410 @@
+"""Embedding fine-tuning: training pairs from every source (malformed input refused with a reason),
+hard negatives that never drop a query, a small real training run of the packaged model whose
+held-out paraphrases retrieve better, the query adapter likewise, and a registered candidate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.embeddings import packaged_model_dir
+from finetune.embedding.data import (
+    DataError,
+    PairSet,
+    cited_chunks,
+    from_headings,
+    from_inverse_cloze,
+    load_llamaindex,
+    mine_negatives,
+    read_dataset,
+    save_llamaindex,
+    write_dataset,
+)
+from finetune.embedding.evaluate import evaluate_model, holdout_split, retrieval_metrics
+from finetune.embedding.train import TrainConfig, load_model, train_model
+from tests.embedding_pairs import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, codename_pairs
+
+WINDOW = 64  # word pieces: the test texts are short, and short sequences train fast
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    return load_model(packaged_model_dir(), WINDOW)
+
+
+# -- pure pieces -------------------------------------------------------------------------------
+
+
+def test_retrieval_metrics_rank_the_first_relevant_hit():
+    ranked = [["a", "b", "c"], ["x", "y", "gold"], ["n1", "n2"]]
+    relevant = [{"a"}, {"gold"}, {"missing"}]
+    m = retrieval_metrics(ranked, relevant)
+    assert m["hit_at_1"] == pytest.approx(1 / 3)
+    assert m["hit_at_5"] == pytest.approx(2 / 3)
+    assert m["mrr_at_10"] == pytest.approx((1 + 1 / 3) / 3)
+    assert m["ndcg_at_10"] == pytest.approx((1 + 1 / np.log2(4)) / 3)
+
+
+def test_holdout_keeps_questions_about_one_passage_on_one_side():
+    data = codename_pairs(TRAIN_TEMPLATES)
+    train, held = holdout_split(data, share=0.25, seed=1)
+    assert set(train).isdisjoint(held) and len(train) + len(held) == len(data)
+    held_docs = {data.relevant_docs[q][0] for q in held}
+    assert held_docs.isdisjoint(data.relevant_docs[q][0] for q in train)
+    assert holdout_split(data, 0.25, seed=1) == (train, held)  # seeded
+
+
+def test_cited_chunks_are_quotes_else_bracket_markers():
+    from core.records import SourceRef
+
+    refs = [
+        SourceRef(chunk_id=f"c{i}", source="s", score=0.5, text="t", quotes=q)
+        for i, q in enumerate([[], ["a quote"], []])
+    ]
+    assert cited_chunks("extractive", refs) == ["c1"]
+    for r in refs:
+        r.quotes = []
+    assert cited_chunks("As said [3] and [1][3], not [9].", refs) == ["c2", "c0"]
+    assert cited_chunks("No citation at all.", refs) == []
+
+
+# -- files: malformed input is refused with a reason, nothing half-written -----------------------
+
+
+def test_llamaindex_file_round_trips_and_bad_files_say_what_is_wrong(tmp_path):
+    data = codename_pairs(TRAIN_TEMPLATES)
+    save_llamaindex(data, tmp_path / "ok.json")
+    back = load_llamaindex(tmp_path / "ok.json")
+    assert back.queries == data.queries and back.relevant_docs == data.relevant_docs
+
+    KEYS = ("queries", "corpus", "relevant_docs")
+    cases = {
+        "not.json": ("{not json", "is not JSON"),
+        "keys.json": (json.dumps({"queries": {}}), "needs the keys"),
+        "dangling.json": (
+            json.dumps({"queries": {"q": "x?"}, "corpus": {}, "relevant_docs": {"q": ["d"]}}),
+            "not in corpus",
+        ),
+        "empty.json": (json.dumps({key: {} for key in KEYS}), "no queries"),
+        "types.json": (json.dumps({**{key: {} for key in KEYS}, "queries": [1]}), "malformed"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=message):
+            load_llamaindex(tmp_path / name)
+    with pytest.raises(DataError, match="cannot read"):
+        load_llamaindex(tmp_path / "absent.json")
+
+
+def test_dataset_card_records_sources_and_detects_an_edited_file(tmp_path):
+    data = codename_pairs(TRAIN_TEMPLATES)
+    card = write_dataset(data, tmp_path / "set", "set", skipped={"cited nothing": 2})
+    again, card2 = read_dataset(tmp_path / "set")
+    assert card2 == card and len(again) == len(data) == card.pairs
+    assert card.by_source == {"file": len(data)} and card.skipped == {"cited nothing": 2}
+    assert len(card.train_question_keys) == len(data)
+    with pytest.raises(DataError, match="no training pairs"):
+        write_dataset(PairSet(), tmp_path / "none", "none")
+    assert not (tmp_path / "none" / "card.json").exists()
+    (tmp_path / "set" / "pairs.json").write_text((tmp_path / "set" / "pairs.json").read_text()[:-1])
+    with pytest.raises(DataError, match="does not match its card"):
+        read_dataset(tmp_path / "set")
+
+
+def test_datasets_source_maps_question_and_passage_columns(tmp_path):
+    from finetune.embedding.data import from_dataset
+
+    path = tmp_path / "sciq.csv"
+    path.write_text(
+        "question,support\nWhat gas do plants absorb?,Plants absorb carbon dioxide.\n"
+        ",A row without a question is skipped.\n"
+    )
+    data = from_dataset(str(path))
+    assert list(data.queries.values()) == ["What gas do plants absorb?"]
+    assert data.sources == {"dataset:0": "dataset"}
+    with pytest.raises(DataError, match="no column 'answer'"):
+        from_dataset(str(path), text_field="answer")
+    with pytest.raises(DataError, match="no such file"):
+        from_dataset(str(tmp_path / "absent.csv"))
+
+
+# -- pairs from the index and the chat log -------------------------------------------------------
+
+DOCS = {
+    "pumps.md": "# Reservoir pumps\n\n## Night pumping schedule\n\nThe pumps lift water into "
+    "the hill district at night. Power is cheaper after midnight. The tanks are full by six "
+    "in the morning.\n\n## Pump maintenance log\n\nSeals are replaced every spring. The "
+    "engineers record vibration levels each week. A spare motor is kept on site.\n",
+    "ferry.md": "# Ferry timetable\n\n## Winter crossing times\n\nThe ferry runs hourly in "
+    "winter. When the river freezes, the crossing stops entirely. Buses replace the ferry "
+    "during that time.\n",
+}
+
+
+@pytest.fixture
+def indexed(embedded_settings, embed_model, embed_id, tmp_path):
+    from core.vectorstore import chroma_client, open_collection
+    from ingest import ingest_paths
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    for name, text in DOCS.items():
+        (root / name).write_text(text)
+    settings = embedded_settings
+    collection = open_collection(chroma_client(settings), settings.chroma.collection, embed_id)
+    ingest_paths(settings, collection, embed_model, paths=[root], progress=False)
+    return settings, collection
+
+
+def test_headings_and_inverse_cloze_pairs_from_the_index(indexed):
+    _, collection = indexed
+    headings = from_headings(collection)
+    queries = set(headings.queries.values())
+    # Short sections of one page are packed into one chunk under the heading they share.
+    assert queries == {"Reservoir pumps", "Ferry timetable", "Winter crossing times"}
+    for qid, query in headings.queries.items():
+        assert headings.sources[qid] == "headings"
+        assert query in headings.corpus[headings.relevant_docs[qid][0]]  # its own section
+
+    cloze = from_inverse_cloze(collection, seed=3)
+    assert len(cloze) >= 2
+    for qid, sentence in cloze.queries.items():
+        positive = cloze.corpus[cloze.relevant_docs[qid][0]]
+        assert sentence not in positive and len(sentence.split()) >= 6
+
+
+def test_chatlog_pairs_are_rated_up_turns_with_the_chunks_they_cited(indexed, sql_url):
+    from core.chatlog import ChatLog
+    from core.records import SourceRef
+    from finetune.embedding.data import from_chatlog
+
+    _, collection = indexed
+    got = collection.get(include=["documents"])
+    cid, doc = got["ids"][0], got["documents"][0]
+    log = ChatLog(sql_url)
+
+    def turn(question: str, quotes: list[str], chunk: str, rating: str | None) -> None:
+        tid = log.start_turn("s", question)
+        ref = SourceRef(chunk_id=chunk, source="x", score=0.9, text=doc, quotes=quotes)
+        log.finish_turn(
+            tid, answer="answer", condensed_question=None, contexts=[ref], model_id="m",
+            provider="extractive", prompt_version="1", latency_ms=1.0,
+        )  # fmt: skip
+        if rating:
+            log.set_feedback(tid, rating)
+
+    turn("When do the pumps run?", ["q"], cid, "up")
+    turn("Rated down", ["q"], cid, "down")
+    turn("Not rated", ["q"], cid, None)
+    turn("Cited nothing", [], cid, "up")
+    turn("Chunk since deleted", ["q"], "gone-0001", "up")
+    data, skipped = from_chatlog(log, collection)
+    assert list(data.queries.values()) == ["When do the pumps run?"]
+    assert data.relevant_docs[next(iter(data.queries))] == [cid]
+    assert skipped == {"cited nothing": 1, "cited chunks no longer indexed": 1}
+    log.dispose()
+
+
+# -- hard negatives, training, the adapter --------------------------------------------------------
+
+
+def test_mined_negatives_never_drop_a_query(base_model):
+    data = codename_pairs(TRAIN_TEMPLATES)
+    counts = mine_negatives(data, base_model, num_negatives=2)
+    assert counts["mined"] + counts["fallback"] == len(data)
+    for qid in data.queries:
+        negs = data.negatives[qid]
+        assert len(negs) == 2 and not set(negs) & set(data.relevant_docs[qid])
+
+
+@pytest.mark.slow
+def test_training_improves_held_out_paraphrases_and_the_model_saves_and_loads(base_model, tmp_path):
+    train = codename_pairs(TRAIN_TEMPLATES)  # 48 pairs
+    held = codename_pairs(HELD_OUT_TEMPLATES)  # questions never trained on
+    assert set(train.queries.values()).isdisjoint(held.queries.values())
+    mine_negatives(train, base_model, num_negatives=1)
+    before = evaluate_model(held, base_model)
+    cfg = TrainConfig(
+        loss="symmetric", epochs=1, batch_size=8, learning_rate=2e-4, max_seq_length=WINDOW,
+        warmup_ratio=0.0, seed=0,
+    )  # fmt: skip
+    result = train_model(packaged_model_dir(), train, tmp_path / "model", cfg, progress=False)
+    loaded = load_model(result.model_dir, WINDOW)  # from disk, as the app would
+    after = evaluate_model(held, loaded)
+    assert after["mrr_at_10"] > before["mrr_at_10"] + 0.2, (before, after)
+    assert after["hit_at_5"] > before["hit_at_5"]
+    curve = json.loads((result.model_dir / "loss_curve.json").read_text())["epoch_loss"]
+    assert len(curve) == result.steps == 6 and (result.model_dir / "loss_curve.html").is_file()
+    assert json.loads((result.model_dir / "train_config.json").read_text())["pairs"] == 48
+    # The base model is untouched: it still scores as before.
+    assert evaluate_model(held, load_model(packaged_model_dir(), WINDOW)) == before
+
+
+def test_cached_loss_trains_with_mini_batches(tmp_path):
+    train = codename_pairs(TRAIN_TEMPLATES[:1])
+    cfg = TrainConfig(
+        loss="cached-symmetric", epochs=1, batch_size=24, mini_batch_size=8, max_seq_length=32
+    )
+    result = train_model(packaged_model_dir(), train, tmp_path / "m", cfg, progress=False)
+    assert result.steps == 1 and (tmp_path / "m" / "model.safetensors").is_file()
+    with pytest.raises(Exception, match="unknown loss"):
+        train_model(packaged_model_dir(), train, tmp_path / "x", TrainConfig(loss="nope"))
+
+
+def test_query_adapter_improves_held_out_paraphrases_and_serves_through_the_app_model(
+    base_model, embed_model, tmp_path
+):
+    from core.query_adapter import AdaptedEmbedding, load_adapter
+    from finetune.embedding.adapter import AdapterConfig, save_adapter, train_adapter
+
+    train, held = codename_pairs(TRAIN_TEMPLATES), codename_pairs(HELD_OUT_TEMPLATES)
+    mine_negatives(train, base_model)
+    adapter, curve = train_adapter(base_model, train, AdapterConfig(epochs=20), progress=False)
+    assert curve[-1][1] < curve[0][1]
+    before = evaluate_model(held, base_model)
+    after = evaluate_model(held, base_model, adapter=adapter)
+    assert after["mrr_at_10"] > before["mrr_at_10"] + 0.2, (before, after)
+
+    save_adapter(adapter, curve, tmp_path / "adapter", "local:test")
+    loaded = load_adapter(tmp_path / "adapter")
+    vecs = base_model.encode(["What is project Zentrix about?"])
+    assert np.allclose(loaded.apply(vecs), adapter.apply(vecs), atol=1e-6)
+
+    served = AdaptedEmbedding(embed_model, loaded)
+    q = "Which topic does the Zentrix initiative deal with?"
+    assert np.allclose(served.get_text_embedding(q), embed_model.get_text_embedding(q))
+    want = loaded.apply([embed_model.get_query_embedding(q)])[0]
+    assert np.allclose(served.get_query_embedding(q), want, atol=1e-5)
+
+    (tmp_path / "adapter" / "adapter.safetensors").write_bytes(b"garbage")
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot read the query adapter"):
+        load_adapter(tmp_path / "adapter")
+
+
+# -- the command line: build, train, a registered candidate --------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch, capsys):
+    from core.questions import question_key
+    from core.registry import Registry
+    from finetune.embedding.cli import main
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("RAG_DATA_DIR", str(data_dir))
+    save_llamaindex(codename_pairs(TRAIN_TEMPLATES), tmp_path / "pairs.json")
+    pairs = str(tmp_path / "pairs.json")
+    assert main(["--no-progress", "build", "--file", pairs, "--name", "cn"]) == 0
+    _, card = read_dataset(data_dir / "finetune" / "embedding" / "datasets" / "cn")
+    assert card.negatives["mined"] + card.negatives["fallback"] == 48
+    assert card.inputs["files"][0]["sha256"]
+
+    args = ["--no-progress", "train", "cn", "--epochs", "1", "--batch-size", "8"]
+    assert main([*args, "--max-seq-length", "64", "--holdout", "0.25"]) == 0
+    reg = Registry(f"sqlite:///{(data_dir / 'rag.db').resolve()}")
+    (cand,) = reg.versions("embedding", status="candidate")
+    assert cand.spec["chroma"]["collection"].startswith("docs-ft-")
+    model_dir = Path(cand.spec["embedding"]["model"])
+    assert (model_dir / "model.safetensors").is_file() and (model_dir / "heldout.jsonl").is_file()
+    assert cand.provenance["dataset_card_sha256"] == card.card_hash()
+    held = [json.loads(line)["user_input"] for line in (model_dir / "heldout.jsonl").open()]
+    trained = set(cand.provenance["train_question_keys"])
+    assert len(trained) == 36 and len(held) == 12
+    assert not trained & {question_key(q) for q in held}  # held-out questions may judge it
+
+    # Held-out figures of champion vs candidate, from the candidate's own hold-out.
+    assert main(["evaluate", str(cand.id)]) == 0
+    assert "12 held-out questions: mrr_at_10" in capsys.readouterr().out
+
+    # The adapter variant: registered over the active model, on the active collection.
+    assert main(["--no-progress", "adapter", "cn", "--epochs", "5", "--holdout", "0.25"]) == 0
+    adapter = reg.versions("embedding", status="candidate")[-1]
+    assert "chroma" not in adapter.spec and adapter.spec["embedding"]["query_adapter"]
+    assert adapter.provenance["dataset_card_sha256"] == card.card_hash()
+
+    assert main(["build", "--file", str(tmp_path / "absent.json")]) == 2  # a clear error, exit 2
+    assert main(["train", "no-such-dataset"]) == 2
+    assert "no dataset at" in capsys.readouterr().err
+
+
+# -- LLM sources, through the real openai SDK against HTTP-level fakes ---------------------------
+
+
+def _openai():
+    import openai
+
+    return openai.OpenAI(api_key="sk-test", max_retries=0)
+
+
+def test_llm_questions_per_chunk_a_malformed_reply_loses_only_its_chunk(indexed):
+    import httpx
+    import respx
+
+    from finetune.embedding.data import generate_pairs
+    from tests import fakes
+
+    _, collection = indexed
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][0]["content"]
+        if "ferry" in prompt:
+            return fakes.completion("Here are two questions: ...")  # not JSON
+        return fakes.completion(json.dumps({"questions": ["When do pumps run?", "Why night?"]}))
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(fakes.OPENAI_CHAT_URL).mock(side_effect=reply)
+        data, skipped = generate_pairs(collection, _openai(), "gpt-4o-mini", min_words=10)
+    assert set(data.queries.values()) == {"When do pumps run?", "Why night?"}
+    assert set(data.sources.values()) == {"generated"}
+    assert len(skipped) == 1 and "malformed reply" in skipped[0]
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(fakes.OPENAI_CHAT_URL).mock(return_value=fakes.error(500, "upstream down"))
+        with pytest.raises(DataError, match="the LLM failed"):
+            generate_pairs(collection, _openai(), "gpt-4o-mini", min_words=10)
+
+
+def test_teacher_grades_unrated_turns_and_errors_stop_with_a_reason(indexed, tmp_path):
+    import httpx
+    import respx
+
+    from core.chatlog import ChatLog
+    from core.records import SourceRef
+    from finetune.embedding.data import from_chatlog, openai_teacher
+    from tests import fakes
+
+    _, collection = indexed
+    got = collection.get(include=["documents"])
+    log = ChatLog(f"sqlite:///{tmp_path / 'rag.db'}")
+    for question in ("good question", "poor question", "garbled question"):
+        tid = log.start_turn("s", question)
+        ref = SourceRef(chunk_id=got["ids"][0], source="x", score=0.9, text="t", quotes=["q"])
+        log.finish_turn(
+            tid, answer="a", condensed_question=None, contexts=[ref], model_id="m",
+            provider="extractive", prompt_version="1", latency_ms=1.0,
+        )  # fmt: skip
+
+    def grade(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][0]["content"]
+        if "garbled" in prompt:
+            return fakes.completion("five stars!")
+        return fakes.completion(json.dumps({"score": 5 if "good" in prompt else 2}))
+
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(fakes.OPENAI_CHAT_URL).mock(side_effect=grade)
+        data, skipped = from_chatlog(log, collection, teacher=openai_teacher(_openai(), "m"))
+    assert list(data.queries.values()) == ["good question"]
+    assert data.sources == {"teacher:1": "teacher"}
+    assert skipped == {"teacher graded low": 1, "teacher reply malformed": 1}
+
+    for status in (401, 429):
+        with respx.mock(assert_all_mocked=True) as mock:
+            mock.post(fakes.OPENAI_CHAT_URL).mock(return_value=fakes.error(status, "no"))
+            with pytest.raises(DataError, match="the teacher LLM failed"):
+                from_chatlog(log, collection, teacher=openai_teacher(_openai(), "m"))
+    log.dispose()
