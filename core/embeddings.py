@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,12 @@ DEFAULT_OPENAI_EMBEDDING = "text-embedding-3-small"
 # of torch on bench/speed.py (int8 ONNX Runtime on a 2-core CPU; see the README's figures).
 # Collections built with another backend keep theirs (resolve_backend).
 DEFAULT_BACKEND = "onnx-int8"
+
+
+def default_cache_dir() -> Path:
+    """Where ONNX exports go when neither the caller nor the settings name a folder."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rag-chat" / "models"
 
 
 def packaged_model_dir() -> Path:
@@ -112,9 +119,9 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
     if backend != "torch":
         from core.onnx_embedding import OnnxEmbedding
 
-        cache_dir = cache_dir or cfg.cache_dir
-        if cache_dir is None:
-            raise ConfigError(f"the {backend} backend needs a cache folder for its export")
+        # The app and the CLIs keep exports under the data directory; a bare library call uses
+        # the user's cache folder.
+        cache_dir = cache_dir or cfg.cache_dir or default_cache_dir()
         return OnnxEmbedding(
             path,
             cache_dir,
