@@ -112,6 +112,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"model: {service.pipeline.badge}", flush=True)
     except Exception as exc:  # the page stays up; each question says what is wrong
         print(f"error: could not load the models: {exc}", file=sys.stderr, flush=True)
+    if admin:
+        # Fine-tuning jobs left unfinished by the last run are watched (or trained) again.
+        from finetune.jobs import FineTuneContext, resume_in_background
+
+        resume_in_background(FineTuneContext(settings, jobs, service.registry))
     demo.block_thread()
     return 0
 

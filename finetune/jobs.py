@@ -5,8 +5,10 @@ resumes every unfinished job; cancel works from any process through the database
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from core.registry import Registry
     from core.settings import Settings
     from finetune.validate import CostEstimate
+
+log = logging.getLogger(__name__)
 
 
 def holder_id() -> str:
@@ -293,6 +297,25 @@ def resume(
     """Pick up every unfinished job (after a restart): poll `openai` ones, re-train `local` ones
     whose trainer is gone."""
     return [monitor(ctx, job.id, sleep, max_polls) for job in ctx.store.unfinished()]
+
+
+def resume_in_background(
+    ctx: FineTuneContext, sleep: Callable[[float], None] = time.sleep
+) -> threading.Thread | None:
+    """`resume` on a daemon thread, for a process that serves something else (the app after a
+    restart); None when no job is unfinished. A failure is logged, never raised."""
+    if not ctx.store.unfinished():
+        return None
+
+    def run() -> None:
+        try:
+            resume(ctx, sleep)
+        except Exception:  # the app keeps serving; the jobs table shows each job's state
+            log.exception("could not resume the unfinished fine-tuning jobs")
+
+    thread = threading.Thread(target=run, name="finetune-resume", daemon=True)
+    thread.start()
+    return thread
 
 
 def cancel(ctx: FineTuneContext, job_id: int) -> FineTuneJob:

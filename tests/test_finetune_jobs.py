@@ -265,6 +265,29 @@ def test_a_restarted_process_resumes_monitoring(ctx):
     assert len(ctx.registry.versions(status="candidate")) == 1
 
 
+def test_the_app_resumes_unfinished_jobs_in_the_background(ctx):
+    from finetune.jobs import resume_in_background
+
+    assert resume_in_background(ctx, sleep=no_sleep) is None  # nothing unfinished: no thread
+    fake = FakeFineTuning()
+    with respx.mock(assert_all_called=False) as router:
+        fake.mount(router)
+        job = launch(ctx, ctx.dataset_id, backend="openai", today=TODAY)
+        ctx.store.claim(job.id, "an app that was restarted", 0.0)
+        store = JobStore(ctx.settings.database.url)
+        again = FineTuneContext(
+            ctx.settings,
+            store,
+            Registry(store.engine),
+            openai_client=openai.OpenAI(api_key="sk-test", max_retries=0),
+        )
+        thread = resume_in_background(again, sleep=no_sleep)
+        assert thread is not None and thread.daemon
+        thread.join(30)
+        store.dispose()
+    assert ctx.store.job(job.id).status == "succeeded"
+
+
 def test_azure_openai_runs_the_same_job_life(ctx):
     ctx.openai_client = openai.AzureOpenAI(
         azure_endpoint="https://acme.openai.azure.com",
