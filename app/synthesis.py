@@ -274,7 +274,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         self,
         sentence_vectors: SentenceVectors,
         query_embedding: Sequence[float],
-        max_sentences: int = 3,
+        max_sentences: int = 4,
         min_score: float = 0.15,
         max_gap: float = 0.3,
         neighbour_weight: float = 0.3,
@@ -287,7 +287,9 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         self.query_embedding = np.asarray(query_embedding, np.float32)
         self.max_sentences = max_sentences
         self.min_score = min_score
-        self.max_gap = max_gap  # a sentence far below the best one is noise, not support
+        # Up to `max_sentences`, but only those close to the best one: a sentence far below it is
+        # noise, not support (this, not the count, keeps most answers short).
+        self.max_gap = max_gap
         self.neighbour_weight = neighbour_weight
         self.overlap_weight = overlap_weight
         self.lead_bonus = lead_bonus
