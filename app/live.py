@@ -5,6 +5,7 @@ Also builds the pipeline of any given versions, for eval to answer with champion
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -72,7 +73,14 @@ class EmbeddingCache:
         key = model_key(cfg)
         with self._lock:
             if key not in self._sentences:
-                store = SentenceStore(store_path(settings.data_dir, key), key)
+                # Passage sentences embed the same with or without a query adapter: one store
+                # per model and backend.
+                store_id = embedding_id(cfg)
+                try:
+                    store = SentenceStore(store_path(settings.data_dir, store_id), store_id)
+                except (sqlite3.Error, OSError) as exc:  # answers work without it, only slower
+                    log.warning("sentence vectors are not kept on disk: %s", exc)
+                    store = None
                 self._sentences[key] = SentenceVectors(model, store=store, gate=self.gate)
             return self._sentences[key]
 

@@ -88,6 +88,7 @@ _MARKUP = re.compile(r"^\s*(?:>|[-*+]|\d+[.)])\s+", re.MULTILINE)
 _FENCE = re.compile(r"^\s*```[^\n]*\n(.*?)^\s*```\s*$", re.MULTILINE | re.DOTALL)
 _CODE_SPAN = re.compile(r"`[^`\n]+`")
 _TERMINAL = (".", "!", "?", ":", ";", ",", ")", "]", '"', "'", "”", "’")
+_CLOSED = (".", "!", "?")  # what ends a sentence, so that a heading may follow
 # Function words: what a question and a sentence share beyond these is what they are about.
 _STOPWORDS = frozenset(
     """a an the of to in on at by for from with into onto as and or but nor not no so if then
@@ -107,15 +108,19 @@ class Unit:
     code: bool = False
 
 
-def _is_heading(line: str, previous: str | None) -> bool:
-    """A short line without closing punctuation that starts a block: a heading (as packed chunks
-    and PDF pages carry them inline), not part of a sentence."""
+def _is_heading(line: str, previous: str | None, following: str | None) -> bool:
+    """A short line without closing punctuation between a finished sentence (or a blank) and a
+    line that starts a new sentence: a heading (as packed chunks and PDF pages carry them inline),
+    not part of a sentence. A line after a colon is a list item; one followed by a lowercase
+    line is a sentence wrapped in the source."""
     words = line.split()
+    after = (following or "").lstrip()
     return (
         0 < len(words) <= 8
         and not line.rstrip().endswith(_TERMINAL)
         and line.lstrip()[:1].isupper()
-        and (previous is None or not previous.strip() or previous.rstrip().endswith(_TERMINAL))
+        and (previous is None or not previous.strip() or previous.rstrip().endswith(_CLOSED))
+        and not after[:1].islower()
     )
 
 
@@ -139,7 +144,13 @@ def split_units(text: str) -> list[Unit]:
         piece = _HEADING.sub("\n\n", piece)  # Markdown headings are labels, never answers
         lines = piece.split("\n")
         kept = [
-            "" if _is_heading(line, lines[i - 1] if i else None) else line
+            ""
+            if _is_heading(
+                line,
+                lines[i - 1] if i else None,
+                lines[i + 1] if i + 1 < len(lines) else None,
+            )
+            else line
             for i, line in enumerate(lines)
         ]
         piece = _MARKUP.sub("", "\n".join(kept))
@@ -324,8 +335,12 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             # Only restates the question (an example question in the docs, or the question's own
             # words and nothing more), or asks one: never an answer. A sentence that goes on
             # after the question's words completes it (a fill-in question's answer).
-            said = _normalise(unit.text)
-            if asked and asked in said and len(said.split(asked, 1)[1].split()) < 2:
+            said = f" {_normalise(unit.text)} "
+            if (
+                len(asked.split()) >= 3
+                and f" {asked} " in said
+                and len(said.split(f" {asked} ", 1)[1].split()) < 2
+            ):
                 continue  # the question quoted, with nothing after it that completes it
             if not (words - asked_words):
                 continue

@@ -40,10 +40,15 @@ class SentenceStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = self._open()
+        except sqlite3.OperationalError:
+            raise  # locked or unopenable: the file may be fine; the caller goes on without it
         except sqlite3.DatabaseError as exc:
-            aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
-            log.warning("sentence vectors at %s unreadable (%s); moved to %s", path, exc, aside)
-            path.rename(aside)
+            stamp = int(time.time())
+            log.warning("sentence vectors at %s unreadable (%s); set aside", path, exc)
+            for suffix in ("", "-wal", "-shm"):
+                part = path.with_name(path.name + suffix)
+                if part.exists():
+                    part.rename(part.with_name(f"{part.name}.damaged-{stamp}"))
             self._conn = self._open()
 
     def _open(self) -> sqlite3.Connection:
@@ -64,14 +69,17 @@ class SentenceStore:
         found: dict[str, np.ndarray] = {}
         items = list(keys)
         with self._lock:
-            for start in range(0, len(items), 500):
-                batch = items[start : start + 500]
-                marks = ",".join("?" * len(batch))
-                rows = self._conn.execute(
-                    f"SELECT key, vec FROM vectors WHERE key IN ({marks})", batch
-                ).fetchall()
-                for key, blob in rows:
-                    found[keys[key]] = np.frombuffer(blob, np.float32).copy()
+            try:
+                for start in range(0, len(items), 500):
+                    batch = items[start : start + 500]
+                    marks = ",".join("?" * len(batch))
+                    rows = self._conn.execute(
+                        f"SELECT key, vec FROM vectors WHERE key IN ({marks})", batch
+                    ).fetchall()
+                    for key, blob in rows:
+                        found[keys[key]] = np.frombuffer(blob, np.float32).copy()
+            except sqlite3.Error as exc:  # a damaged page is a miss: the vectors are recomputed
+                log.warning("could not read sentence vectors from %s: %s", self.path, exc)
         return found
 
     def put(self, vectors: dict[str, np.ndarray]) -> None:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
-    from core.settings import Settings
+    from core.settings import EmbeddingSettings, Settings
 
 EMBED_MODEL_KEY = "embed_model"
 EMBED_DIM_KEY = "embed_dim"
@@ -100,13 +100,22 @@ def built_with(client: ClientAPI, name: str) -> str | None:
     return (collection.metadata or {}).get(EMBED_MODEL_KEY)
 
 
+def index_embedding(settings: Settings, client=None) -> EmbeddingSettings:
+    """The embedding settings that read the configured collection: the configured backend, else
+    the one that built the collection (an index made before the default changed keeps its)."""
+    from core.embeddings import resolve_backend
+
+    client = client or chroma_client(settings)
+    return resolve_backend(settings.embedding, built_with(client, settings.chroma.collection))
+
+
 def open_index(settings: Settings, create: bool = True) -> tuple[Collection, BaseEmbedding]:
     """The configured collection and the embedding model that reads it (its backend following the
     collection's when none is configured)."""
-    from core.embeddings import build_embedding, embedding_id, resolve_backend
+    from core.embeddings import build_embedding, embedding_id
 
     client = chroma_client(settings)
-    cfg = resolve_backend(settings.embedding, built_with(client, settings.chroma.collection))
+    cfg = index_embedding(settings, client)
     embed_model = build_embedding(
         cfg, cache_dir=settings.embedding.cache_dir or settings.data_dir / "models"
     )

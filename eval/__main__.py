@@ -171,15 +171,16 @@ def _llm_client(ctx: EvalContext, flag: str):
 def _generate(ctx: EvalContext, size: int):
     from core.embeddings import embedding_id
     from core.registry import apply_spec
-    from core.vectorstore import chroma_client, open_collection
+    from core.vectorstore import chroma_client, index_embedding, open_collection
     from eval.sets import generate_from_chunks
 
     client, model = _llm_client(ctx, "--generate")
     applied = apply_spec(ctx.settings, ctx.registry.active("embedding"))
+    chroma = chroma_client(applied)
     collection = open_collection(
-        chroma_client(applied),
+        chroma,
         applied.chroma.collection,
-        embedding_id(applied.embedding),
+        embedding_id(index_embedding(applied, chroma)),
         create=False,
     )
     return generate_from_chunks(collection, client, model, size, seed=ctx.settings.eval.seed)

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -123,12 +124,14 @@ class ScheduledEvaluation:
         self._running = threading.Lock()
         self.outcomes: list[ScheduleOutcome] = []
 
-    def fire(self, slot: datetime) -> ScheduleOutcome:
+    def fire(self, slot: datetime, key: str | None = None) -> ScheduleOutcome:
+        """Run the evaluation of cron time `slot` unless it runs or ran elsewhere; `key` names
+        the lock instead of the slot (a run asked for by hand has one of its own)."""
         if not self._running.acquire(blocking=False):
             outcome = ScheduleOutcome(slot, False, "the previous evaluation is still running")
         else:
             try:
-                key = f"scheduled-eval:{slot.astimezone(UTC):%Y-%m-%dT%H:%M:%S}"
+                key = key or f"scheduled-eval:{slot.astimezone(UTC):%Y-%m-%dT%H:%M:%S}"
                 if not self.ctx.store.try_lock(key, self.holder, LOCK_TTL):
                     outcome = ScheduleOutcome(slot, False, "another scheduler runs this one")
                 else:
@@ -162,10 +165,11 @@ class ScheduledEvaluation:
 def run_scheduled(
     ctx: EvalContext, load_set: Callable[[], int], auto_promote: bool
 ) -> ScheduleOutcome:
-    """One scheduled evaluation now (`schedule --once`)."""
-    return ScheduledEvaluation(ctx, lambda: evaluate_all(ctx, load_set(), auto_promote)).fire(
-        datetime.now(UTC).replace(microsecond=0)
-    )
+    """One scheduled evaluation now (`schedule --once`). Asked for by hand, it is no cron slot:
+    two such runs in the same second both run."""
+    job = ScheduledEvaluation(ctx, lambda: evaluate_all(ctx, load_set(), auto_promote))
+    now = datetime.now(UTC).replace(microsecond=0)
+    return job.fire(now, key=f"manual-eval:{now:%Y-%m-%dT%H:%M:%S}:{uuid.uuid4().hex[:8]}")
 
 
 def start_scheduler(

@@ -295,8 +295,15 @@ def resume(
     max_polls: int | None = None,
 ) -> list[FineTuneJob]:
     """Pick up every unfinished job (after a restart): poll `openai` ones, re-train `local` ones
-    whose trainer is gone."""
-    return [monitor(ctx, job.id, sleep, max_polls) for job in ctx.store.unfinished()]
+    whose trainer is gone. A job that cannot be resumed (a rejected key, say) is logged and
+    skipped, so the others still are."""
+    resumed = []
+    for job in ctx.store.unfinished():
+        try:
+            resumed.append(monitor(ctx, job.id, sleep, max_polls))
+        except Exception:
+            log.exception("could not resume fine-tuning job %s", job.id)
+    return resumed
 
 
 def resume_in_background(

@@ -124,3 +124,18 @@ def test_a_sentence_that_completes_a_fill_in_question_is_its_answer(embed_model)
     )
     text, _ = answer(embed_model, "The noble gases are unreactive because of their?", [passage])
     assert "because of their electron configurations" in text
+
+
+def test_a_one_word_question_may_end_the_sentence_that_answers_it(embed_model):
+    passage = "You can run the whole stack with docker. The images are built nightly."
+    text, _ = answer(embed_model, "docker", [passage])
+    assert "You can run the whole stack with docker." in text
+
+
+def test_list_items_and_wrapped_lines_are_not_headings():
+    units = [u.text for u in split_units("Requirements:\nPython 3.11 or later\nFour GB of memory")]
+    assert units == ["Requirements: Python 3.11 or later Four GB of memory"]
+    units = [u.text for u in split_units("The API\nreturns JSON for every request.")]
+    assert units == ["The API returns JSON for every request."]
+    units = [u.text for u in split_units("Intro text ends here.\nExporting the log\nRun it.")]
+    assert units == ["Intro text ends here."]  # the heading goes; "Run it." is a fragment

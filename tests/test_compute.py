@@ -128,6 +128,22 @@ def test_a_damaged_or_foreign_file_is_set_aside_and_rebuilt(embed_model, tmp_pat
     assert other.count() == 0
 
 
+def test_damaged_pages_are_misses_not_failures(embed_model, tmp_path):
+    path = tmp_path / "s.sqlite"
+    store = SentenceStore(path, "model-a")
+    store.put({f"filler sentence {i}": np.full(384, i, np.float32) for i in range(2000)})
+    store.close()
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 8192] = b"\xff" * 8192  # pages in the middle of the file
+    path.write_bytes(bytes(data))
+    counting = Counting(embed_model)
+    vectors = SentenceVectors(counting, store=SentenceStore(path, "model-a"))
+    sentences = [f"filler sentence {i}" for i in range(0, 2000, 7)]
+    got = vectors.get(sentences)  # read errors are misses: embedded again, never raised
+    assert got.shape == (len(sentences), 384)
+
+
 CRASH_WRITER = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})

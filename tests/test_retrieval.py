@@ -408,7 +408,7 @@ def test_a_collection_keeps_the_backend_that_built_it(embedded_settings, tmp_pat
     """Vectors of two backends never mix: an unset backend follows the collection's, and an
     explicit other one is refused with what to do."""
     from core.errors import EmbeddingMismatchError
-    from core.vectorstore import open_index
+    from core.vectorstore import index_embedding, open_index
 
     docs = tmp_path / "d"
     docs.mkdir()
@@ -419,6 +419,7 @@ def test_a_collection_keeps_the_backend_that_built_it(embedded_settings, tmp_pat
     embedded_settings.embedding.backend = None
     col, model = open_index(embedded_settings)
     assert type(model).__name__ == "HuggingFaceEmbedding"
+    assert index_embedding(embedded_settings).backend == "torch"  # what every command opens
     embedded_settings.embedding.backend = "onnx-int8"
     with pytest.raises(EmbeddingMismatchError, match="__BACKEND"):
         open_index(embedded_settings)

@@ -19,6 +19,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from core.errors import RagError
+from core.vectorstore import index_embedding
 
 if TYPE_CHECKING:
     from core.registry import ModelVersion, Registry
@@ -162,10 +163,11 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     needs_index = args.chatlog or args.headings or args.cloze or args.generate
     collection = None
     if needs_index:
+        chroma = chroma_client(applied)
         collection = open_collection(
-            chroma_client(applied),
+            chroma,
             applied.chroma.collection,
-            embedding_id(applied.embedding),
+            embedding_id(index_embedding(applied, chroma)),
             create=False,
         )
     pairs, skipped, inputs = d.PairSet(), Counter[str](), {}
@@ -347,7 +349,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         provenance=_provenance(
             card,
             train,
-            embedding_id(applied.embedding),
+            embedding_id(index_embedding(applied)),
             {"train": result.config, "seconds": result.seconds, "heldout": metrics},
         ),
     )
@@ -382,7 +384,7 @@ def cmd_adapter(settings: Settings, args: argparse.Namespace) -> int:
     )
     adapter, curve = train_adapter(model, train, cfg, progress=not args.no_progress)
     out = _root(settings) / "adapters" / f"adapter-{_stamp()}"
-    base_id = embedding_id(applied.embedding)
+    base_id = embedding_id(index_embedding(applied))
     save_adapter(adapter, curve, out, base_id)
     metrics: dict[str, Any] = {}
     if held is not None:
