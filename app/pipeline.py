@@ -14,7 +14,7 @@ import numpy as np
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
-from app.retriever import HybridRetriever, LexicalSource, to_source
+from app.retriever import HybridRetriever, LexicalSource, cosine, to_source
 from app.synthesis import NO_ANSWER, CitingSynthesizer, ExtractiveSynthesizer, SentenceVectors
 from core.compute import ComputeGate
 from core.errors import ProviderError, RagError
@@ -154,9 +154,7 @@ class RagPipeline:
             own, found = self.retriever.best_passage(alone), self.retriever.best_passage(together)
         if own is None or found is None or found[0] <= own[0]:
             return question, alone
-        query = np.asarray(alone, np.float32)
-        relevance = float(found[1] @ query / (np.linalg.norm(found[1]) * np.linalg.norm(query)))
-        if relevance >= own[0] - FOLLOW_UP_TOLERANCE:
+        if cosine(found[1], np.asarray(alone, np.float32)) >= own[0] - FOLLOW_UP_TOLERANCE:
             return joined, together
         return question, alone
 

@@ -76,7 +76,7 @@ class _Candidate:
     fused: float = 0.0
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
@@ -206,7 +206,7 @@ class HybridRetriever(BaseRetriever):
         ):
             c = candidates[cid]
             c.text, c.metadata = text, dict(meta or {})
-            c.cosine = _cosine(np.asarray(vector, np.float32), query)
+            c.cosine = cosine(np.asarray(vector, np.float32), query)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         embedding = query_bundle.embedding or self.embed_model.get_query_embedding(

@@ -210,7 +210,6 @@ class SentenceVectors:
         self.max_items = max_items
         self.store = store
         self.gate = gate
-        self.embedded = 0  # sentences this instance had to embed
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -248,7 +247,6 @@ class SentenceVectors:
                         self.embed_model.get_text_embedding_batch(missing), np.float32
                     )
                     computed = dict(zip(missing, fresh, strict=True))
-                    self.embedded += len(missing)
                     self._remember(computed)
                     known.update(computed)
                     if self.store is not None:
@@ -329,7 +327,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         cosines = self._cosines([u.text for _, u in flat])
         by_unit = {(n, u.position): float(c) for (n, u), c in zip(flat, cosines, strict=True)}
         asked, asked_words = _normalise(query_str), content_words(query_str)
-        scored: list[tuple[float, float, int, Unit]] = []
+        scored: list[tuple[float, int, Unit]] = []
         for n, unit in flat:
             words = content_words(unit.text)
             # Only restates the question (an example question in the docs, or the question's own
@@ -356,10 +354,10 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 + self.overlap_weight * overlap
                 + (self.lead_bonus if n == 1 else 0.0)
             )
-            scored.append((score, cosine, n, unit))
+            scored.append((score, n, unit))
         scored.sort(key=lambda item: -item[0])
         picked: list[Quote] = []
-        for score, _cosine, n, unit in scored:
+        for score, n, unit in scored:
             if picked and (score < self.min_score or score < picked[0].score - self.max_gap):
                 break
             if any(q.text == unit.text for q in picked):

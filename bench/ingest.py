@@ -15,6 +15,35 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def plain_llamaindex(pdfs: list[Path], client, embed, plan) -> tuple[int, int, float]:
+    """(pages, chunks, seconds) of `VectorStoreIndex.from_documents` over the PDFs' pages into a
+    fresh Chroma collection: SentenceSplitter at `plan`'s size and overlap, the given model."""
+    from llama_index.core import Document, StorageContext, VectorStoreIndex
+    from llama_index.core.node_parser import SentenceSplitter
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    from ingest.loaders import load_sections
+
+    t0 = time.perf_counter()
+    documents = [
+        Document(text=s.text, metadata={"file_name": pdf.name, **s.metadata})
+        for pdf in pdfs
+        for s in load_sections(pdf, pdf.read_bytes())
+    ]
+    col = client.get_or_create_collection(
+        "baseline", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+    )
+    VectorStoreIndex.from_documents(
+        documents,
+        storage_context=StorageContext.from_defaults(
+            vector_store=ChromaVectorStore(chroma_collection=col)
+        ),
+        embed_model=embed,
+        transformations=[SentenceSplitter(chunk_size=plan.size, chunk_overlap=plan.overlap)],
+    )
+    return len(documents), col.count(), time.perf_counter() - t0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_dir = Path(__file__).resolve().parent.parent.parent / "shared/data/finetune-embedding"
@@ -25,16 +54,11 @@ def main() -> int:
         print(f"no PDFs under {args.pdf_dir}; pass --pdf-dir", file=sys.stderr)
         return 2
 
-    from llama_index.core import Document, StorageContext, VectorStoreIndex
-    from llama_index.core.node_parser import SentenceSplitter
-    from llama_index.vector_stores.chroma import ChromaVectorStore
-
     from core.embeddings import build_embedding, embedding_id
     from core.settings import Settings
     from core.vectorstore import chroma_client, open_collection
     from ingest import ingest_paths
     from ingest.chunking import plan_chunks
-    from ingest.loaders import load_sections
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))
@@ -45,25 +69,7 @@ def main() -> int:
         # Baseline: plain LlamaIndex over the same pages, same model, chunks of the same size
         # (LlamaIndex counts them in its own tokenizer).
         plan = plan_chunks(settings.chunking, embed)
-        t0 = time.perf_counter()
-        documents = [
-            Document(text=s.text, metadata={"file_name": pdf.name, **s.metadata})
-            for pdf in pdfs
-            for s in load_sections(pdf, pdf.read_bytes())
-        ]
-        base_col = client.get_or_create_collection(
-            "baseline", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
-        )
-        VectorStoreIndex.from_documents(
-            documents,
-            storage_context=StorageContext.from_defaults(
-                vector_store=ChromaVectorStore(chroma_collection=base_col)
-            ),
-            embed_model=embed,
-            transformations=[SentenceSplitter(chunk_size=plan.size, chunk_overlap=plan.overlap)],
-        )
-        base_s = time.perf_counter() - t0
-        base_chunks = base_col.count()
+        pages, base_chunks, base_s = plain_llamaindex(pdfs, client, embed, plan)
 
         ours_col = open_collection(client, "ours", embedding_id(settings.embedding))
         first = ingest_paths(settings, ours_col, embed, paths=pdfs, progress=False)
@@ -71,7 +77,7 @@ def main() -> int:
 
     base_rate = base_chunks / base_s
     ours_rate = first.chunks_written / first.seconds
-    print(f"pages={len(documents)} pdfs={len(pdfs)}")
+    print(f"pages={pages} pdfs={len(pdfs)}")
     print(f"baseline: {base_chunks} chunks in {base_s:.1f}s = {base_rate:.1f} chunks/s")
     print(
         f"ours:     {first.chunks_written} chunks in {first.seconds:.1f}s = "

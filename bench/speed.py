@@ -111,16 +111,12 @@ def backends(rounds: int) -> dict[str, dict[str, float]]:
 
 def ingest_ratio() -> tuple[float, float, float]:
     """(ours chunks/s on the default backend, plain LlamaIndex chunks/s with torch, ratio)."""
-    from llama_index.core import Document, StorageContext, VectorStoreIndex
-    from llama_index.core.node_parser import SentenceSplitter
-    from llama_index.vector_stores.chroma import ChromaVectorStore
-
+    from bench.ingest import plain_llamaindex
     from core.embeddings import DEFAULT_BACKEND, build_embedding, embedding_id
     from core.settings import EmbeddingSettings, Settings
     from core.vectorstore import chroma_client, open_collection
     from ingest import ingest_paths
     from ingest.chunking import plan_chunks
-    from ingest.loaders import load_sections
 
     pdfs = sorted(DATA.glob("*.pdf"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,24 +127,8 @@ def ingest_ratio() -> tuple[float, float, float]:
             m.get_text_embedding_batch(["warm up the model"] * 8)
         client = chroma_client(settings)
         plan = plan_chunks(settings.chunking, torch_model)
-        t0 = time.perf_counter()
-        documents = [
-            Document(text=s.text, metadata={"file_name": pdf.name, **s.metadata})
-            for pdf in pdfs
-            for s in load_sections(pdf, pdf.read_bytes())
-        ]
-        base_col = client.get_or_create_collection(
-            "baseline", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
-        )
-        VectorStoreIndex.from_documents(
-            documents,
-            storage_context=StorageContext.from_defaults(
-                vector_store=ChromaVectorStore(chroma_collection=base_col)
-            ),
-            embed_model=torch_model,
-            transformations=[SentenceSplitter(chunk_size=plan.size, chunk_overlap=plan.overlap)],
-        )
-        base_rate = base_col.count() / (time.perf_counter() - t0)
+        _, base_chunks, base_s = plain_llamaindex(pdfs, client, torch_model, plan)
+        base_rate = base_chunks / base_s
         col = open_collection(client, "ours", embedding_id(settings.embedding))
         report = ingest_paths(settings, col, ours_model, paths=pdfs, progress=False)
         ours_rate = report.chunks_written / report.seconds
