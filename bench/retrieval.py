@@ -151,7 +151,7 @@ def main() -> int:
     files = sorted(args.manual.glob("*.html"))
 
     from app.retriever import HybridRetriever, LexicalSource
-    from core.embeddings import build_embedding, embedding_id
+    from core.embeddings import build_embedding, embedding_id, model_window, packaged_model_dir
     from core.settings import Settings
     from core.vectorstore import chroma_client, open_collection
     from ingest import ingest_paths
@@ -161,11 +161,17 @@ def main() -> int:
         settings = Settings(data_dir=Path(tmp))
         embed = build_embedding(settings.embedding, cache_dir=Path(tmp) / "models")
         embed.get_text_embedding_batch(["warm up the model"] * 8)
-        # Plain LlamaIndex runs the same model through HuggingFaceEmbedding (torch); ours runs it
-        # on the product's default backend.
-        base_embed = build_embedding(settings.embedding.model_copy(update={"backend": "torch"}))
+        # Plain LlamaIndex runs the same model as shipped (its own 256-piece window) through
+        # HuggingFaceEmbedding (torch); ours runs it on the product's default backend and window.
+        shipped = model_window(packaged_model_dir())
+        base_embed = build_embedding(
+            settings.embedding.model_copy(update={"backend": "torch", "max_seq_length": shipped})
+        )
         base_embed.get_text_embedding_batch(["warm up the model"] * 8)
-        print(f"ours embeds with {embedding_id(settings.embedding)}, the baseline with torch")
+        print(
+            f"ours embeds with {embedding_id(settings.embedding)}, the baseline with torch at "
+            f"{shipped} word pieces"
+        )
 
         col = open_collection(chroma_client(settings), "manual", embedding_id(settings.embedding))
         report = ingest_paths(settings, col, embed, paths=[args.manual], progress=False)

@@ -30,7 +30,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 DATA = ROOT.parent / "shared" / "data" / "finetune-embedding"
-BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -60,7 +59,7 @@ def retrieval_quality(model, queries: dict, corpus: dict, relevant: dict) -> tup
 
 
 def backends(rounds: int) -> dict[str, dict[str, float]]:
-    from core.embeddings import build_embedding
+    from core.embeddings import BACKENDS, build_embedding
     from core.settings import EmbeddingSettings
 
     val = json.loads((DATA / "val_dataset.json").read_text())

@@ -20,9 +20,37 @@ if TYPE_CHECKING:
 PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_OPENAI_EMBEDDING = "text-embedding-3-small"
 # The backend of new collections: the fastest whose retrieval quality stays within 0.01 hit@5
-# of torch on bench/speed.py (int8 ONNX Runtime on a 2-core CPU; see the README's figures).
-# Collections built with another backend keep theirs (resolve_backend).
-DEFAULT_BACKEND = "onnx-int8"
+# of torch on bench/speed.py (see the README's figures). On a CPU with native bfloat16 (AMX or
+# AVX512-BF16) that is torch under bfloat16 autocast, which embeds as torch does (mean cosine to
+# fp32 above 0.9999); elsewhere int8 ONNX Runtime. Collections built with another backend keep
+# theirs (resolve_backend).
+FALLBACK_BACKEND = "onnx-int8"
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+# all-MiniLM-L6-v2 ships with a 256-piece window, but its position table holds 512 and it ranks
+# documentation pages better reading 512 (bench/retrieval.py; the published 10-K benchmark agrees:
+# hit@5 0.728 at 256, 0.762 at 512). The packaged model reads 512 unless told otherwise.
+PACKAGED_WINDOW = 512
+
+
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU computes in bfloat16 natively (Intel AMX or AVX512-BF16 on Linux)."""
+    try:
+        with cpuinfo.open() as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def default_backend() -> str:
+    """The backend new collections are built with on this machine."""
+    return "torch-bf16" if native_bf16() else FALLBACK_BACKEND
+
+
+DEFAULT_BACKEND = default_backend()
 
 
 def default_cache_dir() -> Path:
@@ -62,6 +90,17 @@ def model_window(path: Path) -> int:
         return 512
 
 
+def window_of(cfg: EmbeddingSettings, path: Path | None = None) -> int:
+    """Word pieces the `local` model reads per text: the configured window, else 512 for the
+    packaged model, else the model's own."""
+    if cfg.max_seq_length is not None:
+        return cfg.max_seq_length
+    path = path or _local_dir(cfg)
+    if path.resolve() == packaged_model_dir().resolve():
+        return PACKAGED_WINDOW
+    return model_window(path)
+
+
 def embedding_id(cfg: EmbeddingSettings) -> str:
     """A stable name for the configured model, recorded on every collection it builds.
 
@@ -75,8 +114,8 @@ def embedding_id(cfg: EmbeddingSettings) -> str:
         _unknown(cfg.provider)
     path = _local_dir(cfg)
     window = ""
-    if cfg.max_seq_length is not None and cfg.max_seq_length != model_window(path):
-        window = f"@{cfg.max_seq_length}"
+    if window_of(cfg, path) != model_window(path):
+        window = f"@{window_of(cfg, path)}"
     backend = cfg.backend or DEFAULT_BACKEND
     if backend != "torch":
         window += f"+{backend}"
@@ -91,23 +130,32 @@ def embedding_id(cfg: EmbeddingSettings) -> str:
 
 
 def resolve_backend(cfg: EmbeddingSettings, built_with: str | None) -> EmbeddingSettings:
-    """Settings with the backend decided: the configured one; else the one that built the
-    collection (an index made with torch keeps working after the default changed); else the
-    default."""
-    if cfg.provider != "local" or cfg.backend is not None:
+    """Settings with the backend and window decided: the configured ones; else those that built
+    the collection (an index made before a default changed keeps working as it was built); else
+    the defaults."""
+    if cfg.provider != "local" or (cfg.backend is not None and cfg.max_seq_length is not None):
         return cfg
     if built_with:
-        for backend in ("torch", "onnx", "onnx-int8"):
-            candidate = cfg.model_copy(update={"backend": backend})
-            if embedding_id(candidate) == built_with:
-                return candidate
-    return cfg.model_copy(update={"backend": DEFAULT_BACKEND})
+        path = _local_dir(cfg)
+        backends = [cfg.backend] if cfg.backend else BACKENDS
+        windows = (
+            [cfg.max_seq_length]
+            if cfg.max_seq_length
+            else [window_of(cfg, path), model_window(path)]
+        )
+        for window in dict.fromkeys(windows):
+            for backend in backends:
+                candidate = cfg.model_copy(update={"backend": backend, "max_seq_length": window})
+                if embedding_id(candidate) == built_with:
+                    return candidate
+    return cfg.model_copy(update={"backend": cfg.backend or DEFAULT_BACKEND})
 
 
 def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbedding:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     path = _local_dir(cfg)
+    window = window_of(cfg, path)
     if cfg.max_seq_length is not None:
         limit = _position_limit(path)
         if limit is not None and cfg.max_seq_length > limit:
@@ -116,6 +164,16 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
                 f"{path} can read ({limit} positions); use {limit} or less"
             )
     backend = cfg.backend or DEFAULT_BACKEND
+    if backend == "torch-bf16":
+        from core.bf16_embedding import Bf16Embedding
+
+        return Bf16Embedding(
+            model_name=str(path),
+            max_length=window,
+            embed_batch_size=cfg.batch_size,
+            device=cfg.device,
+            local_files_only=True,
+        )
     if backend != "torch":
         from core.onnx_embedding import OnnxEmbedding
 
@@ -126,12 +184,12 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
             path,
             cache_dir,
             backend=backend,
-            max_length=cfg.max_seq_length,
+            max_length=window,
             embed_batch_size=cfg.batch_size,
         )
     return HuggingFaceEmbedding(
         model_name=str(path),
-        max_length=cfg.max_seq_length,
+        max_length=window,
         embed_batch_size=cfg.batch_size,
         device=cfg.device,
         local_files_only=True,

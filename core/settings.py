@@ -41,12 +41,13 @@ class EmbeddingSettings(BaseModel):
     base_url: str | None = Field(
         default=None, description="Base URL of an OpenAI-compatible embeddings server."
     )
-    backend: Literal["torch", "onnx", "onnx-int8"] | None = Field(
+    backend: Literal["torch", "torch-bf16", "onnx", "onnx-int8"] | None = Field(
         default=None,
-        description="How the `local` model runs: `torch`, `onnx` (ONNX Runtime) or `onnx-int8` "
-        "(ONNX Runtime, weights quantized to int8). Default: the backend that built the "
-        "collection, else `onnx-int8`. Part of the collection's embedding id: vectors of two "
-        "backends never mix in one collection.",
+        description="How the `local` model runs: `torch`, `torch-bf16` (torch under bfloat16 "
+        "autocast), `onnx` (ONNX Runtime) or `onnx-int8` (ONNX Runtime, weights quantized to "
+        "int8). Default: the backend that built the collection, else `torch-bf16` on a CPU "
+        "with native bfloat16 (AMX or AVX512-BF16) and `onnx-int8` elsewhere. Part of the "
+        "collection's embedding id: vectors of two backends never mix in one collection.",
     )
     cache_dir: Path | None = Field(
         default=None,
@@ -58,7 +59,9 @@ class EmbeddingSettings(BaseModel):
         default=None,
         ge=16,
         description="Word pieces the `local` model reads per text (its window); default: the "
-        "model's own (256 for all-MiniLM-L6-v2). A change re-embeds, since it is part of the "
+        "window that built the collection, else 512 for the packaged all-MiniLM-L6-v2 (its "
+        "position table holds 512; it ranks pages better reading 512 than its own 256) and the "
+        "model's own for other models. A change re-embeds, since it is part of the "
         "collection's embedding id.",
     )
     device: str = Field(default="cpu", description="Torch device for the `local` provider.")
@@ -338,7 +341,7 @@ class FineTuneSettings(BaseModel):
         description="Questions whose embedding cosine similarity to a kept one is at least this "
         "are dropped as near-duplicates (after exact matches of the normalised text).",
     )
-    dedup_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+    dedup_backend: Literal["torch", "torch-bf16", "onnx", "onnx-int8"] = Field(
         default="onnx-int8",
         description="How the `local` embedding model runs for near-duplicate detection. Its "
         "vectors are only compared with each other, never with the collection's, so the fastest "

@@ -164,5 +164,8 @@ def pack_sections(sections: list[Section], plan: ChunkPlan) -> list[Section]:
             meta["heading_path"] = common
             if len(common.split(" > ")) > 1:
                 meta["section"] = common.split(" > ")[-1]
+        paths = list(dict.fromkeys(" > ".join(p) for p, _ in pack.parts if p))
+        if len(paths) > 1:  # the sections merged into this chunk, for the documents' outline
+            meta["sections"] = "\n".join(paths)
         packed.append(Section(text, meta))
     return packed

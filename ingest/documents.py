@@ -62,9 +62,10 @@ def list_documents(collection: Collection) -> list[DocumentInfo]:
             doc.chunks += 1
             if meta.get("page") is not None:
                 doc.pages.add(int(meta["page"]))
-            heading = meta.get("heading_path")
-            if heading and heading not in doc.headings:
-                doc.headings.append(str(heading))
+            merged = str(meta.get("sections") or "").split("\n")  # sections packed in one chunk
+            for heading in [meta.get("heading_path"), *merged]:
+                if heading and heading not in doc.headings:
+                    doc.headings.append(str(heading))
             stamp = meta.get("indexed_at")
             if stamp and (doc.indexed_at is None or str(stamp) > doc.indexed_at):
                 doc.indexed_at = str(stamp)

@@ -166,3 +166,32 @@ def test_an_upload_interrupted_midway_keeps_only_what_was_indexed(service, tmp_p
         service.add_uploads([first, second])
     assert sorted(p.name for p in service.uploads_dir.iterdir()) == ["first.md"]
     assert [d.name for d in service.documents()] == ["first.md", "intro.md"]
+
+
+def test_sections_merged_into_one_chunk_stay_in_the_outline(
+    settings, collection, embed_model, tmp_path
+):
+    """Short sections are packed into one chunk that fits the window; each still shows in the
+    document's outline, so the first screen can suggest a question about it."""
+    from app.overview import suggest_questions
+
+    doc = tmp_path / "guide.md"
+    doc.write_text(
+        "# Ferry guide\n\n## Buying tickets\n\nTickets are sold at the harbour kiosk.\n\n"
+        "## Taking a bicycle\n\nBicycles ride free on the lower deck.\n\n"
+        "## Lost property\n\nAsk the purser on board.\n"
+    )
+    ingest_paths(settings, collection, embed_model, paths=[doc], progress=False)
+    assert collection.count() == 1  # all three sections in one chunk
+    (info,) = list_documents(collection)
+    assert info.headings == [
+        "Ferry guide",
+        "Ferry guide > Buying tickets",
+        "Ferry guide > Taking a bicycle",
+        "Ferry guide > Lost property",
+    ]
+    assert suggest_questions([info]) == [
+        "What do the documents say about buying tickets?",
+        "What do the documents say about taking a bicycle?",
+        "What do the documents say about lost property?",
+    ]

@@ -188,12 +188,12 @@ def test_no_chunk_exceeds_the_embedding_window(embedded_settings, embed_model, e
     # The model's own tokenizer file, as the torch backend loads it.
     tokenizer = Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json"))
     tokenizer.no_truncation()
-    assert plan.window == 256 - 2
+    assert plan.window == 512 - 2  # the packaged model is read at 512 word pieces
     chunks = all_chunks(col)
     assert len(chunks) > 20
     for text, meta in chunks:
         embedded = embed_text(plan.prefix_for(meta.get("heading_path")), text)
-        assert len(tokenizer.encode(embedded).ids) <= 256, meta
+        assert len(tokenizer.encode(embedded).ids) <= 512, meta
 
 
 def test_chunk_size_beyond_the_window_is_clamped_with_a_warning(embedded_settings, embed_model):
@@ -201,8 +201,8 @@ def test_chunk_size_beyond_the_window_is_clamped_with_a_warning(embedded_setting
 
     embedded_settings.chunking.size = 1024
     plan = plan_chunks(embedded_settings.chunking, embed_model)
-    assert plan.size == plan.window == 254
-    assert "1024 is larger than the 254 tokens" in plan.warning
+    assert plan.size == plan.window == 510
+    assert "1024 is larger than the 510 tokens" in plan.warning
 
 
 def test_exact_name_ranks_its_chunk_first_with_hybrid(
@@ -388,7 +388,7 @@ def test_onnx_backends_agree_with_torch_and_reuse_their_export(tmp_path):
     ]
     torch_model = build_embedding(EmbeddingSettings(backend="torch"))
     reference = np.asarray(torch_model.get_text_embedding_batch(sentences))
-    for backend, floor in (("onnx", 0.99), ("onnx-int8", 0.95)):
+    for backend, floor in (("torch-bf16", 0.999), ("onnx", 0.99), ("onnx-int8", 0.95)):
         model = build_embedding(EmbeddingSettings(backend=backend), cache_dir=MODEL_CACHE)
         vectors = np.asarray(model.get_text_embedding_batch(sentences))
         assert (np.sum(reference * vectors, axis=1) > floor).all(), backend
@@ -399,9 +399,52 @@ def test_onnx_backends_agree_with_torch_and_reuse_their_export(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in export_dir.glob("*.onnx")}
     build_embedding(EmbeddingSettings(backend="onnx-int8"), cache_dir=MODEL_CACHE)
     assert {p: p.stat().st_mtime_ns for p in export_dir.glob("*.onnx")} == mtimes  # reused
+    # The packaged model reads 512 word pieces unless told otherwise; its own window is 256.
     assert embedding_id(EmbeddingSettings(backend="torch")) == (
+        "local:sentence-transformers/all-MiniLM-L6-v2@512"
+    )
+    assert embedding_id(EmbeddingSettings(backend="torch", max_seq_length=256)) == (
         "local:sentence-transformers/all-MiniLM-L6-v2"
     )
+
+
+def test_bfloat16_is_the_default_only_on_a_cpu_that_has_it(tmp_path, monkeypatch):
+    from core import embeddings
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
+    assert embeddings.native_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert not embeddings.native_bf16(info)
+    assert not embeddings.native_bf16(tmp_path / "absent")  # not Linux: no bfloat16 assumed
+    monkeypatch.setattr(embeddings, "native_bf16", lambda: False)
+    assert embeddings.default_backend() == "onnx-int8"
+    monkeypatch.setattr(embeddings, "native_bf16", lambda: True)
+    assert embeddings.default_backend() == "torch-bf16"
+
+
+def test_a_collection_built_at_the_old_window_is_read_at_that_window(embedded_settings, tmp_path):
+    """The packaged model's default window went from 256 to 512: a collection built at 256 keeps
+    being read at 256 (its vectors and chunks were made for it) until it is re-embedded."""
+    from core.embeddings import embedding_id
+    from core.vectorstore import index_embedding, open_index
+
+    docs = tmp_path / "d"
+    docs.mkdir()
+    (docs / "a.txt").write_text("The blue ferry leaves at seven.")
+    embedded_settings.embedding.max_seq_length = 256
+    col, model = open_index(embedded_settings)
+    ingest_paths(embedded_settings, col, model, paths=[docs], progress=False)
+    assert "@" not in embedding_id(index_embedding(embedded_settings))
+    embedded_settings.embedding.max_seq_length = None
+    cfg = index_embedding(embedded_settings)
+    assert cfg.max_seq_length == 256
+    col, model = open_index(embedded_settings)
+    assert col.count() == 1
+    # a new collection gets the new default
+    embedded_settings.chroma.collection = "fresh"
+    assert index_embedding(embedded_settings).max_seq_length is None
+    assert "@512" in embedding_id(index_embedding(embedded_settings))
 
 
 def test_a_collection_keeps_the_backend_that_built_it(embedded_settings, tmp_path):
