@@ -1,18 +1,25 @@
-"""The `torch-bf16` backend: the local sentence-transformers model under bfloat16 autocast.
+"""The `torch-bf16` backend: the local sentence-transformers model with its weights in bfloat16,
+run under bfloat16 autocast (layer norms and softmax in float32) and normalised in float32.
 
-On a CPU with native bfloat16 (Intel AMX, AVX512-BF16) the matrix products run in bfloat16 while
-layer norms, softmax and pooling stay in float32: embeddings agree with float32 torch to a mean
-cosine above 0.9999, at about 2.4x its throughput on such a CPU. Elsewhere bfloat16 is emulated
-and slow, which is why it is the default only where the CPU has it (core.embeddings)."""
+On a CPU with native bfloat16 (Intel AMX, AVX512-BF16) this embeds well over twice as fast as
+float32 torch, and its vectors agree with float32's to a cosine above 0.999. Elsewhere bfloat16 is
+emulated and slow, which is why it is the default only where the CPU has it (core.embeddings)."""
 
 from __future__ import annotations
 
 from io import BytesIO
+from typing import Any
 
+import numpy as np
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
 
 class Bf16Embedding(HuggingFaceEmbedding):
+    def __init__(self, **kwargs: Any):
+        import torch
+
+        super().__init__(model_kwargs={"dtype": torch.bfloat16}, **kwargs)
+
     @classmethod
     def class_name(cls) -> str:
         return "Bf16Embedding"
@@ -23,5 +30,8 @@ class Bf16Embedding(HuggingFaceEmbedding):
         import torch
 
         device = str(self._model.device).split(":")[0]
-        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
-            return super()._embed(inputs, prompt_name)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            vectors = np.asarray(super()._embed(inputs, prompt_name), np.float32)
+        if self.normalize and len(vectors):
+            vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+        return vectors.tolist()

@@ -45,6 +45,14 @@ def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return False
 
 
+def batch_of(cfg: EmbeddingSettings, backend: str | None = None) -> int:
+    """Texts per batch: the configured number, else what was measured fastest for the backend
+    (bfloat16 torch on 512-piece chunks: 19.3k pieces/s at 16, 14.4k at 32, 15.5k at 64)."""
+    if cfg.batch_size is not None:
+        return cfg.batch_size
+    return 16 if backend == "torch-bf16" else 64
+
+
 def default_backend() -> str:
     """The backend new collections are built with on this machine."""
     return "torch-bf16" if native_bf16() else FALLBACK_BACKEND
@@ -170,7 +178,7 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
         return Bf16Embedding(
             model_name=str(path),
             max_length=window,
-            embed_batch_size=cfg.batch_size,
+            embed_batch_size=batch_of(cfg, backend),
             device=cfg.device,
             local_files_only=True,
         )
@@ -185,12 +193,12 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
             cache_dir,
             backend=backend,
             max_length=window,
-            embed_batch_size=cfg.batch_size,
+            embed_batch_size=batch_of(cfg, backend),
         )
     return HuggingFaceEmbedding(
         model_name=str(path),
         max_length=window,
-        embed_batch_size=cfg.batch_size,
+        embed_batch_size=batch_of(cfg, backend),
         device=cfg.device,
         local_files_only=True,
     )
@@ -258,7 +266,7 @@ def _build_openai(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddi
         model_name=cfg.model or DEFAULT_OPENAI_EMBEDDING,
         api_key=cfg.api_key.get_secret_value() if cfg.api_key else "unused",
         api_base=cfg.base_url,
-        embed_batch_size=cfg.batch_size,
+        embed_batch_size=batch_of(cfg),
     )
 
 

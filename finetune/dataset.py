@@ -238,7 +238,7 @@ def embedder(settings: Settings) -> Embed:
     cfg = settings.embedding.model_copy()
     if cfg.provider == "local":
         cfg.backend = settings.finetune.dedup_backend
-    cfg.batch_size = max(cfg.batch_size, 256)
+    cfg.batch_size = max(cfg.batch_size or 0, 256)
     model = build_embedding(cfg, cache_dir=cfg.cache_dir or settings.data_dir / "models")
 
     def embed(texts: list[str]) -> np.ndarray:

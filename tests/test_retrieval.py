@@ -421,6 +421,11 @@ def test_bfloat16_is_the_default_only_on_a_cpu_that_has_it(tmp_path, monkeypatch
     assert embeddings.default_backend() == "onnx-int8"
     monkeypatch.setattr(embeddings, "native_bf16", lambda: True)
     assert embeddings.default_backend() == "torch-bf16"
+    from core.settings import EmbeddingSettings
+
+    assert embeddings.batch_of(EmbeddingSettings(), "torch-bf16") == 16
+    assert embeddings.batch_of(EmbeddingSettings(), "onnx-int8") == 64
+    assert embeddings.batch_of(EmbeddingSettings(batch_size=5), "torch-bf16") == 5
 
 
 def test_a_collection_built_at_the_old_window_is_read_at_that_window(embedded_settings, tmp_path):
