@@ -289,6 +289,18 @@ def test_query_adapter_improves_held_out_paraphrases_and_serves_through_the_app_
 # -- the command line: build, train, a registered candidate --------------------------------------
 
 
+def test_candidates_are_read_at_the_window_the_app_reads_the_active_model_at():
+    """The packaged model is read at 512 by the app, though its folder says 256: a candidate
+    trained from it is evaluated and registered at 512 too, unless a window is asked for."""
+    from core.settings import Settings
+    from finetune.embedding.cli import _window
+
+    assert _window(Settings()) == 512
+    settings = Settings()
+    settings.embedding.max_seq_length = 128
+    assert _window(settings) == 128
+
+
 @pytest.mark.slow
 def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch, capsys):
     from core.questions import question_key
@@ -309,6 +321,7 @@ def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch, caps
     reg = Registry(f"sqlite:///{(data_dir / 'rag.db').resolve()}")
     (cand,) = reg.versions("embedding", status="candidate")
     assert cand.spec["chroma"]["collection"].startswith("docs-ft-")
+    assert cand.spec["embedding"]["max_seq_length"] == 64  # read as it was evaluated
     model_dir = Path(cand.spec["embedding"]["model"])
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "heldout.jsonl").is_file()
     assert cand.provenance["dataset_card_sha256"] == card.card_hash()

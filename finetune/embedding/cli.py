@@ -205,7 +205,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
         inputs["collection"] = {"name": collection.name, "chunks": collection.count()}
     negatives: dict[str, int] = {}
     if args.negatives and len(pairs):
-        model = load_model(_model_dir(applied), applied.embedding.max_seq_length)
+        model = load_model(_model_dir(applied), _window(applied))
         negatives = d.mine_negatives(pairs, model, num_negatives=args.negatives, seed=args.seed)
     name = args.name or f"pairs-{_stamp()}"
     card = d.write_dataset(
@@ -317,8 +317,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     result = train_model(base_dir, train, out, cfg, progress=not args.no_progress)
     metrics: dict[str, Any] = {}
     if held is not None:
-        metrics["base"] = evaluate_model(held, load_model(base_dir, cfg.max_seq_length))
-        metrics["candidate"] = evaluate_model(held, load_model(out, cfg.max_seq_length))
+        # Both read as the app will read them: at the active model's window (or the one asked).
+        read = args.max_seq_length or _window(applied)
+        metrics["base"] = evaluate_model(held, load_model(base_dir, read))
+        metrics["candidate"] = evaluate_model(held, load_model(out, read))
     heldout = _write_heldout(held, out)
     line = f"trained {result.steps} steps in {result.seconds:.0f} s -> {out}"
     if metrics:
@@ -335,7 +337,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         "embedding": {
             "provider": "local",
             "model": str(out.resolve()),
-            "max_seq_length": cfg.max_seq_length,
+            "max_seq_length": args.max_seq_length or _window(applied),
             "backend": "torch",
             "query_adapter": None,
         },
@@ -378,7 +380,7 @@ def cmd_adapter(settings: Settings, args: argparse.Namespace) -> int:
     active, applied = _active(settings, registry)
     data, card = read_dataset(_dataset_dir(settings, args.dataset))
     train, held = _split(data, args.holdout, args.seed)
-    model = load_model(_model_dir(applied), applied.embedding.max_seq_length)
+    model = load_model(_model_dir(applied), _window(applied))
     cfg = AdapterConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
     )
@@ -412,6 +414,15 @@ def cmd_adapter(settings: Settings, args: argparse.Namespace) -> int:
     print(line)
     print(_next_steps(version.id, heldout))
     return 0
+
+
+def _window(applied: Settings) -> int | None:
+    """The window the app reads the local model at (512 for the packaged one by default)."""
+    from core.embeddings import window_of
+
+    if applied.embedding.provider != "local":
+        return applied.embedding.max_seq_length
+    return window_of(applied.embedding)
 
 
 def _embedding_spec(applied: Settings) -> dict[str, Any]:
@@ -450,7 +461,7 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
         (f"champion {active.label if active else ''}", applied),
         (f"candidate {candidate.label}", apply_spec(settings, candidate)),
     ):
-        model = load_model(_model_dir(cfg), cfg.embedding.max_seq_length)
+        model = load_model(_model_dir(cfg), _window(cfg))
         adapter = cfg.embedding.query_adapter
         rows[label] = evaluate_model(
             data, model, adapter=load_adapter(Path(adapter)) if adapter else None
