@@ -121,9 +121,8 @@ def embedding_id(cfg: EmbeddingSettings) -> str:
     if cfg.provider != "local":
         _unknown(cfg.provider)
     path = _local_dir(cfg)
-    window = ""
-    if window_of(cfg, path) != model_window(path):
-        window = f"@{window_of(cfg, path)}"
+    reads = window_of(cfg, path)
+    window = f"@{reads}" if reads != model_window(path) else ""
     backend = cfg.backend or DEFAULT_BACKEND
     if backend != "torch":
         window += f"+{backend}"
@@ -172,17 +171,7 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
                 f"{path} can read ({limit} positions); use {limit} or less"
             )
     backend = cfg.backend or DEFAULT_BACKEND
-    if backend == "torch-bf16":
-        from core.bf16_embedding import Bf16Embedding
-
-        return Bf16Embedding(
-            model_name=str(path),
-            max_length=window,
-            embed_batch_size=batch_of(cfg, backend),
-            device=cfg.device,
-            local_files_only=True,
-        )
-    if backend != "torch":
+    if backend not in ("torch", "torch-bf16"):
         from core.onnx_embedding import OnnxEmbedding
 
         # The app and the CLIs keep exports under the data directory; a bare library call uses
@@ -195,7 +184,12 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
             max_length=window,
             embed_batch_size=batch_of(cfg, backend),
         )
-    return HuggingFaceEmbedding(
+    torch_class = HuggingFaceEmbedding
+    if backend == "torch-bf16":
+        from core.bf16_embedding import Bf16Embedding
+
+        torch_class = Bf16Embedding
+    return torch_class(
         model_name=str(path),
         max_length=window,
         embed_batch_size=batch_of(cfg, backend),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -222,16 +221,9 @@ def _context(settings) -> EvalContext:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
-    from core.settings import Settings
+    from core.cli import run_command
 
-    try:
-        settings = Settings()
-        return COMMANDS[args.command](settings, args)
-    except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(_parser(), COMMANDS, argv)
 
 
 def cmd_run(settings, args) -> int:

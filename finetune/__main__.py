@@ -5,7 +5,6 @@ a one-line summary. `python -m finetune embed ...` is embedding-model fine-tunin
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -336,7 +335,6 @@ def list_all(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["embed"]:
         # Embedding-model fine-tuning has its own CLI; imported only when asked for.
@@ -351,27 +349,20 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         return embed_main(argv[1:])
-    args = _parser().parse_args(argv)
-    from core.settings import Settings
+    from core.cli import run_command
 
-    try:
-        settings = Settings()
-        if args.command == "build":
-            return build(settings, args)
-        if args.command == "validate":
-            return validate(settings, args)
-        if args.command == "launch":
-            return launch(settings, args)
-        if args.command == "status":
-            return status(settings, args)
-        if args.command == "resume":
-            return resume(settings)
-        if args.command == "cancel":
-            return cancel(settings, args)
-        return list_all(settings)
-    except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(_parser(), COMMANDS, argv)
+
+
+COMMANDS = {
+    "build": build,
+    "validate": validate,
+    "launch": launch,
+    "status": status,
+    "resume": lambda settings, args: resume(settings),
+    "cancel": cancel,
+    "list": lambda settings, args: list_all(settings),
+}
 
 
 if __name__ == "__main__":

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,16 +80,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code (2 on an error, with what to do)."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
-    from core.settings import Settings
+    from core.cli import run_command
 
-    try:
-        settings = Settings()
-        return COMMANDS[args.command](settings, args)
-    except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(_parser(), COMMANDS, argv)
 
 
 # -- helpers -----------------------------------------------------------------------------------
