@@ -1,11 +1,13 @@
 """Retrieval over the Chroma collection as a LlamaIndex retriever: dense search by cosine similarity
 (the stock Chroma store reports exp(-distance), which is not a similarity a cutoff can be set on),
-fused with lexical BM25 search (hybrid, on by default), at most a few passages per source."""
+fused with lexical BM25 search (hybrid, on by default) and with each source's similarity as a
+whole, at most a few passages per source."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,10 +82,22 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
+def _source_of(c: _Candidate) -> str:
+    meta = c.metadata or {}
+    return str(meta.get("source_key") or meta.get("source"))
+
+
 class HybridRetriever(BaseRetriever):
     """Dense (Chroma, cosine) and, when a lexical source is given, BM25 candidates fused by
-    reciprocal rank or a weighted score sum; each passage is scored by its cosine similarity to
-    the question (what the user sees), ordered by the fused rank."""
+    reciprocal rank or a weighted score sum, then mixed with the similarity of each passage's
+    whole source (the mean of its passage vectors); each passage is scored by its cosine
+    similarity to the question (what the user sees), ordered by the fused rank."""
+
+    # Source mean vectors kept in memory, keyed by (source, build): a changed source gets a new
+    # ingest key, so an entry never goes stale; the oldest are dropped beyond this many.
+    CENTROIDS_KEPT = 20_000
+    # Chunk ids asked of Chroma per request when mean vectors are computed.
+    GET_BATCH = 500
 
     def __init__(
         self,
@@ -97,6 +111,8 @@ class HybridRetriever(BaseRetriever):
         self.embed_model = embed_model
         self.settings = settings
         self.lexical = lexical if settings.hybrid else None
+        self._centroids: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._centroid_lock = threading.Lock()
 
     def _dense(self, embedding: list[float], n: int) -> dict[str, _Candidate]:
         res = self.collection.query(
@@ -129,22 +145,96 @@ class HybridRetriever(BaseRetriever):
             return None
         return 1.0 - float(res["distances"][0][0]), np.asarray(res["embeddings"][0][0], np.float32)
 
-    def _fuse(self, candidates: dict[str, _Candidate]) -> list[_Candidate]:
+    def _fuse(self, candidates: dict[str, _Candidate]) -> None:
+        """Each candidate's fused score, between 0 and 1 (the best is 1 with reciprocal rank
+        fusion); dense only: its cosine scaled to the candidates' range."""
         s = self.settings
-        if s.fusion == "rrf":
+        if self.lexical is not None and s.fusion == "rrf":
             for c in candidates.values():
                 c.fused = sum(
                     1.0 / (s.rrf_k + r + 1) for r in (c.dense_rank, c.lexical_rank) if r is not None
                 )
-        else:
-            top_lex = max((c.lexical_score for c in candidates.values()), default=0.0) or 1.0
-            cosines = [c.cosine for c in candidates.values() if c.cosine is not None]
-            lo, hi = (min(cosines), max(cosines)) if cosines else (0.0, 1.0)
+            top = max((c.fused for c in candidates.values()), default=0.0) or 1.0
             for c in candidates.values():
-                dense = ((c.cosine or lo) - lo) / (hi - lo or 1.0)
-                lexical = c.lexical_score / top_lex
-                c.fused = (1 - s.lexical_weight) * dense + s.lexical_weight * lexical
-        return sorted(candidates.values(), key=lambda c: -c.fused)
+                c.fused /= top
+            return
+        weight = s.lexical_weight if self.lexical is not None else 0.0
+        top_lex = max((c.lexical_score for c in candidates.values()), default=0.0) or 1.0
+        cosines = [c.cosine for c in candidates.values() if c.cosine is not None]
+        lo, hi = (min(cosines), max(cosines)) if cosines else (0.0, 1.0)
+        for c in candidates.values():
+            dense = ((c.cosine or lo) - lo) / (hi - lo or 1.0)
+            c.fused = (1 - weight) * dense + weight * c.lexical_score / top_lex
+
+    def _mix_sources(self, candidates: list[_Candidate], query: np.ndarray) -> None:
+        """Mix into each fused score its source's similarity to the question as a whole (the
+        cosine to the mean of all the source's passage vectors), scaled to the candidates' range.
+        A page whose every passage is about the topic gains on a long page of other topics
+        that mentions it once; evidence from the whole document and from its best passage
+        combined rank documents better than either alone."""
+        weight = self.settings.source_weight
+        best: dict[str, float] = {}
+        builds: dict[str, tuple[str, str, int]] = {}
+        for c in candidates:
+            meta, key = c.metadata or {}, _source_of(c)
+            best[key] = max(best.get(key, -1.0), c.cosine or 0.0)
+            if "ingest_key" in meta and "n_chunks" in meta and meta.get("source_key"):
+                builds[key] = (
+                    str(meta["source_key"]),
+                    str(meta["ingest_key"]),
+                    int(meta["n_chunks"]),
+                )
+        centroids = self._source_centroids(list(builds.values()))
+        # A source whose passages cannot be named (an index made before chunk metadata) counts
+        # by its best passage.
+        similarity = {
+            key: (
+                cosine(centroids[builds[key][:2]], query)
+                if key in builds and builds[key][:2] in centroids
+                else best[key]
+            )
+            for key in best
+        }
+        lo, hi = min(similarity.values(), default=0.0), max(similarity.values(), default=1.0)
+        for c in candidates:
+            whole = (similarity[_source_of(c)] - lo) / (hi - lo or 1.0)
+            c.fused = (1 - weight) * c.fused + weight * whole
+
+    def _source_centroids(
+        self, builds: list[tuple[str, str, int]]
+    ) -> dict[tuple[str, str], np.ndarray]:
+        """Sum of the passage vectors of each (source key, ingest key, chunk count), cached."""
+        from ingest.pipeline import chunk_id
+
+        found: dict[tuple[str, str], np.ndarray] = {}
+        wanted: dict[str, tuple[str, str]] = {}
+        with self._centroid_lock:
+            for source_key, ingest_key, n in builds:
+                key = (source_key, ingest_key)
+                if key in self._centroids:
+                    self._centroids.move_to_end(key)
+                    found[key] = self._centroids[key]
+                else:
+                    wanted.update({chunk_id(source_key, ingest_key, i): key for i in range(n)})
+        if not wanted:
+            return found
+        sums: dict[tuple[str, str], np.ndarray] = {}
+        ids = list(wanted)
+        for start in range(0, len(ids), self.GET_BATCH):
+            got = self.collection.get(
+                ids=ids[start : start + self.GET_BATCH], include=["embeddings"]
+            )
+            for cid, vector in zip(got["ids"], got["embeddings"], strict=True):
+                v = np.asarray(vector, np.float32)
+                key = wanted[cid]
+                sums[key] = sums[key] + v if key in sums else v.copy()
+        with self._centroid_lock:
+            for key, total in sums.items():
+                self._centroids[key] = total
+                self._centroids.move_to_end(key)
+            while len(self._centroids) > self.CENTROIDS_KEPT:
+                self._centroids.popitem(last=False)
+        return found | sums
 
     def ranked(
         self, query_str: str, embedding: list[float], k: int | None = None
@@ -153,6 +243,7 @@ class HybridRetriever(BaseRetriever):
         s = self.settings
         k = k or s.top_k
         n = max(s.candidates, k)
+        query = np.asarray(embedding, np.float32)
         candidates = self._dense(embedding, n)
         if self.lexical is not None:
             for rank, hit in enumerate(self.lexical.get().search(query_str, n)):
@@ -160,18 +251,17 @@ class HybridRetriever(BaseRetriever):
                 c.lexical_rank, c.lexical_score, c.rare = rank, hit.score, hit.rare
             missing = [c.chunk_id for c in candidates.values() if c.text is None]
             if missing:
-                self._fill(candidates, missing, np.asarray(embedding, np.float32))
-        if self.lexical is not None:
-            ranked = self._fuse(candidates)
-        else:
-            ranked = list(candidates.values())
-            for c in ranked:
-                c.fused = c.cosine or 0.0
+                self._fill(candidates, missing, query)
+        self._fuse(candidates)
+        # A lexical hit without text is gone from Chroma since the lexical index was read.
+        present = [c for c in candidates.values() if c.text is not None]
+        if s.source_weight and present:
+            self._mix_sources(present, query)
+        ranked = sorted(present, key=lambda c: -c.fused)
         kept = [
             c
             for c in ranked
-            if c.text is not None  # else gone from Chroma since the lexical index was read
-            and (s.similarity_cutoff is None or (c.cosine or 0.0) >= s.similarity_cutoff or c.rare)
+            if (s.similarity_cutoff is None or (c.cosine or 0.0) >= s.similarity_cutoff or c.rare)
         ]
         return self._by_source(kept, k)
 

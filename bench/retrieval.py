@@ -76,10 +76,14 @@ def run_baseline(files: list[Path], questions: list[str], embed) -> tuple[list[l
 
 
 def ask_ours(retriever, embed, questions: list[str]) -> list[list[str]]:
+    """Pages in the order the app ranks them: the app's own candidate pool, its ranking cut at
+    the pool's size instead of `top_k` (a deeper cut would also widen the pool, which changes
+    the ranking at the top)."""
     ranked = []
+    depth = retriever.settings.candidates
     for q in questions:
         emb = embed.get_query_embedding(q)
-        found = retriever.ranked(q, emb, k=40)
+        found = retriever.ranked(q, emb, k=depth)
         ranked.append(dedupe([str(c.metadata.get("file_name")) for c in found]))
     return ranked
 
@@ -87,6 +91,7 @@ def ask_ours(retriever, embed, questions: list[str]) -> list[list[str]]:
 def variants(base):
     """Retrieval settings compared on the same index (--variants)."""
     yield "dense only", base.model_copy(update={"hybrid": False})
+    yield "no source similarity", base.model_copy(update={"source_weight": 0.0})
     yield "hybrid rrf", base.model_copy(update={"fusion": "rrf"})
     for w in (0.3, 0.5):
         yield (

@@ -177,6 +177,14 @@ class RetrievalSettings(BaseModel):
         "with several matching passages ranks above one lucky sentence; 0 ranks by the best "
         "passage alone.",
     )
+    source_weight: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="Share, in each passage's rank, of its whole source's similarity to the "
+        "question (the cosine to the mean of all the source's passage vectors): a page about the "
+        "question's topic ranks above a page that mentions it in passing; 0 turns it off.",
+    )
     max_per_source: int | None = Field(
         default=2,
         ge=1,

@@ -131,6 +131,13 @@ def ingest_key_for(source: SourceDoc, plan: ChunkPlan) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
+def chunk_id(source_key: str, ingest_key: str, index: int) -> str:
+    """The id of a source's `index`-th chunk in the build `ingest_key`: deterministic, so a re-run
+    overwrites, and a source's chunks can be named from one chunk's metadata."""
+    key_hash = hashlib.sha256(source_key.encode()).hexdigest()[:16]
+    return f"{key_hash}-{ingest_key[:12]}-{index:05d}"
+
+
 def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Chunk]:
     """Split every section of a source into chunks that fit the model's window together with
     their heading path; ids are deterministic so a re-run overwrites, never adds."""
@@ -142,7 +149,6 @@ def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Ch
             pieces.append((text, prefix, section.metadata))
     if not pieces:
         raise SourceError("no text to index")
-    key_hash = hashlib.sha256(source.key.encode()).hexdigest()[:16]
     # When this build was made: shown in the documents list (not part of the ingest key).
     indexed_at = datetime.now(UTC).isoformat(timespec="seconds")
     chunks = []
@@ -160,7 +166,7 @@ def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Ch
         }
         chunks.append(
             Chunk(
-                f"{key_hash}-{ingest_key[:12]}-{index:05d}",
+                chunk_id(source.key, ingest_key, index),
                 text,
                 metadata,
                 embed_text(prefix, text),

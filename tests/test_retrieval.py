@@ -497,3 +497,89 @@ def test_a_saved_model_folder_exports_like_the_packaged_one(tmp_path):
     assert embedding_id(cfg).startswith("local:tuned-model@") and embedding_id(cfg).endswith(
         "+onnx-int8"
     )
+
+
+COPY_PAGE = [
+    ("Loading files", "COPY FROM reads rows from a file into a table, far faster than INSERT."),
+    ("File formats", "The FORMAT option chooses text, csv or binary input for the rows loaded."),
+    ("Header lines", "With HEADER the first line of the input file holds names and is skipped."),
+    ("Delimiters", "DELIMITER sets the character that separates the columns of each row."),
+    ("Errors while loading", "A malformed row stops the load and the table keeps none of it."),
+]
+LOGGING_PAGE = [
+    ("Where logs go", "log_destination chooses stderr, syslog or the event log for messages."),
+    ("Log rotation", "log_rotation_age starts a new log file after the given number of minutes."),
+    ("Log line prefix", "log_line_prefix adds the time, the user and the database to each line."),
+    ("Slow statements", "log_min_duration_statement logs every statement slower than this."),
+    (
+        "CSV output",
+        "How to load a CSV file into a table: write the log with csvlog, then load the CSV file "
+        "into a table.",
+    ),
+    ("Connections", "log_connections writes a line for every client that connects."),
+    ("Checkpoints", "log_checkpoints reports each checkpoint with the number of buffers written."),
+    ("Lock waits", "log_lock_waits reports sessions that wait longer than deadlock_timeout."),
+]
+
+
+def _write_pages(docs: Path, copy_page: list[tuple[str, str]]) -> None:
+    for name, title, sections in (
+        ("copy.md", "Loading data with COPY", copy_page),
+        ("logging.md", "Logging settings", LOGGING_PAGE),
+    ):
+        body = "\n\n".join(f"## {head}\n\n{text}" for head, text in sections)
+        (docs / name).write_text(f"# {title}\n\n{body}\n")
+
+
+def test_a_page_about_the_topic_ranks_above_one_that_mentions_it_once(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    """Each passage's rank also counts its whole source's similarity to the question (the mean of
+    the source's passage vectors), kept per build so a changed page is never scored stale."""
+    from core.settings import ChunkingSettings
+    from core.vectorstore import chroma_client, open_collection
+
+    settings = embedded_settings.model_copy(update={"chunking": ChunkingSettings(size=48)})
+    docs = tmp_path / "manual"
+    docs.mkdir()
+    _write_pages(docs, COPY_PAGE)
+    col = open_collection(chroma_client(settings), "manual", embed_id)
+    ingest_paths(settings, col, embed_model, paths=[docs], progress=False)
+    question = "How do I load a CSV file into a table?"
+    # Ranked by passages alone, the logging page's one sentence on loading CSV files comes first.
+    by_passage = make_retriever(settings, col, embed_model, source_weight=0.0, source_bonus=0.0)
+    assert ask(by_passage, embed_model, question)[0].metadata["file_name"] == "logging.md"
+    whole = make_retriever(settings, col, embed_model, source_bonus=0.0)
+    assert whole.settings.source_weight == 0.3  # the default
+    found = ask(whole, embed_model, question)
+    assert found[0].metadata["file_name"] == "copy.md"
+    assert "logging.md" in [c.metadata["file_name"] for c in found]  # reordered, not dropped
+
+    # The COPY page changes: the same retriever scores its new build exactly as a new one does.
+    _write_pages(docs, [*COPY_PAGE[:2], ("Binary input", "Binary files load fastest of all.")])
+    ingest_paths(settings, col, embed_model, paths=[docs], progress=False)
+    fresh = make_retriever(settings, col, embed_model, source_bonus=0.0)
+    again, new = ask(whole, embed_model, question), ask(fresh, embed_model, question)
+    assert [(c.chunk_id, round(c.fused, 6)) for c in again] == [
+        (c.chunk_id, round(c.fused, 6)) for c in new
+    ]
+
+
+def test_sources_without_build_metadata_count_by_their_best_passage(embedded_settings, embed_model):
+    """Chunks written without ingest metadata (by another tool) are still ranked."""
+    from core.vectorstore import chroma_client, open_collection
+
+    col = open_collection(chroma_client(embedded_settings), "bare", "bare-model")
+    texts = ["Ferries leave the north pier at seven.", "The museum opens at ten on Sundays."]
+    col.add(
+        ids=["a", "b"],
+        documents=texts,
+        embeddings=embed_model.get_text_embedding_batch(texts),
+        metadatas=[{"source": "ferry.txt"}, {"source": "museum.txt"}],
+    )
+    found = ask(
+        make_retriever(embedded_settings, col, embed_model, hybrid=False, similarity_cutoff=None),
+        embed_model,
+        "When does the ferry leave?",
+    )
+    assert [c.metadata["source"] for c in found] == ["ferry.txt", "museum.txt"]
