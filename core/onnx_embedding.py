@@ -5,6 +5,7 @@ the model's own modules, so vectors agree with the torch backend."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -12,7 +13,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,16 +104,31 @@ def export_onnx(model_dir: Path, cache_dir: Path, quantize: bool) -> Path:
             # in 7 bits (reduce_range): CPUs without VNNI saturate on full-range int8 products,
             # which cost retrieval quality (measured on the 10-K benchmark: hit@5 -0.010 full
             # range, -0.008 reduced, at the same speed).
-            quantize_dynamic(
-                str(fp32),
-                str(tmp),
-                weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul"],
-                per_channel=True,
-                reduce_range=True,
-            )
+            with _root_logger_left_alone():
+                quantize_dynamic(
+                    str(fp32),
+                    str(tmp),
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul"],
+                    per_channel=True,
+                    reduce_range=True,
+                )
             os.replace(tmp, int8)
     return wanted
+
+
+@contextlib.contextmanager
+def _root_logger_left_alone() -> Iterator[None]:
+    """The quantizer logs a hint through `logging.warning`, which installs a handler on the root
+    logger of a process that has none; from then on every library's debug records (bm25s logs at
+    DEBUG) would print. A null handler for the call keeps the process's logging as it was."""
+    root = logging.getLogger()
+    guard = logging.NullHandler()
+    root.addHandler(guard)
+    try:
+        yield
+    finally:
+        root.removeHandler(guard)
 
 
 def _export_fp32(model_dir: Path, out: Path) -> None:

@@ -3,6 +3,9 @@ paths, chunks that fit the model's window, hybrid search, and the lexical index 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -399,6 +402,28 @@ def test_onnx_backends_agree_with_torch_and_reuse_their_export(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in export_dir.glob("*.onnx")}
     build_embedding(EmbeddingSettings(backend="onnx-int8"), cache_dir=MODEL_CACHE)
     assert {p: p.stat().st_mtime_ns for p in export_dir.glob("*.onnx")} == mtimes  # reused
+    # Quantizing in a fresh process leaves its logging as it was (no root handler installed, so
+    # libraries' debug records stay quiet).
+    fresh = tmp_path / "fresh" / export_dir.name
+    fresh.mkdir(parents=True)
+    shutil.copy(export_dir / "model.onnx", fresh / "model.onnx")
+    script = (
+        "import logging\n"
+        "from pathlib import Path\n"
+        "from core.embeddings import build_embedding\n"
+        "from core.settings import EmbeddingSettings\n"
+        f"cache = Path({str(fresh.parent)!r})\n"
+        "build_embedding(EmbeddingSettings(backend='onnx-int8'), cache_dir=cache)"
+        ".get_text_embedding('x')\n"
+        "print('handlers', len(logging.getLogger().handlers))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert (fresh / "model-int8.onnx").is_file()
+    assert "handlers 0" in run.stdout
+    assert "pre-processing before quantization" not in run.stderr
     # The packaged model reads 512 word pieces unless told otherwise; its own window is 256.
     assert embedding_id(EmbeddingSettings(backend="torch")) == (
         "local:sentence-transformers/all-MiniLM-L6-v2@512"
