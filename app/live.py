@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from app.pipeline import AnswerUpdate, RagPipeline
     from app.prompt import SystemPrompt
-    from app.retriever import LexicalSource
+    from app.retriever import LexicalSource, SourceVectors
     from app.synthesis import SentenceVectors
     from core.chatlog import ChatLog
     from core.registry import ModelVersion, Registry
@@ -33,13 +33,15 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddingCache:
-    """Embedding models by their id, their sentence caches and the lexical indexes by folder, so
-    switching versions never reloads what another version already loaded."""
+    """Embedding models by their id, their sentence caches, the lexical indexes by folder and the
+    source vectors by collection, so switching versions never reloads what another version
+    already loaded."""
 
     def __init__(self) -> None:
         self._models: dict[str, BaseEmbedding] = {}
         self._sentences: dict[str, SentenceVectors] = {}
         self._lexical: dict[str, LexicalSource] = {}
+        self._source_vectors: dict[str, SourceVectors] = {}
         self._lock = threading.Lock()
         self.gate = ComputeGate()  # one per process: every pipeline's CPU work queues here
 
@@ -110,6 +112,16 @@ class EmbeddingCache:
         source.get()  # load (or rebuild from Chroma) now rather than on the first question
         return source
 
+    def source_vectors(self, collection: Collection) -> SourceVectors:
+        from app.retriever import SourceVectors
+
+        key = f"{collection.name}/{collection.id}"
+        with self._lock:
+            found = self._source_vectors.get(key)
+            if found is None:
+                found = self._source_vectors[key] = SourceVectors(collection)
+            return found
+
 
 def build_pipeline(
     settings: Settings,
@@ -141,6 +153,7 @@ def build_pipeline(
         gate=embeddings.gate,
     )
     pipeline.sentence_vectors = embeddings.sentence_vectors(applied)
+    pipeline.retriever.source_vectors = embeddings.source_vectors(collection)
     pipeline.chat_version_id = chat.id if chat else None
     pipeline.embedding_version_id = embedding.id if embedding else None
     return pipeline

@@ -75,6 +75,8 @@ class _Candidate:
     lexical_rank: int | None = None
     lexical_score: float = 0.0
     rare: bool = False
+    # The meaning-based score ranked on: the cosine, mixed with the source's (source_weight).
+    dense: float = 0.0
     fused: float = 0.0
 
 
@@ -82,22 +84,67 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def _source_of(c: _Candidate) -> str:
-    meta = c.metadata or {}
-    return str(meta.get("source_key") or meta.get("source"))
+Build = tuple[str, str]  # (source key, ingest key): one build of one source
+
+
+class SourceVectors:
+    """The sum of each source's passage vectors, per build, read from Chroma by chunk id on first
+    need and kept in memory up to a byte budget (oldest dropped first). A changed source is
+    re-ingested under a new ingest key, so an entry never goes stale; a build found incomplete
+    (an ingest under way, or one killed between writes) is used for that question only and read
+    again next time. One per collection, shared by the pipelines built on it."""
+
+    MAX_BYTES = 64 * 2**20
+    GET_BATCH = 500  # chunk ids per Chroma request
+
+    def __init__(self, collection: Collection):
+        self.collection = collection
+        self._sums: OrderedDict[Build, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def sums(self, builds: dict[Build, int]) -> dict[Build, np.ndarray]:
+        """Vector sums of the given builds (each with its chunk count); a build none of whose
+        chunks is found is left out."""
+        from ingest.pipeline import chunk_id
+
+        found: dict[Build, np.ndarray] = {}
+        wanted: dict[str, Build] = {}
+        with self._lock:
+            for build, n in builds.items():
+                if build in self._sums:
+                    self._sums.move_to_end(build)
+                    found[build] = self._sums[build]
+                else:
+                    wanted.update({chunk_id(*build, i): build for i in range(n)})
+        totals: dict[Build, np.ndarray] = {}
+        counts: dict[Build, int] = {}
+        ids = list(wanted)
+        for start in range(0, len(ids), self.GET_BATCH):
+            got = self.collection.get(
+                ids=ids[start : start + self.GET_BATCH], include=["embeddings"]
+            )
+            for cid, vector in zip(got["ids"], got["embeddings"], strict=True):
+                build = wanted[cid]
+                v = np.asarray(vector, np.float32)
+                totals[build] = totals[build] + v if build in totals else v.copy()
+                counts[build] = counts.get(build, 0) + 1
+        with self._lock:
+            for build, total in totals.items():
+                if counts[build] == builds[build] and build not in self._sums:
+                    self._sums[build] = total
+                    self._bytes += total.nbytes
+            while self._bytes > self.MAX_BYTES and self._sums:
+                self._bytes -= self._sums.popitem(last=False)[1].nbytes
+        return found | totals
 
 
 class HybridRetriever(BaseRetriever):
     """Dense (Chroma, cosine) and, when a lexical source is given, BM25 candidates fused by
-    reciprocal rank or a weighted score sum, then mixed with the similarity of each passage's
-    whole source (the mean of its passage vectors); each passage is scored by its cosine
-    similarity to the question (what the user sees), ordered by the fused rank."""
-
-    # Source mean vectors kept in memory, keyed by (source, build): a changed source gets a new
-    # ingest key, so an entry never goes stale; the oldest are dropped beyond this many.
-    CENTROIDS_KEPT = 20_000
-    # Chunk ids asked of Chroma per request when mean vectors are computed.
-    GET_BATCH = 500
+    reciprocal rank or a weighted score sum. The dense side ranks each passage by its cosine
+    mixed with that of its whole source (the mean of the source's passage vectors). Each passage
+    is scored by its own cosine similarity to the question (what the user sees), ordered by the
+    fused rank."""
 
     def __init__(
         self,
@@ -105,14 +152,14 @@ class HybridRetriever(BaseRetriever):
         embed_model: BaseEmbedding,
         settings: RetrievalSettings,
         lexical: LexicalSource | None = None,
+        source_vectors: SourceVectors | None = None,
     ):
         super().__init__()
         self.collection = collection
         self.embed_model = embed_model
         self.settings = settings
         self.lexical = lexical if settings.hybrid else None
-        self._centroids: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._centroid_lock = threading.Lock()
+        self.source_vectors = source_vectors or SourceVectors(collection)
 
     def _dense(self, embedding: list[float], n: int) -> dict[str, _Candidate]:
         res = self.collection.query(
@@ -145,96 +192,59 @@ class HybridRetriever(BaseRetriever):
             return None
         return 1.0 - float(res["distances"][0][0]), np.asarray(res["embeddings"][0][0], np.float32)
 
-    def _fuse(self, candidates: dict[str, _Candidate]) -> None:
-        """Each candidate's fused score, between 0 and 1 (the best is 1 with reciprocal rank
-        fusion); dense only: its cosine scaled to the candidates' range."""
+    def _mix_sources(self, candidates: list[_Candidate], query: np.ndarray) -> None:
+        """Mix each passage's cosine with its whole source's: the cosine to the mean of all the
+        source's passage vectors. A page every passage of which is about the topic gains on a
+        long page of other topics that mentions it once (evidence from the whole document and
+        from its best passage rank documents better together than either alone). A one-passage
+        source keeps its cosine. Left as it is when any candidate's source cannot be read whole
+        (passages written by another tool), so that all are ranked on the same scale."""
+        from ingest.pipeline import chunk_id
+
+        builds: dict[Build, int] = {}
+        of: dict[str, Build] = {}
+        for c in candidates:
+            meta = c.metadata or {}
+            try:
+                build = (str(meta["source_key"]), str(meta["ingest_key"]))
+                n, index = int(meta["n_chunks"]), int(meta["chunk_index"])
+            except (KeyError, TypeError, ValueError):
+                return
+            if chunk_id(*build, index) != c.chunk_id:
+                return
+            builds[build], of[c.chunk_id] = n, build
+        sums = self.source_vectors.sums(builds)
+        if len(sums) < len(builds):
+            return
+        similarity = {build: cosine(total, query) for build, total in sums.items()}
+        weight = self.settings.source_weight
+        for c in candidates:
+            c.dense = (1 - weight) * c.dense + weight * similarity[of[c.chunk_id]]
+
+    def _fuse(self, candidates: list[_Candidate]) -> list[_Candidate]:
         s = self.settings
-        if self.lexical is not None and s.fusion == "rrf":
-            for c in candidates.values():
+        if self.lexical is None:
+            for c in candidates:
+                c.fused = c.dense
+        elif s.fusion == "rrf":
+            dense_order = sorted(
+                (c for c in candidates if c.dense_rank is not None), key=lambda c: -c.dense
+            )
+            for rank, c in enumerate(dense_order):
+                c.dense_rank = rank
+            for c in candidates:
                 c.fused = sum(
                     1.0 / (s.rrf_k + r + 1) for r in (c.dense_rank, c.lexical_rank) if r is not None
                 )
-            top = max((c.fused for c in candidates.values()), default=0.0) or 1.0
-            for c in candidates.values():
-                c.fused /= top
-            return
-        weight = s.lexical_weight if self.lexical is not None else 0.0
-        top_lex = max((c.lexical_score for c in candidates.values()), default=0.0) or 1.0
-        cosines = [c.cosine for c in candidates.values() if c.cosine is not None]
-        lo, hi = (min(cosines), max(cosines)) if cosines else (0.0, 1.0)
-        for c in candidates.values():
-            dense = ((c.cosine or lo) - lo) / (hi - lo or 1.0)
-            c.fused = (1 - weight) * dense + weight * c.lexical_score / top_lex
-
-    def _mix_sources(self, candidates: list[_Candidate], query: np.ndarray) -> None:
-        """Mix into each fused score its source's similarity to the question as a whole (the
-        cosine to the mean of all the source's passage vectors), scaled to the candidates' range.
-        A page whose every passage is about the topic gains on a long page of other topics
-        that mentions it once; evidence from the whole document and from its best passage
-        combined rank documents better than either alone."""
-        weight = self.settings.source_weight
-        best: dict[str, float] = {}
-        builds: dict[str, tuple[str, str, int]] = {}
-        for c in candidates:
-            meta, key = c.metadata or {}, _source_of(c)
-            best[key] = max(best.get(key, -1.0), c.cosine or 0.0)
-            if "ingest_key" in meta and "n_chunks" in meta and meta.get("source_key"):
-                builds[key] = (
-                    str(meta["source_key"]),
-                    str(meta["ingest_key"]),
-                    int(meta["n_chunks"]),
-                )
-        centroids = self._source_centroids(list(builds.values()))
-        # A source whose passages cannot be named (an index made before chunk metadata) counts
-        # by its best passage.
-        similarity = {
-            key: (
-                cosine(centroids[builds[key][:2]], query)
-                if key in builds and builds[key][:2] in centroids
-                else best[key]
-            )
-            for key in best
-        }
-        lo, hi = min(similarity.values(), default=0.0), max(similarity.values(), default=1.0)
-        for c in candidates:
-            whole = (similarity[_source_of(c)] - lo) / (hi - lo or 1.0)
-            c.fused = (1 - weight) * c.fused + weight * whole
-
-    def _source_centroids(
-        self, builds: list[tuple[str, str, int]]
-    ) -> dict[tuple[str, str], np.ndarray]:
-        """Sum of the passage vectors of each (source key, ingest key, chunk count), cached."""
-        from ingest.pipeline import chunk_id
-
-        found: dict[tuple[str, str], np.ndarray] = {}
-        wanted: dict[str, tuple[str, str]] = {}
-        with self._centroid_lock:
-            for source_key, ingest_key, n in builds:
-                key = (source_key, ingest_key)
-                if key in self._centroids:
-                    self._centroids.move_to_end(key)
-                    found[key] = self._centroids[key]
-                else:
-                    wanted.update({chunk_id(source_key, ingest_key, i): key for i in range(n)})
-        if not wanted:
-            return found
-        sums: dict[tuple[str, str], np.ndarray] = {}
-        ids = list(wanted)
-        for start in range(0, len(ids), self.GET_BATCH):
-            got = self.collection.get(
-                ids=ids[start : start + self.GET_BATCH], include=["embeddings"]
-            )
-            for cid, vector in zip(got["ids"], got["embeddings"], strict=True):
-                v = np.asarray(vector, np.float32)
-                key = wanted[cid]
-                sums[key] = sums[key] + v if key in sums else v.copy()
-        with self._centroid_lock:
-            for key, total in sums.items():
-                self._centroids[key] = total
-                self._centroids.move_to_end(key)
-            while len(self._centroids) > self.CENTROIDS_KEPT:
-                self._centroids.popitem(last=False)
-        return found | sums
+        else:
+            top_lex = max((c.lexical_score for c in candidates), default=0.0) or 1.0
+            lo = min((c.dense for c in candidates), default=0.0)
+            hi = max((c.dense for c in candidates), default=1.0)
+            for c in candidates:
+                dense = (c.dense - lo) / (hi - lo or 1.0)
+                lexical = c.lexical_score / top_lex
+                c.fused = (1 - s.lexical_weight) * dense + s.lexical_weight * lexical
+        return sorted(candidates, key=lambda c: -c.fused)
 
     def ranked(
         self, query_str: str, embedding: list[float], k: int | None = None
@@ -252,12 +262,13 @@ class HybridRetriever(BaseRetriever):
             missing = [c.chunk_id for c in candidates.values() if c.text is None]
             if missing:
                 self._fill(candidates, missing, query)
-        self._fuse(candidates)
         # A lexical hit without text is gone from Chroma since the lexical index was read.
         present = [c for c in candidates.values() if c.text is not None]
+        for c in present:
+            c.dense = c.cosine or 0.0
         if s.source_weight and present:
             self._mix_sources(present, query)
-        ranked = sorted(present, key=lambda c: -c.fused)
+        ranked = self._fuse(present)
         kept = [
             c
             for c in ranked

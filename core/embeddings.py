@@ -46,8 +46,8 @@ def amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 def batch_of(cfg: EmbeddingSettings, backend: str | None = None) -> int:
-    """Texts per batch: the configured number, else what was measured fastest for the backend on
-    512-piece chunks (bfloat16 torch with AMX: 19.3k pieces/s at 16, 14.4k at 32, 15.5k at 64;
+    """Texts per batch: the configured number, else one measured near the fastest for the backend
+    on 512-piece chunks (bfloat16 torch with AMX: 19.3k pieces/s at 16, 14.4k at 32, 15.5k at 64;
     int8 ONNX on the manual's 4,680 chunks: 113 s at 8, 117 s at 16, 129 s at 32, slower at 64:
     long batches spend their time moving attention matrices, not computing)."""
     if cfg.batch_size is not None:

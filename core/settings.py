@@ -181,9 +181,10 @@ class RetrievalSettings(BaseModel):
         default=0.3,
         ge=0,
         le=1,
-        description="Share, in each passage's rank, of its whole source's similarity to the "
-        "question (the cosine to the mean of all the source's passage vectors): a page about the "
-        "question's topic ranks above a page that mentions it in passing; 0 turns it off.",
+        description="Share of a passage's meaning-based score that comes from its whole source "
+        "(the cosine to the mean of all the source's passage vectors), so a page about the "
+        "question's topic ranks above a long page on other topics that mentions it once; 0 "
+        "turns it off.",
     )
     max_per_source: int | None = Field(
         default=2,

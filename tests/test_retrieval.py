@@ -563,6 +563,9 @@ def test_a_page_about_the_topic_ranks_above_one_that_mentions_it_once(
 ):
     """Each passage's rank also counts its whole source's similarity to the question (the mean of
     the source's passage vectors), kept per build so a changed page is never scored stale."""
+    import numpy as np
+
+    from app.retriever import SourceVectors
     from core.settings import ChunkingSettings
     from core.vectorstore import chroma_client, open_collection
 
@@ -582,31 +585,53 @@ def test_a_page_about_the_topic_ranks_above_one_that_mentions_it_once(
     assert found[0].metadata["file_name"] == "copy.md"
     assert "logging.md" in [c.metadata["file_name"] for c in found]  # reordered, not dropped
 
-    # The COPY page changes: the same retriever scores its new build exactly as a new one does.
+    # The COPY page changes: its new build is read whole (no stale sum from the old build).
     _write_pages(docs, [*COPY_PAGE[:2], ("Binary input", "Binary files load fastest of all.")])
     ingest_paths(settings, col, embed_model, paths=[docs], progress=False)
-    fresh = make_retriever(settings, col, embed_model, source_bonus=0.0)
-    again, new = ask(whole, embed_model, question), ask(fresh, embed_model, question)
-    assert [(c.chunk_id, round(c.fused, 6)) for c in again] == [
-        (c.chunk_id, round(c.fused, 6)) for c in new
-    ]
+    ask(whole, embed_model, question)
+    stored = col.get(where={"file_name": "copy.md"}, include=["embeddings", "metadatas"])
+    meta = stored["metadatas"][0]
+    build = (meta["source_key"], meta["ingest_key"])
+    assert len({m["ingest_key"] for m in stored["metadatas"]}) == 1
+    expected = np.sum(np.asarray(stored["embeddings"], np.float32), axis=0)
+    assert np.allclose(whole.source_vectors.sums({build: meta["n_chunks"]})[build], expected)
+
+    # A build read while incomplete (an ingest killed between writes) is used, never kept.
+    vectors = SourceVectors(col)
+    col.delete(ids=[stored["ids"][0]])
+    partial = vectors.sums({build: meta["n_chunks"]})[build]
+    assert np.allclose(partial, expected - np.asarray(stored["embeddings"][0], np.float32))
+    assert build not in vectors._sums
+    ingest_paths(settings, col, embed_model, paths=[docs], progress=False)  # repaired
+    assert np.allclose(vectors.sums({build: meta["n_chunks"]})[build], expected)
+    assert build in vectors._sums
 
 
-def test_sources_without_build_metadata_count_by_their_best_passage(embedded_settings, embed_model):
-    """Chunks written without ingest metadata (by another tool) are still ranked."""
+def test_whole_sources_are_mixed_only_when_every_candidate_can_be_read_whole(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    """A passage written by another tool (no build metadata) cannot be read with its source, so
+    no passage's score is mixed for that question: all stay on the same scale."""
+    from core.settings import ChunkingSettings
     from core.vectorstore import chroma_client, open_collection
 
-    col = open_collection(chroma_client(embedded_settings), "bare", "bare-model")
-    texts = ["Ferries leave the north pier at seven.", "The museum opens at ten on Sundays."]
+    settings = embedded_settings.model_copy(update={"chunking": ChunkingSettings(size=48)})
+    docs = tmp_path / "manual"
+    docs.mkdir()
+    _write_pages(docs, COPY_PAGE)
+    col = open_collection(chroma_client(settings), "mixed", embed_id)
+    ingest_paths(settings, col, embed_model, paths=[docs], progress=False)
+    retriever = make_retriever(settings, col, embed_model, similarity_cutoff=None)
+    question = "How do I load a CSV file into a table?"
+    assert any(c.dense != c.cosine for c in ask(retriever, embed_model, question, k=8))
+
+    text = "Tables can be loaded from CSV files with the import wizard."
     col.add(
-        ids=["a", "b"],
-        documents=texts,
-        embeddings=embed_model.get_text_embedding_batch(texts),
-        metadatas=[{"source": "ferry.txt"}, {"source": "museum.txt"}],
+        ids=["foreign-1"],
+        documents=[text],
+        embeddings=embed_model.get_text_embedding_batch([text]),
+        metadatas=[{"source": "wizard.txt"}],
     )
-    found = ask(
-        make_retriever(embedded_settings, col, embed_model, hybrid=False, similarity_cutoff=None),
-        embed_model,
-        "When does the ferry leave?",
-    )
-    assert [c.metadata["source"] for c in found] == ["ferry.txt", "museum.txt"]
+    found = ask(retriever, embed_model, question, k=8)
+    assert "foreign-1" in [c.chunk_id for c in found]
+    assert all(c.dense == c.cosine for c in found)
