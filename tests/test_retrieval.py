@@ -558,14 +558,9 @@ def _write_pages(docs: Path, copy_page: list[tuple[str, str]]) -> None:
         (docs / name).write_text(f"# {title}\n\n{body}\n")
 
 
-def test_a_page_about_the_topic_ranks_above_one_that_mentions_it_once(
-    embedded_settings, embed_model, embed_id, tmp_path
-):
-    """Each passage's rank also counts its whole source's similarity to the question (the mean of
-    the source's passage vectors), kept per build so a changed page is never scored stale."""
-    import numpy as np
-
-    from app.retriever import SourceVectors
+def _ingest_pages(embedded_settings, embed_model, embed_id, tmp_path):
+    """The COPY and logging pages ingested in small chunks (several passages a page): the
+    settings, the pages' folder and the collection."""
     from core.settings import ChunkingSettings
     from core.vectorstore import chroma_client, open_collection
 
@@ -575,6 +570,19 @@ def test_a_page_about_the_topic_ranks_above_one_that_mentions_it_once(
     _write_pages(docs, COPY_PAGE)
     col = open_collection(chroma_client(settings), "manual", embed_id)
     ingest_paths(settings, col, embed_model, paths=[docs], progress=False)
+    return settings, docs, col
+
+
+def test_a_page_about_the_topic_ranks_above_one_that_mentions_it_once(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    """Each passage's rank also counts its whole source's similarity to the question (the mean of
+    the source's passage vectors), kept per build so a changed page is never scored stale."""
+    import numpy as np
+
+    from app.retriever import SourceVectors
+
+    settings, docs, col = _ingest_pages(embedded_settings, embed_model, embed_id, tmp_path)
     question = "How do I load a CSV file into a table?"
     # Ranked by passages alone, the logging page's one sentence on loading CSV files comes first.
     by_passage = make_retriever(settings, col, embed_model, source_weight=0.0, source_bonus=0.0)
@@ -612,15 +620,7 @@ def test_whole_sources_are_mixed_only_when_every_candidate_can_be_read_whole(
 ):
     """A passage written by another tool (no build metadata) cannot be read with its source, so
     no passage's score is mixed for that question: all stay on the same scale."""
-    from core.settings import ChunkingSettings
-    from core.vectorstore import chroma_client, open_collection
-
-    settings = embedded_settings.model_copy(update={"chunking": ChunkingSettings(size=48)})
-    docs = tmp_path / "manual"
-    docs.mkdir()
-    _write_pages(docs, COPY_PAGE)
-    col = open_collection(chroma_client(settings), "mixed", embed_id)
-    ingest_paths(settings, col, embed_model, paths=[docs], progress=False)
+    settings, _, col = _ingest_pages(embedded_settings, embed_model, embed_id, tmp_path)
     retriever = make_retriever(settings, col, embed_model, similarity_cutoff=None)
     question = "How do I load a CSV file into a table?"
     assert any(c.dense != c.cosine for c in ask(retriever, embed_model, question, k=8))
