@@ -1,8 +1,9 @@
 """Page-level retrieval quality on a real manual against a plain LlamaIndex baseline built in the
-same run, plus gold-passage hit@1 on SciQ. Installs nothing: it says what to install when the manual
-is missing.
+same run, plus gold-passage hit@1 on SciQ and passage hit@1 on 10-K passages ingested as short
+records (see filings_hit1). Installs nothing: it says what to install when the manual is missing.
 
-    .venv/bin/python bench/retrieval.py [--manual DIR] [--questions FILE] [--no-sciq] [--variants]
+    .venv/bin/python bench/retrieval.py [--manual DIR] [--questions FILE] [--no-sciq]
+        [--no-filings] [--variants]
 
 Ours: our ingest (main-content HTML, heading paths, model-sized chunks, lexical index) into a
 temporary data directory, questions asked through the app's retriever. Baseline:
@@ -92,6 +93,8 @@ def variants(base):
     """Retrieval settings compared on the same index (--variants)."""
     yield "dense only", base.model_copy(update={"hybrid": False})
     yield "no source similarity", base.model_copy(update={"source_weight": 0.0})
+    for bonus in (0.0, 0.5):
+        yield f"source bonus {bonus}", base.model_copy(update={"source_bonus": bonus})
     yield "hybrid rrf", base.model_copy(update={"fusion": "rrf"})
     for w in (0.3, 0.5):
         yield (
@@ -131,6 +134,55 @@ def sciq_hit1(settings, embed, limit: int | None) -> float | None:
     return hits / len(rows)
 
 
+def filings_hit1(settings, embed, variants_too: bool) -> dict[str, float] | None:
+    """Passage-level hit@1 on a collection of short records: the held-out half of the 10-K
+    embedding benchmark (`finetune-embedding/val_dataset.json`), each corpus passage ingested as
+    a record of its own, each question about exactly one record. Source-level ranking must not
+    favour a record for being cut into more passages than another. Keys: "default" and, with
+    `variants_too`, the source bonus at 0 and at 0.5."""
+    from app.retriever import HybridRetriever, LexicalSource
+    from core.embeddings import embedding_id
+    from core.vectorstore import chroma_client, open_collection
+    from ingest import RecordFields, ingest_paths
+    from ingest.lexical import lexical_dir
+
+    path = SHARED / "finetune-embedding" / "val_dataset.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    records = settings.data_dir / "filings.jsonl"
+    with records.open("w", encoding="utf-8") as fh:
+        for cid, text in data["corpus"].items():
+            fh.write(json.dumps({"cid": cid, "text": text}) + "\n")
+    col = open_collection(chroma_client(settings), "filings", embedding_id(settings.embedding))
+    ingest_paths(
+        settings,
+        col,
+        embed,
+        datasets=[str(records)],
+        fields=RecordFields("text", ["cid"]),
+        progress=False,
+    )
+    lexical = LexicalSource(col, lexical_dir(settings.data_dir, col))
+    asked = [(q, data["relevant_docs"][qid][0]) for qid, q in data["queries"].items()]
+    embeddings = [embed.get_query_embedding(q) for q, _ in asked]
+    cases = {"default": settings.retrieval}
+    if variants_too:
+        for bonus in (0.0, 0.5):
+            cases[f"source bonus {bonus}"] = settings.retrieval.model_copy(
+                update={"source_bonus": bonus}
+            )
+    out = {}
+    for name, rs in cases.items():
+        retriever = HybridRetriever(col, embed, rs, lexical)
+        hits = 0
+        for (q, gold), emb in zip(asked, embeddings, strict=True):
+            found = retriever.ranked(q, emb, k=1)
+            hits += bool(found) and found[0].metadata.get("cid") == gold
+        out[name] = hits / len(asked)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manual", type=Path, default=MANUAL)
@@ -139,6 +191,7 @@ def main() -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain baseline")
     parser.add_argument("--variants", action="store_true", help="compare fusion settings too")
     parser.add_argument("--sciq-limit", type=int, default=None)
+    parser.add_argument("--no-filings", action="store_true", help="skip the 10-K records check")
     args = parser.parse_args()
     if not args.manual.is_dir():
         print(
@@ -208,12 +261,19 @@ def main() -> int:
         sciq = None if args.no_sciq else sciq_hit1(settings, embed, args.sciq_limit)
         if sciq is not None:
             print(f"sciq gold-passage hit@1: {sciq:.3f} (target: not below 0.80)")
+        filings = None if args.no_filings else filings_hit1(settings, embed, args.variants)
+        if filings is not None:
+            print(
+                "10-K records, passage hit@1: "
+                + ", ".join(f"{name} {v:.3f}" for name, v in filings.items())
+            )
 
     print(
         f"hit1={ours['hit1']:.3f} mrr10={ours['mrr10']:.3f} base_hit1={base['hit1']:.3f} "
         f"base_mrr10={base['mrr10']:.3f} hit5={ours['hit5']:.3f} base_hit5={base['hit5']:.3f} "
         f"ingest_ratio={ours_s / base_s:.2f}"
         + (f" sciq_hit1={sciq:.3f}" if sciq is not None else "")
+        + (f" filings_hit1={filings['default']:.3f}" if filings is not None else "")
     )
     return 0
 

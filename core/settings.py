@@ -170,12 +170,13 @@ class RetrievalSettings(BaseModel):
         "scores of their next best ones, up to this many passages in all.",
     )
     source_bonus: float = Field(
-        default=0.5,
+        default=0.15,
         ge=0,
         le=1,
         description="Weight of a source's further matching passages in its rank: a document "
         "with several matching passages ranks above one lucky sentence; 0 ranks by the best "
-        "passage alone.",
+        "passage alone. Kept small: any larger share favours long documents as such (a record "
+        "cut into two passages outranks a better one-passage record).",
     )
     source_weight: float = Field(
         default=0.3,

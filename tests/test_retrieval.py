@@ -635,3 +635,61 @@ def test_whole_sources_are_mixed_only_when_every_candidate_can_be_read_whole(
     found = ask(retriever, embed_model, question, k=8)
     assert "foreign-1" in [c.chunk_id for c in found]
     assert all(c.dense == c.cosine for c in found)
+
+
+FERRY_RECORDS = [
+    "The ferry to Kessel Island leaves the north pier every morning at seven thirty.",
+    # One record long enough to be cut into two passages, both about the ferry leaving, neither
+    # saying when it leaves in the morning.
+    "In summer the ferry to Kessel Island leaves the north pier more often, and on holidays an "
+    "extra boat is added in the morning. Tickets for the ferry are sold on board, in cash or by "
+    "card, and children under twelve travel free. Bicycles and dogs are welcome on the ferry at no "
+    "extra charge. In winter the ferry to Kessel Island leaves less often, and in storms it may "
+    "not leave at all: the harbour office then posts a notice on the pier. The crossing takes "
+    "about forty minutes, and the ferry's cafe serves coffee and cakes on the way.",
+    "The library on Kessel Island opens on weekday afternoons.",
+    "Fishing boats unload their catch at the south harbour before dawn.",
+    "The island's lighthouse was built in 1871 and can be visited in summer.",
+    "The town hall is closed on public holidays.",
+    "Parking near the station costs two euros an hour.",
+]
+
+
+def test_a_record_cut_into_more_passages_does_not_outrank_a_better_one_for_its_length(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    """Ranking sources by their best passage plus a share of their next best one must not turn
+    into a prize for length: a short record that answers the question stays first above a longer
+    record about the same topic that the splitter cut in two."""
+    import json
+
+    from core.settings import ChunkingSettings
+    from core.vectorstore import chroma_client, open_collection
+    from ingest import RecordFields
+
+    settings = embedded_settings.model_copy(update={"chunking": ChunkingSettings(size=64)})
+    records = tmp_path / "records.jsonl"
+    records.write_text(
+        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(FERRY_RECORDS))
+    )
+    col = open_collection(chroma_client(settings), "records", embed_id)
+    ingest_paths(
+        settings,
+        col,
+        embed_model,
+        datasets=[str(records)],
+        fields=RecordFields("text", ["id"]),
+        progress=False,
+    )
+    n_chunks = {m["id"]: m["n_chunks"] for _, m in all_chunks(col)}
+    assert n_chunks[0] == 1 and n_chunks[1] >= 2
+    question = "What time does the ferry to Kessel Island leave in the morning?"
+
+    def first(**overrides) -> int:
+        return ask(make_retriever(settings, col, embed_model, **overrides), embed_model, question)[
+            0
+        ].metadata["id"]
+
+    assert first(source_bonus=0.0) == 0  # its passage is the best one
+    assert first(source_bonus=0.5) == 1  # a large share is a prize for length
+    assert first() == 0  # the default share is not
