@@ -189,7 +189,11 @@ def main() -> int:
     parser.add_argument("--questions", type=Path, default=SHARED / "pgdocs" / "questions.jsonl")
     parser.add_argument("--no-sciq", action="store_true", help="skip the SciQ check")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain baseline")
-    parser.add_argument("--variants", action="store_true", help="compare fusion settings too")
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="compare retrieval settings too (fusion, source share)",
+    )
     parser.add_argument("--sciq-limit", type=int, default=None)
     parser.add_argument("--no-filings", action="store_true", help="skip the 10-K records check")
     args = parser.parse_args()

@@ -175,8 +175,8 @@ class RetrievalSettings(BaseModel):
         le=1,
         description="Weight of a source's further matching passages in its rank: a document "
         "with several matching passages ranks above one lucky sentence; 0 ranks by the best "
-        "passage alone. Kept small: any larger share favours long documents as such (a record "
-        "cut into two passages outranks a better one-passage record).",
+        "passage alone. It is also a prior for long documents (a record cut into two passages "
+        "can outrank a better one-passage record), so it is kept small.",
     )
     source_weight: float = Field(
         default=0.3,

@@ -663,7 +663,7 @@ def test_a_record_cut_into_more_passages_does_not_outrank_a_better_one_for_its_l
     record about the same topic that the splitter cut in two."""
     import json
 
-    from core.settings import ChunkingSettings
+    from core.settings import ChunkingSettings, RetrievalSettings
     from core.vectorstore import chroma_client, open_collection
     from ingest import RecordFields
 
@@ -692,4 +692,5 @@ def test_a_record_cut_into_more_passages_does_not_outrank_a_better_one_for_its_l
 
     assert first(source_bonus=0.0) == 0  # its passage is the best one
     assert first(source_bonus=0.5) == 1  # a large share is a prize for length
-    assert first() == 0  # the default share is not
+    default = RetrievalSettings().source_bonus  # the code's default, whatever the environment
+    assert first(source_bonus=default) == 0  # the default share is not
