@@ -289,8 +289,9 @@ class HybridRetriever(BaseRetriever):
             group.sort(key=lambda c: -c.fused)
 
         def strength(group: list[_Candidate]) -> float:
-            extra = sum(c.fused for c in group[1 : s.source_pool])
-            return group[0].fused + s.source_bonus * extra
+            return group[0].fused + s.source_bonus * sum(
+                c.fused for c in _separate(group)[1 : s.source_pool]
+            )
 
         order = sorted(groups.values(), key=lambda g: -strength(g))
         out: list[_Candidate] = []
@@ -326,6 +327,26 @@ class HybridRetriever(BaseRetriever):
             )
             nodes.append(NodeWithScore(node=node, score=c.cosine))
         return nodes
+
+
+def _separate(group: list[_Candidate]) -> list[_Candidate]:
+    """A source's passages, best first, that are evidence of their own: a passage next to one
+    already taken (chunk index one apart) is left out, since it usually continues the same text,
+    cut there by the splitter and sharing its overlap. Counting it would reward a document for
+    its length and for where the splitter cut, not for a second place that matches. A passage
+    without a chunk index (written by another tool) is taken."""
+    taken: list[int] = []
+    out = []
+    for c in group:
+        try:
+            index = int((c.metadata or {})["chunk_index"])
+        except (KeyError, TypeError, ValueError):
+            out.append(c)
+            continue
+        if all(abs(index - t) > 1 for t in taken):
+            taken.append(index)
+            out.append(c)
+    return out
 
 
 def to_source(node: NodeWithScore) -> SourceRef:

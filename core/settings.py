@@ -170,13 +170,13 @@ class RetrievalSettings(BaseModel):
         "scores of their next best ones, up to this many passages in all.",
     )
     source_bonus: float = Field(
-        default=0.15,
+        default=0.3,
         ge=0,
         le=1,
         description="Weight of a source's further matching passages in its rank: a document "
         "with several matching passages ranks above one lucky sentence; 0 ranks by the best "
-        "passage alone. It is also a prior for long documents (a record cut into two passages "
-        "can outrank a better one-passage record), so it is kept small.",
+        "passage alone. A passage next to one already counted is not counted (it continues "
+        "the same text), so a document is not rewarded for its length or where it was cut.",
     )
     source_weight: float = Field(
         default=0.3,
