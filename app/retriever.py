@@ -289,9 +289,8 @@ class HybridRetriever(BaseRetriever):
             group.sort(key=lambda c: -c.fused)
 
         def strength(group: list[_Candidate]) -> float:
-            return group[0].fused + s.source_bonus * sum(
-                c.fused for c in _separate(group)[1 : s.source_pool]
-            )
+            best, *others = _separate(group)
+            return best.fused + s.source_bonus * sum(c.fused for c in others[: s.source_pool - 1])
 
         order = sorted(groups.values(), key=lambda g: -strength(g))
         out: list[_Candidate] = []
@@ -330,22 +329,25 @@ class HybridRetriever(BaseRetriever):
 
 
 def _separate(group: list[_Candidate]) -> list[_Candidate]:
-    """A source's passages, best first, that are evidence of their own: a passage next to one
-    already taken (chunk index one apart) is left out, since it usually continues the same text,
-    cut there by the splitter and sharing its overlap. Counting it would reward a document for
-    its length and for where the splitter cut, not for a second place that matches. A passage
-    without a chunk index (written by another tool) is taken."""
-    taken: list[int] = []
+    """A source's passages, best first, that are evidence of their own. A passage next to
+    another matching passage of the same section (chunk indexes one apart, same heading path)
+    continues the same text, cut there by the splitter and sharing its overlap, so a run of
+    consecutive matching passages counts once: counting each would reward a document for its
+    length and for where the splitter cut it, not for a second place that matches. A passage
+    without a chunk index (written by another tool) is counted."""
+    seen: list[tuple[int, Any]] = []
     out = []
     for c in group:
+        meta = c.metadata or {}
         try:
-            index = int((c.metadata or {})["chunk_index"])
+            index = int(meta["chunk_index"])
         except (KeyError, TypeError, ValueError):
             out.append(c)
             continue
-        if all(abs(index - t) > 1 for t in taken):
-            taken.append(index)
+        section = meta.get("heading_path")
+        if all(abs(index - i) > 1 or s != section for i, s in seen):
             out.append(c)
+        seen.append((index, section))
     return out
 
 

@@ -175,8 +175,9 @@ class RetrievalSettings(BaseModel):
         le=1,
         description="Weight of a source's further matching passages in its rank: a document "
         "with several matching passages ranks above one lucky sentence; 0 ranks by the best "
-        "passage alone. A passage next to one already counted is not counted (it continues "
-        "the same text), so a document is not rewarded for its length or where it was cut.",
+        "passage alone. A run of consecutive matching passages of one section counts once "
+        "(each continues the same text), so a document is not rewarded for its length or "
+        "where it was cut.",
     )
     source_weight: float = Field(
         default=0.3,

@@ -686,24 +686,42 @@ def test_a_record_cut_into_more_passages_does_not_outrank_a_better_one_for_its_l
     assert n_chunks[0] == 1 and n_chunks[1] == 2
     question = "What time does the ferry to Kessel Island leave in the morning?"
 
-    for share in (RetrievalSettings().source_bonus, 1.0):  # the code's default, and the most
-        retriever = make_retriever(settings, col, embed_model, source_bonus=share)
-        found = ask(retriever, embed_model, question, k=8)
-        fused = {(c.metadata["id"], c.metadata["chunk_index"]): c.fused for c in found}
-        # Counted, the long record's second passage would put it first ...
-        assert fused[(1, 0)] + share * fused[(1, 1)] > fused[(0, 0)] > fused[(1, 1)]
-        # ... but it continues the first one, so the record that answers stays first.
-        assert found[0].metadata["id"] == 0
+    # Were its second passage counted at the full share, the long record would come first.
+    found = ask(
+        make_retriever(settings, col, embed_model, source_bonus=1.0, similarity_cutoff=None),
+        embed_model,
+        question,
+        k=8,
+    )
+    fused = {(c.metadata["id"], c.metadata["chunk_index"]): c.fused for c in found}
+    second, best = sorted([fused[(1, 0)], fused[(1, 1)]])
+    assert best + second > fused[(0, 0)] > best
+    # It continues the first passage, so it is not counted: the record that answers stays first.
+    assert found[0].metadata["id"] == 0
+    default = make_retriever(
+        settings, col, embed_model, source_bonus=RetrievalSettings().source_bonus
+    )  # the code's default, whatever the environment says
+    assert ask(default, embed_model, question)[0].metadata["id"] == 0
 
 
-def test_only_passages_apart_from_those_counted_add_to_a_source():
-    """A source's further passages add to its rank only when they are not next to a passage
-    already counted; a passage without a chunk index (another tool's) is counted."""
+def test_a_run_of_neighbouring_passages_of_one_section_counts_once():
+    """A source's further passages add to its rank only when they are not part of a run of
+    neighbouring passages of the same section already seen; a passage without a chunk index
+    (another tool's) is counted."""
     from app.retriever import _Candidate, _separate
 
-    def at(index):
-        meta = {} if index is None else {"chunk_index": index}
-        return _Candidate(f"c{index}", "text", meta)
+    def at(index, section="A"):
+        meta = {} if index is None else {"chunk_index": index, "heading_path": section}
+        return _Candidate(f"c{index}{section}", "text", meta)
 
-    group = [at(i) for i in (3, 4, 7, 2, None, 8, 9, 0)]  # best first
-    assert [c.metadata.get("chunk_index") for c in _separate(group)] == [3, 7, None, 9, 0]
+    # best first: 3; 4 and 2 continue it; 5 continues 4 (a run of four); 9 is apart; 10 is next
+    # to 9 but in another section; 8 continues 9; an index read from text still counts.
+    group = [at(3), at(4), at(2), at(5), at(9), at(None), at(10, "B"), at(8), at("0")]
+    kept = [(c.metadata.get("chunk_index"), c.metadata.get("heading_path")) for c in group]
+    assert [kept[i] for i, c in enumerate(group) if c in _separate(group)] == [
+        (3, "A"),
+        (9, "A"),
+        (None, None),
+        (10, "B"),
+        ("0", "A"),
+    ]
