@@ -103,30 +103,42 @@ def variants(base):
         )
 
 
-def sciq_hit1(settings, embed, limit: int | None) -> float | None:
-    """Gold-passage hit@1 on SciQ: the top passage is the question's own support."""
-    from app.retriever import HybridRetriever, LexicalSource
+def retrievers_on(settings, embed, col):
+    """A function making the app's retriever on `col` for given retrieval settings; the
+    retrievers share one lexical index and one cache of source vectors, as the app's do."""
+    from app.retriever import HybridRetriever, LexicalSource, SourceVectors
+    from ingest.lexical import lexical_dir
+
+    lexical = LexicalSource(col, lexical_dir(settings.data_dir, col))
+    vectors = SourceVectors(col)
+    return lambda retrieval: HybridRetriever(col, embed, retrieval, lexical, vectors)
+
+
+def ingest_records(settings, embed, name: str, path: Path, fields):
+    """Rows of a record file (CSV, JSONL) ingested into collection `name` with our ingest, as a
+    user would; a function making retrievers on it (see retrievers_on)."""
     from core.embeddings import embedding_id
     from core.vectorstore import chroma_client, open_collection
-    from ingest import RecordFields, ingest_paths
-    from ingest.lexical import lexical_dir
+    from ingest import ingest_paths
+
+    col = open_collection(chroma_client(settings), name, embedding_id(settings.embedding))
+    print(f"{name}: ingesting {path.name} ...", flush=True)
+    report = ingest_paths(settings, col, embed, datasets=[str(path)], fields=fields, progress=False)
+    print(f"{name}: {report.summary()}", flush=True)
+    return retrievers_on(settings, embed, col)
+
+
+def sciq_hit1(settings, embed, limit: int | None) -> float | None:
+    """Gold-passage hit@1 on SciQ: the top passage is the question's own support."""
+    from ingest import RecordFields
 
     path = SHARED / "sciq" / "validation.csv"
     if not path.exists():
         return None
     rows = list(csv.DictReader(path.open(encoding="utf-8")))[:limit]
-    col = open_collection(chroma_client(settings), "sciq", embedding_id(settings.embedding))
-    ingest_paths(
-        settings,
-        col,
-        embed,
-        datasets=[str(path)],
-        fields=RecordFields("support", ["question"]),
-        progress=False,
-    )
-    retriever = HybridRetriever(
-        col, embed, settings.retrieval, LexicalSource(col, lexical_dir(settings.data_dir, col))
-    )
+    retriever = ingest_records(
+        settings, embed, "sciq", path, RecordFields("support", ["question"])
+    )(settings.retrieval)
     hits = 0
     for row in rows:
         found = retriever.ranked(row["question"], embed.get_query_embedding(row["question"]), k=1)
@@ -140,11 +152,7 @@ def filings_hit1(settings, embed, variants_too: bool) -> dict[str, float] | None
     a record of its own, each question about exactly one record. Source-level ranking must not
     favour a record for being cut into more passages than another. Keys: "default" and, with
     `variants_too`, the source bonus at 0 and at 0.5."""
-    from app.retriever import HybridRetriever, LexicalSource
-    from core.embeddings import embedding_id
-    from core.vectorstore import chroma_client, open_collection
-    from ingest import RecordFields, ingest_paths
-    from ingest.lexical import lexical_dir
+    from ingest import RecordFields
 
     path = SHARED / "finetune-embedding" / "val_dataset.json"
     if not path.exists():
@@ -154,16 +162,9 @@ def filings_hit1(settings, embed, variants_too: bool) -> dict[str, float] | None
     with records.open("w", encoding="utf-8") as fh:
         for cid, text in data["corpus"].items():
             fh.write(json.dumps({"cid": cid, "text": text}) + "\n")
-    col = open_collection(chroma_client(settings), "filings", embedding_id(settings.embedding))
-    ingest_paths(
-        settings,
-        col,
-        embed,
-        datasets=[str(records)],
-        fields=RecordFields("text", ["cid"]),
-        progress=False,
+    retriever_for = ingest_records(
+        settings, embed, "filings", records, RecordFields("text", ["cid"])
     )
-    lexical = LexicalSource(col, lexical_dir(settings.data_dir, col))
     asked = [(q, data["relevant_docs"][qid][0]) for qid, q in data["queries"].items()]
     embeddings = [embed.get_query_embedding(q) for q, _ in asked]
     cases = {"default": settings.retrieval}
@@ -174,7 +175,7 @@ def filings_hit1(settings, embed, variants_too: bool) -> dict[str, float] | None
             )
     out = {}
     for name, rs in cases.items():
-        retriever = HybridRetriever(col, embed, rs, lexical)
+        retriever = retriever_for(rs)
         hits = 0
         for (q, gold), emb in zip(asked, embeddings, strict=True):
             found = retriever.ranked(q, emb, k=1)
@@ -212,12 +213,10 @@ def main() -> int:
     gold = [set(item["gold"]) for item in items]
     files = sorted(args.manual.glob("*.html"))
 
-    from app.retriever import HybridRetriever, LexicalSource
     from core.embeddings import build_embedding, embedding_id, model_window, packaged_model_dir
     from core.settings import Settings
     from core.vectorstore import chroma_client, open_collection
     from ingest import ingest_paths
-    from ingest.lexical import lexical_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp))
@@ -239,18 +238,17 @@ def main() -> int:
         report = ingest_paths(settings, col, embed, paths=[args.manual], progress=False)
         ours_s = report.seconds
         print(f"ours: {report.summary()}; {col.count()} chunks", flush=True)
-        lexical = LexicalSource(col, lexical_dir(settings.data_dir, col))
-        retriever = HybridRetriever(col, embed, settings.retrieval, lexical)
-        ours = page_metrics(ask_ours(retriever, embed, questions), gold)
+        retriever_for = retrievers_on(settings, embed, col)
+        ours = page_metrics(ask_ours(retriever_for(settings.retrieval), embed, questions), gold)
         print(f"ours ({settings.retrieval.fusion}): {_fmt(ours)}", flush=True)
         if args.variants:
             for name, variant in variants(settings.retrieval):
-                r = HybridRetriever(col, embed, variant, lexical)
+                r = retriever_for(variant)
                 scores = page_metrics(ask_ours(r, embed, questions), gold)
                 print(f"  variant {name:<20} {_fmt(scores)}")
             for cap in (1, None):
                 v = settings.retrieval.model_copy(update={"max_per_source": cap})
-                r = HybridRetriever(col, embed, v, lexical)
+                r = retriever_for(v)
                 scores = page_metrics(ask_ours(r, embed, questions), gold)
                 print(f"  variant cap={cap!s:<16} {_fmt(scores)}")
 
