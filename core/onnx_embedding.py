@@ -121,14 +121,29 @@ def export_onnx(model_dir: Path, cache_dir: Path, quantize: bool) -> Path:
 def _root_logger_left_alone() -> Iterator[None]:
     """The quantizer logs a hint through `logging.warning`, which installs a handler on the root
     logger of a process that has none; from then on every library's debug records (bm25s logs at
-    DEBUG) would print. A null handler for the call keeps the process's logging as it was."""
+    DEBUG) would print. For the call, a process without handlers gets a stand-in for Python's
+    last-resort handler: other warnings (from any thread) still reach stderr as they would have,
+    the quantizer's own hint goes to our debug log, nothing below WARNING prints, and the root
+    has no handler again afterwards. A process that configured logging is left as it is."""
     root = logging.getLogger()
-    guard = logging.NullHandler()
+    if root.handlers:
+        yield
+        return
+    guard = logging.StreamHandler()  # stderr, message only, like the last-resort handler
+    guard.setLevel(logging.WARNING)
+    guard.addFilter(_not_the_quantizers_hint)
     root.addHandler(guard)
     try:
         yield
     finally:
         root.removeHandler(guard)
+
+
+def _not_the_quantizers_hint(record: logging.LogRecord) -> bool:
+    if f"onnxruntime{os.sep}quantization" in record.pathname:
+        log.debug("quantizer: %s", record.getMessage())
+        return False
+    return True
 
 
 def _export_fp32(model_dir: Path, out: Path) -> None:
