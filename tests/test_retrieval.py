@@ -450,7 +450,7 @@ def test_bfloat16_is_the_default_only_on_a_cpu_with_amx(tmp_path, monkeypatch):
     from core.settings import EmbeddingSettings
 
     assert embeddings.batch_of(EmbeddingSettings(), "torch-bf16") == 16
-    assert embeddings.batch_of(EmbeddingSettings(), "onnx-int8") == 16
+    assert embeddings.batch_of(EmbeddingSettings(), "onnx-int8") == 4
     assert embeddings.batch_of(EmbeddingSettings(), "torch") == 64
     assert embeddings.batch_of(EmbeddingSettings(batch_size=5), "torch-bf16") == 5
 
