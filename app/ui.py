@@ -99,11 +99,11 @@ def build_ui(
             history[-1]["content"] = f"⚠️ {safe_markdown(str(exc))}"
             yield "", history, NONE, turn_map, gr.update(), session_id
 
-    def ask_example(
-        history: list[dict], session_id: str | None, turn_map: dict, evt: gr.SelectData
-    ) -> Iterator:
+    def take_example(evt: gr.SelectData) -> tuple:
+        """A suggested question goes into the (locked) box; `respond` asks it from there."""
         value = evt.value if isinstance(evt.value, dict) else {"text": str(evt.value)}
-        yield from respond(str(value.get("text") or ""), history, session_id, turn_map)
+        box_update, send_update = _lock()
+        return {**box_update, "value": str(value.get("text") or "")}, send_update
 
     def on_like(data: gr.LikeData, history: list[dict], turn_map: dict) -> tuple:
         index = data.index if isinstance(data.index, int) else data.index[0]
@@ -203,18 +203,25 @@ def build_ui(
                     comment_btn = gr.Button("Send comment", elem_id="send-comment")
             asking = [box, chatbot, session_id, turn_map]
             outputs = [box, chatbot, sources, turn_map, badge, session_id]
-            send.click(
+            # One question at a time, as in Gradio's own ChatInterface: the box and Send are
+            # disabled while an answer streams. Two answers streaming into one chat would each
+            # write back the history they started from, losing a question or an answer.
+            locked = [box, send]
+            quiet = {"api_visibility": "private", "queue": False}
+            send.click(_lock, None, locked, **quiet).then(
                 respond,
                 asking,
                 outputs,
                 api_name="respond",
                 api_description="Ask a question: streams (box, chat history, sources HTML, "
                 "model badge).",
-            )
-            box.submit(respond, asking, outputs, api_visibility="private")
-            chatbot.example_select(
-                ask_example, [chatbot, session_id, turn_map], outputs, api_visibility="private"
-            )
+            ).then(_unlock, None, locked, **quiet)
+            box.submit(_lock, None, locked, **quiet).then(
+                respond, asking, outputs, api_visibility="private"
+            ).then(_unlock, None, locked, **quiet)
+            chatbot.example_select(take_example, None, locked, **quiet).then(
+                respond, asking, outputs, api_visibility="private"
+            ).then(_unlock, None, locked, **quiet)
             chatbot.like(
                 on_like,
                 [chatbot, turn_map],
@@ -242,6 +249,14 @@ def build_ui(
         demo.load(first_screen, None, chatbot, api_visibility="private")
         demo.load(lambda: _badge(pipeline), None, badge, api_visibility="private")
     return demo
+
+
+def _lock() -> tuple:
+    return gr.update(interactive=False), gr.update(interactive=False)
+
+
+def _unlock() -> tuple:
+    return gr.update(interactive=True), gr.update(interactive=True)
 
 
 def _badge(pipeline: LivePipeline) -> str:

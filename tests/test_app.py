@@ -250,11 +250,27 @@ def test_browser_first_screen_comment_on_the_right_answer_and_new_chat_clears(ap
         expect(examples).to_have_count(3)
         first = examples.first.inner_text().strip()
         assert first.endswith("?")
+        # Record whether the box and Send are ever disabled: they are while an answer streams.
+        page.evaluate(
+            """() => {
+              window.__locked = {box: false, send: false};
+              new MutationObserver(() => {
+                const box = document.querySelector('#question textarea');
+                const send = document.querySelector('#send');
+                if (box?.disabled) window.__locked.box = true;
+                if (send?.disabled) window.__locked.send = true;
+              }).observe(document.body, {attributes: true, subtree: true, childList: true});
+            }"""
+        )
         examples.first.click()
         bots = chat.locator("[data-testid='bot']")
         expect(bots.first).to_contain_text("Extracted passages", timeout=30_000)
         expect(chat.locator(".message.user, [data-testid='user']").first).to_contain_text(first)
-        page.locator("#question textarea").fill(second)
+        box = page.locator("#question textarea")
+        expect(box).to_be_editable(timeout=30_000)  # unlocked once the answer is complete
+        expect(page.locator("#send")).to_be_enabled()
+        assert page.evaluate("window.__locked") == {"box": True, "send": True}
+        box.fill(second)
         page.locator("#send").click()
         expect(bots).to_have_count(2, timeout=30_000)
         expect(bots.nth(1)).to_contain_text("Extracted passages", timeout=30_000)
