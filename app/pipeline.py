@@ -37,6 +37,7 @@ CONDENSE_PROMPT = (
     "Conversation:\n{history}\n\nLast question: {question}\n\nStandalone question:"
 )
 HISTORY_TURNS = 3
+STOPPED = "stopped before the answer was complete"
 # How much less relevant to the question alone the joined reading's best passage may be than the
 # question's own best match, for a question read as a follow-up (cosine similarity).
 FOLLOW_UP_TOLERANCE = 0.15
@@ -192,6 +193,7 @@ class RagPipeline:
         sources: list[SourceRef] = []
         text = ""
         synth = None
+        response = None
         try:
             # Embedded once: the retriever searches with it, the extractive answerer ranks with it.
             condensed, embedding = self.standalone(question, history)
@@ -213,6 +215,13 @@ class RagPipeline:
                 text += delta
                 yield AnswerUpdate(text, sources, turn_id, warning=warning)
             text = text.strip() or NO_ANSWER
+        except GeneratorExit:  # closed mid-answer (the UI's New chat stops it): logged as such
+            if response is not None and hasattr(response.response_gen, "close"):
+                response.response_gen.close()  # and the chat model's stream with it
+            self._log_finish(
+                turn_id, text.strip() or None, condensed, sources, started, None, STOPPED, warning
+            )
+            raise
         except Exception as exc:
             error = exc if isinstance(exc, RagError) else provider_error(exc)
             warning = self._log_finish(

@@ -147,6 +147,27 @@ def test_openai_streams_with_sources_and_usage(indexed, embed_model, tmp_path):
 
 
 @respx.mock
+def test_an_answer_closed_mid_stream_is_logged_as_stopped_with_its_partial_text(
+    indexed, embed_model, tmp_path
+):
+    """The UI closes the answer's generator when the user starts a new chat mid-answer."""
+    from app.pipeline import STOPPED
+
+    respx.post(fakes.OPENAI_CHAT_URL).mock(
+        return_value=fakes.stream(["Orsolya ", "Brandt keeps ", "it [1]."])
+    )
+    pipe = make_pipeline(indexed, embed_model, openai_settings(), tmp_path)
+    answer = pipe.ask("s1", "Who keeps the lighthouse?")
+    assert next(answer).text == "Orsolya "
+    assert next(answer).text == "Orsolya Brandt keeps "
+    answer.close()
+    [turn] = pipe.chatlog.turns()
+    assert turn.status == "failed" and turn.error == STOPPED
+    assert turn.response == "Orsolya Brandt keeps"
+    assert turn.retrieved_contexts[0].page == 2  # what it was answering from
+
+
+@respx.mock
 def test_openai_condenses_follow_up_before_retrieval(indexed, embed_model, tmp_path):
     calls = []
 
