@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import logging
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -35,6 +36,7 @@ FEEDBACK_HINT = "Rate an answer with 👍 / 👎 under it; then you can comment 
 COMMENT_LABEL = "Comment on the rated answer (optional)"
 SEARCHING = '<p class="src-empty">Looking for sources…</p>'
 QUESTION_CHARS = 60
+STOP_WAIT_S = 10.0  # New chat waits at most this long for a stopped answer to stop
 
 
 def _short(text: str, limit: int = QUESTION_CHARS) -> str:
@@ -67,6 +69,8 @@ def build_ui(
         examples = [{"text": q} for q in suggest_questions(docs)]
         return gr.update(placeholder=overview_markdown(docs), examples=examples or None)
 
+    streaming: dict[str, threading.Event] = {}  # session -> set once its answer has stopped
+
     def respond(
         message: str, history: list[dict], session_id: str | None, turn_map: dict
     ) -> Iterator:
@@ -82,8 +86,9 @@ def build_ui(
             {"role": "user", "content": safe_markdown(message)},
             {"role": "assistant", "content": ""},
         ]
-        yield "", history, SEARCHING, turn_map, gr.update(), session_id
+        done = streaming[session_id] = threading.Event()
         try:
+            yield "", history, SEARCHING, turn_map, gr.update(), session_id
             for update in pipeline.ask(session_id, message, prior):
                 history[-1]["content"] = safe_markdown(update.text)
                 if update.done:
@@ -98,6 +103,10 @@ def build_ui(
             log.warning("answer failed: %s", exc)
             history[-1]["content"] = f"⚠️ {safe_markdown(str(exc))}"
             yield "", history, NONE, turn_map, gr.update(), session_id
+        finally:  # also when New chat stops it: the generator is closed at a yield
+            done.set()
+            if streaming.get(session_id) is done:
+                del streaming[session_id]
 
     def take_example(evt: gr.SelectData) -> tuple:
         """A suggested question goes into the (locked) box; `respond` asks it from there."""
@@ -148,7 +157,12 @@ def build_ui(
         question = safe_markdown(_short(rated.get("question", "")))
         return "", f"Comment saved on answer {rated['number']} (“{question}”). Thank you!"
 
-    def new_chat() -> tuple:
+    def new_chat(old_session: str | None) -> tuple:
+        # Queued like the answers, and only once the stopped answer has stopped: its last
+        # updates reach the page before this empty chat, never after it.
+        stopping = streaming.get(old_session or "")
+        if stopping is not None and not stopping.wait(STOP_WAIT_S):
+            log.warning("an answer did not stop within %s s of New chat", STOP_WAIT_S)
         return (
             uuid.uuid4().hex,
             gr.update(value=[]),
@@ -157,7 +171,8 @@ def build_ui(
             None,
             gr.update(value="", label=COMMENT_LABEL),
             FEEDBACK_HINT,
-            "",
+            gr.update(value="", interactive=True),
+            gr.update(interactive=True),
         )
 
     with gr.Blocks(title="Document chat") as demo:
@@ -208,20 +223,24 @@ def build_ui(
             # write back the history they started from, losing a question or an answer.
             locked = [box, send]
             quiet = {"api_visibility": "private", "queue": False}
-            send.click(_lock, None, locked, **quiet).then(
-                respond,
-                asking,
-                outputs,
-                api_name="respond",
-                api_description="Ask a question: streams (box, chat history, sources HTML, "
-                "model badge).",
-            ).then(_unlock, None, locked, **quiet)
-            box.submit(_lock, None, locked, **quiet).then(
-                respond, asking, outputs, api_visibility="private"
-            ).then(_unlock, None, locked, **quiet)
-            chatbot.example_select(take_example, None, locked, **quiet).then(
-                respond, asking, outputs, api_visibility="private"
-            ).then(_unlock, None, locked, **quiet)
+            answering = [
+                send.click(_lock, None, locked, **quiet).then(
+                    respond,
+                    asking,
+                    outputs,
+                    api_name="respond",
+                    api_description="Ask a question: streams (box, chat history, sources HTML, "
+                    "model badge).",
+                ),
+                box.submit(_lock, None, locked, **quiet).then(
+                    respond, asking, outputs, api_visibility="private"
+                ),
+                chatbot.example_select(take_example, None, locked, **quiet).then(
+                    respond, asking, outputs, api_visibility="private"
+                ),
+            ]
+            for answer in answering:
+                answer.then(_unlock, None, locked, **quiet)
             chatbot.like(
                 on_like,
                 [chatbot, turn_map],
@@ -231,10 +250,14 @@ def build_ui(
             comment_btn.click(
                 send_comment, [comment, rated], [comment, feedback_note], api_visibility="private"
             )
+            # New chat stops an answer still streaming (logged as stopped), then starts afresh.
+            # The stop is its own listener, registered first, so the page asks for it before
+            # new_chat runs (which waits for it); one listener with `cancels` would ask after.
+            new.click(None, None, None, cancels=answering, **quiet)
             new.click(
                 new_chat,
-                None,
-                [session_id, chatbot, sources, turn_map, rated, comment, feedback_note, box],
+                session_id,
+                [session_id, chatbot, sources, turn_map, rated, comment, feedback_note, box, send],
                 api_visibility="private",
             ).then(first_screen, None, chatbot, api_visibility="private")
         if admin is not None:

@@ -316,6 +316,68 @@ def test_browser_first_screen_comment_on_the_right_answer_and_new_chat_clears(ap
 
 @pytest.mark.browser
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_browser_new_chat_stops_a_streaming_answer_and_logs_it_as_stopped(tmp_path):
+    """With a chat model that streams slowly (an OpenAI-compatible server faked over HTTP): while
+    the answer arrives, the box and Send are disabled; New chat stops it, nothing more arrives in
+    the fresh chat, the box works again, and the turn is logged as stopped with the partial text."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from app.pipeline import STOPPED
+    from tests.chatfake import ChatServer
+
+    data = tmp_path / "data"
+    port = free_port()
+    log_path = tmp_path / "app.log"
+    with ChatServer(delay_s=0.25) as server, log_path.open("wb") as log:
+        env = {
+            **os.environ,
+            "RAG_DATA_DIR": str(data),
+            "RAG_LLM__BASE_URL": server.base_url,
+            "RAG_LLM__MODEL": server.model,
+            "PYTHONUNBUFFERED": "1",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_up(proc, lambda: port_open(port), log_path, "the app", 120)
+            with sync_playwright() as p:
+                browser = launch_browser(p)
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+                chat = page.locator("#chatbot")
+                expect(chat).to_contain_text("documents indexed:", timeout=60_000)
+                box, send = page.locator("#question textarea"), page.locator("#send")
+                box.fill("How do I export the chat log?")
+                send.click()
+                bots = chat.locator("[data-testid='bot']")
+                expect(bots.first).to_contain_text("word3", timeout=60_000)
+                expect(box).to_be_disabled()
+                expect(send).to_be_disabled()
+                assert "word40" not in bots.first.inner_text()  # still streaming
+                page.locator("#new-chat").click()
+                expect(chat).to_contain_text("documents indexed:", timeout=15_000)
+                expect(bots).to_have_count(0)
+                expect(box).to_be_editable()
+                expect(send).to_be_enabled()
+                page.wait_for_timeout(1_500)  # the stopped answer writes nothing more
+                assert bots.count() == 0
+                assert server.streams_cut == 1  # the model's stream was closed, not read on
+                browser.close()
+        finally:
+            stop(proc)
+    (turn,) = chatlog(data).turns()
+    assert turn.status == "failed" and turn.error == STOPPED
+    assert turn.response.startswith("word0 word1 word2") and "word59" not in turn.response
+    assert "Traceback" not in log_path.read_text()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
 def test_browser_documents_tab_upload_list_and_remove(app_server, tmp_path):
     """Upload a good and an empty file: results by name, the picker emptied, the table lists the
     good one; removing it (after confirming) takes it off the table and out of the index."""
