@@ -216,11 +216,14 @@ class RagPipeline:
                 yield AnswerUpdate(text, sources, turn_id, warning=warning)
             text = text.strip() or NO_ANSWER
         except GeneratorExit:  # closed mid-answer (the UI's New chat stops it): logged as such
-            if response is not None and hasattr(response.response_gen, "close"):
-                response.response_gen.close()  # and the chat model's stream with it
-            self._log_finish(
-                turn_id, text.strip() or None, condensed, sources, started, None, STOPPED, warning
-            )
+            try:
+                if response is not None and hasattr(response.response_gen, "close"):
+                    response.response_gen.close()  # and the chat model's stream with it
+            finally:
+                partial = text.strip() or None
+                self._log_finish(
+                    turn_id, partial, condensed, sources, started, None, STOPPED, warning
+                )
             raise
         except Exception as exc:
             error = exc if isinstance(exc, RagError) else provider_error(exc)

@@ -40,11 +40,15 @@ def _stop(stream: Any) -> None:
     """Close a chat model's stream that is stopped early, so that its HTTP response is closed
     and the server stops generating (and billing) tokens. LlamaIndex's wrapper keeps the SDK's
     stream in a reference cycle, which only the cycle collector frees: collected here, once per
-    stopped answer (a fifth of a second), rather than whenever Python next gets to it."""
-    close = getattr(stream, "close", None)
-    if close is not None:
-        close()
-    gc.collect()
+    stopped answer, rather than whenever Python next gets to it. A full collection holds the
+    interpreter for about a fifth of a second, a pause every session shares; stopping an answer
+    is rare, and tokens billed for an answer nobody reads would cost more."""
+    try:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    finally:
+        gc.collect()
 
 
 class CitingSynthesizer(BaseSynthesizer):

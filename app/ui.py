@@ -36,6 +36,7 @@ FEEDBACK_HINT = "Rate an answer with 👍 / 👎 under it; then you can comment 
 COMMENT_LABEL = "Comment on the rated answer (optional)"
 SEARCHING = '<p class="src-empty">Looking for sources…</p>'
 QUESTION_CHARS = 60
+UNEXPECTED = "something went wrong on the server ({}); it is in the server's log. Try again."
 STOP_WAIT_S = 10.0  # New chat waits at most this long for a stopped answer to stop
 
 
@@ -87,9 +88,10 @@ def build_ui(
             {"role": "assistant", "content": ""},
         ]
         done = streaming[session_id] = threading.Event()
+        answer = pipeline.ask(session_id, message, prior)  # a generator: nothing runs yet
         try:
             yield "", history, SEARCHING, turn_map, gr.update(), session_id
-            for update in pipeline.ask(session_id, message, prior):
+            for update in answer:
                 history[-1]["content"] = safe_markdown(update.text)
                 if update.done:
                     if update.turn_id is not None:
@@ -103,7 +105,12 @@ def build_ui(
             log.warning("answer failed: %s", exc)
             history[-1]["content"] = f"⚠️ {safe_markdown(str(exc))}"
             yield "", history, NONE, turn_map, gr.update(), session_id
+        except Exception as exc:  # a fault of ours (the registry's database, say): said plainly
+            log.exception("answer failed unexpectedly")
+            history[-1]["content"] = f"⚠️ {UNEXPECTED.format(type(exc).__name__)}"
+            yield "", history, NONE, turn_map, gr.update(), session_id
         finally:  # also when New chat stops it: the generator is closed at a yield
+            answer.close()  # logs a stopped answer as stopped before New chat goes on
             done.set()
             if streaming.get(session_id) is done:
                 del streaming[session_id]
@@ -239,8 +246,9 @@ def build_ui(
                     respond, asking, outputs, api_visibility="private"
                 ),
             ]
-            for answer in answering:
+            for answer in answering:  # `then` follows a finished or stopped answer, not an error
                 answer.then(_unlock, None, locked, **quiet)
+                answer.failure(_unlock, None, locked, **quiet)
             chatbot.like(
                 on_like,
                 [chatbot, turn_map],
@@ -283,7 +291,11 @@ def _unlock() -> tuple:
 
 
 def _badge(pipeline: LivePipeline) -> str:
-    return f"**Model:** {pipeline.badge}"
+    try:
+        return f"**Model:** {pipeline.badge}"
+    except Exception as exc:  # the page still loads; the answer says what is wrong
+        log.warning("could not name the active model: %s", exc)
+        return f"**Model:** unavailable ({type(exc).__name__}; see the server's log)"
 
 
 def _text(content: Any) -> str:

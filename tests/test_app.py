@@ -316,6 +316,55 @@ def test_browser_first_screen_comment_on_the_right_answer_and_new_chat_clears(ap
 
 @pytest.mark.browser
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
+def test_browser_a_server_fault_is_said_in_the_answer_and_the_box_comes_back(app_server):
+    """A fault that is not the chat model's (here the registry's table is gone from the database):
+    the answer's place says so in a sentence, the traceback goes to the log only, the box and Send
+    work again, and once the database is repaired the next question is answered."""
+    import sqlite3
+
+    from playwright.sync_api import expect, sync_playwright
+
+    url, data, log_path = app_server
+    db = sqlite3.connect(data / "rag.db")
+    db.execute("ALTER TABLE registry_revision RENAME TO registry_revision_away")
+    db.commit()
+    try:
+        with sync_playwright() as p:
+            browser = launch_browser(p)
+            page = browser.new_page()
+            page.goto(url, wait_until="domcontentloaded")
+            box, send = page.locator("#question textarea"), page.locator("#send")
+            box.fill("How do I export the chat log?")
+            send.click()
+            bot = page.locator("#chatbot [data-testid='bot']").last
+            expect(bot).to_contain_text("something went wrong on the server", timeout=30_000)
+            expect(bot).to_contain_text("OperationalError")
+            expect(box).to_be_editable(timeout=15_000)
+            expect(send).to_be_enabled()
+            assert page.get_by_text("Error", exact=True).count() == 0  # no error badge
+            expect(page.locator("#model-badge")).to_contain_text("unavailable (OperationalError")
+            db.execute("ALTER TABLE registry_revision_away RENAME TO registry_revision")
+            db.commit()
+            box.fill("Which file formats can I add?")
+            send.click()
+            expect(page.locator("#chatbot [data-testid='bot']")).to_have_count(2)
+            expect(page.locator("#chatbot [data-testid='bot']").last).to_contain_text(
+                "Extracted passages", timeout=30_000
+            )
+            expect(page.locator("#model-badge")).to_contain_text("extractive")  # named again
+            browser.close()
+    finally:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "registry_revision_away" in tables:
+            db.execute("ALTER TABLE registry_revision_away RENAME TO registry_revision")
+            db.commit()
+        db.close()
+    log = log_path.read_text()
+    assert "answer failed unexpectedly" in log and "no such table: registry_revision" in log
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed")
 def test_browser_new_chat_stops_a_streaming_answer_and_logs_it_as_stopped(tmp_path):
     """With a chat model that streams slowly (an OpenAI-compatible server faked over HTTP): while
     the answer arrives, the box and Send are disabled; New chat stops it, nothing more arrives in
