@@ -118,8 +118,8 @@ def build_ui(
     def take_example(evt: gr.SelectData) -> tuple:
         """A suggested question goes into the (locked) box; `respond` asks it from there."""
         value = evt.value if isinstance(evt.value, dict) else {"text": str(evt.value)}
-        box_update, send_update = _lock()
-        return {**box_update, "value": str(value.get("text") or "")}, send_update
+        text = str(value.get("text") or "")
+        return gr.update(value=text, interactive=False), gr.update(interactive=False)
 
     def on_like(data: gr.LikeData, history: list[dict], turn_map: dict) -> tuple:
         index = data.index if isinstance(data.index, int) else data.index[0]

@@ -6,78 +6,42 @@ reply. Test doubles live here only."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import LoopbackServer, send_json
 
 ANSWER = " ".join(f"word{i}" for i in range(60)) + " [1]"
 
 
-class ChatServer:
+class ChatServer(LoopbackServer):
     """Start with `with ChatServer(delay_s=0.2) as server:`; `server.base_url` ends in /v1."""
 
+    protocol_version = "HTTP/1.0"  # a streamed body ends when the connection closes
+
     def __init__(self, delay_s: float = 0.0, model: str = "fake-chat"):
+        super().__init__()
         self.delay_s = delay_s
         self.model = model
-        self.requests: list[dict[str, Any]] = []
         self.streams_cut = 0  # streams whose reader went away before the end
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"  # a streamed body ends when the connection closes
-
-            def log_message(self, *args: Any) -> None:  # quiet
-                pass
-
-            def setup(self) -> None:
-                super().setup()
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                if not self.path.endswith("/chat/completions"):
-                    return self._json(404, {"error": {"message": "not found", "type": "none"}})
-                if not body.get("stream"):
-                    return self._json(200, outer.completion())
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()
-                try:
-                    for chunk in outer.chunks():
-                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                        self.wfile.flush()
-                        time.sleep(outer.delay_s)
-                    self.wfile.write(b"data: [DONE]\n\n")
-                except (BrokenPipeError, ConnectionResetError):
-                    outer.streams_cut += 1
-
-            def _json(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
-
-    def __enter__(self) -> ChatServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def post(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        if not handler.path.endswith("/chat/completions"):
+            return send_json(handler, 404, {"error": {"message": "not found", "type": "none"}})
+        if not body.get("stream"):
+            return send_json(handler, 200, self.completion())
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.end_headers()
+        try:
+            for chunk in self.chunks():
+                handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                handler.wfile.flush()
+                time.sleep(self.delay_s)
+            handler.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.streams_cut += 1
 
     def completion(self) -> dict[str, Any]:
         return {

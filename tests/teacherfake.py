@@ -8,64 +8,29 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.loopback import LoopbackServer, send_json
 
 _QUESTION = re.compile(r"Question: (.*?)(?:\n|$)")
 
 
-class TeacherServer:
+class TeacherServer(LoopbackServer):
     """Start with `with TeacherServer() as server:`; `server.base_url` ends in /v1."""
 
     def __init__(self, model: str = "teacher-model"):
+        super().__init__()
         self.model = model
         self.calls = 0
         self.seen: set[str] = set()
         self.requests: list[dict[str, Any]] = []
         self.keep_requests = True
         self._lock = threading.Lock()
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:  # quiet
-                pass
-
-            def setup(self) -> None:
-                super().setup()
-                # Headers and body go out as separate writes: without this, Nagle's algorithm
-                # and the client's delayed ACK add 40 ms to every reply.
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                status, payload = outer.reply(body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
-
-    def __enter__(self) -> TeacherServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def post(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        send_json(handler, *self.reply(body))
 
     def reply(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._lock:

@@ -24,9 +24,17 @@ QUESTION = "Who is the lighthouse keeper of Velmora?"
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
     data = tmp_path_factory.mktemp("app") / "data"
-    port = free_port()
-    env = {**os.environ, "RAG_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
     log_path = data.parent / "app.log"
+    proc, url = start_app(data, log_path)
+    yield url, data, log_path
+    stop(proc)
+
+
+def start_app(data, log_path, **env: str) -> tuple[subprocess.Popen, str]:
+    """`python -m app` on an empty data directory with `env` added, up and listening; its output
+    goes to `log_path`. Returns the process and its URL."""
+    port = free_port()
+    env = {**os.environ, "RAG_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1", **env}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app", "--port", str(port)],
@@ -35,10 +43,8 @@ def app_server(tmp_path_factory):
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}/"
     wait_until_up(proc, lambda: port_open(port), log_path, "the app", 120)
-    yield url, data, log_path
-    stop(proc)
+    return proc, f"http://127.0.0.1:{port}/"
 
 
 def chatlog(data) -> ChatLog:
@@ -374,30 +380,15 @@ def test_browser_new_chat_stops_a_streaming_answer_and_logs_it_as_stopped(tmp_pa
     from app.pipeline import STOPPED
     from tests.chatfake import ChatServer
 
-    data = tmp_path / "data"
-    port = free_port()
-    log_path = tmp_path / "app.log"
-    with ChatServer(delay_s=0.25) as server, log_path.open("wb") as log:
-        env = {
-            **os.environ,
-            "RAG_DATA_DIR": str(data),
-            "RAG_LLM__BASE_URL": server.base_url,
-            "RAG_LLM__MODEL": server.model,
-            "PYTHONUNBUFFERED": "1",
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    data, log_path = tmp_path / "data", tmp_path / "app.log"
+    with ChatServer(delay_s=0.25) as server:
+        llm = {"RAG_LLM__BASE_URL": server.base_url, "RAG_LLM__MODEL": server.model}
+        proc, url = start_app(data, log_path, **llm)
         try:
-            wait_until_up(proc, lambda: port_open(port), log_path, "the app", 120)
             with sync_playwright() as p:
                 browser = launch_browser(p)
                 page = browser.new_page()
-                page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+                page.goto(url, wait_until="domcontentloaded")
                 chat = page.locator("#chatbot")
                 expect(chat).to_contain_text("documents indexed:", timeout=60_000)
                 box, send = page.locator("#question textarea"), page.locator("#send")
