@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from core.dates import parse_since
+from core.db.database import open_database
 from core.errors import RagError
 
 
@@ -39,7 +40,7 @@ def export_logs(args: argparse.Namespace) -> int:
     from core.settings import Settings
 
     settings = Settings()
-    log = ChatLog(settings.database_url)
+    log = ChatLog(open_database(settings.database_url))
     since = parse_since(args.since)
     if args.out:
         with args.out.open("w", encoding="utf-8") as out:
@@ -81,12 +82,12 @@ def serve(args: argparse.Namespace) -> int:
         from app.evaluate_tab import build_evaluate_tab
         from core.evalstore import EvalStore
 
-        store = EvalStore(service.chatlog.engine)
+        store = EvalStore(service.chatlog.db)
         tabs.append(build_evaluate_tab(settings, store, service.registry, secret))
         from app.finetune_tab import build_finetune_tab
         from core.jobstore import JobStore
 
-        jobs = JobStore(service.chatlog.engine)
+        jobs = JobStore(service.chatlog.db)
         tabs.append(build_finetune_tab(settings, jobs, service.registry, secret))
     demo = build_ui(
         service.pipeline,

@@ -107,7 +107,6 @@ class FineTuneTab:
         self.check(password)
         from core.chatlog import ChatLog
         from core.dates import parse_since
-        from core.prompting import load_prompt
         from finetune.dataset import (
             BuildOptions,
             TurnFilter,
@@ -115,6 +114,7 @@ class FineTuneTab:
             embedder,
             turns_from_log,
         )
+        from rag.prompt import system_prompt
 
         ft = self.settings.finetune
         try:
@@ -134,14 +134,14 @@ class FineTuneTab:
                 seed=ft.seed,
                 concurrency=ft.teacher.concurrency,
             )
-            prompt = load_prompt(self.settings.app.prompt_path)
+            prompt = system_prompt(self.settings)
             teacher = None
             if mode != "none":
                 from finetune.teacher import Teacher, teacher_client
 
                 client, model = teacher_client(ft.teacher)
                 teacher = Teacher(client, model, prompt.text)
-            chatlog = ChatLog(self.ctx.store.engine)  # type: ignore[arg-type]  # shares the engine
+            chatlog = ChatLog(self.ctx.store.db)  # type: ignore[arg-type]  # shares the engine
             total = chatlog.count_turns()
             done = [0]
 

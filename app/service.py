@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.live import LivePipeline
-from app.prompt import load_prompt
 from core.chatlog import ChatLog
+from core.db.database import open_database
 from core.errors import ConfigError
 from core.registry import Registry
+from rag.live import LivePipeline
+from rag.prompt import system_prompt
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -93,14 +94,11 @@ class Service:
 
     def documents(self) -> list[DocumentInfo]:
         """The indexed documents of the active collection; re-read only after it changed."""
+        from core.index.lexical import current_build, lexical_dir
         from ingest.documents import list_documents
-        from ingest.lexical import CURRENT, lexical_dir
 
         collection = self.collection()
-        try:
-            pointer = (lexical_dir(self.settings.data_dir, collection) / CURRENT).read_text()
-        except OSError:
-            pointer = None
+        pointer = current_build(lexical_dir(self.settings.data_dir, collection))
         key = (collection.id, collection.count(), pointer)
         cached = self._documents
         if cached is not None and cached[0] == key:
@@ -111,8 +109,8 @@ class Service:
 
     def remove_document(self, source: str) -> RemovedDocument:
         """Remove a document from Chroma and the lexical index, and its upload when it was one."""
+        from core.index.lexical import lexical_dir
         from ingest.documents import remove_document
-        from ingest.lexical import lexical_dir
 
         collection = self.collection()
         with self._write_lock:
@@ -184,10 +182,10 @@ def build_service(settings: Settings, warm: bool = True) -> Service:
     """Everything the app needs; registers the configured models as the first active versions on
     first start; ingests `docs/` when the active collection is empty. With `warm` false the
     models load on `Service.warm_up()` or the first question, whichever comes first."""
-    chatlog = ChatLog(settings.database_url)
-    registry = Registry(chatlog.engine)
+    chatlog = ChatLog(open_database(settings.database_url))
+    registry = Registry(chatlog.db)
     registry.seed(settings)
-    pipeline = LivePipeline(settings, registry, chatlog, load_prompt(settings.app.prompt_path))
+    pipeline = LivePipeline(settings, registry, chatlog, system_prompt(settings))
     first_run = None
     if pipeline.active_collection().count() == 0 and settings.app.docs_dir.is_dir():
         from ingest import ingest_paths

@@ -26,9 +26,9 @@ from core.errors import RagError
 
 if TYPE_CHECKING:
     from app.documents_tab import DocumentAdmin
-    from app.live import LivePipeline
     from core.chatlog import ChatLog
     from ingest.documents import DocumentInfo
+    from rag.live import LivePipeline
 
 log = logging.getLogger(__name__)
 

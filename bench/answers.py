@@ -53,7 +53,7 @@ def baseline_answer(pipeline, question: str) -> str:
     import numpy as np
     from llama_index.core.schema import QueryBundle
 
-    from app.synthesis import split_sentences
+    from rag.synthesis import split_sentences
 
     embedding = pipeline.embed_model.get_query_embedding(question)
     nodes = pipeline.retriever.retrieve(QueryBundle(question, embedding=embedding))
@@ -79,15 +79,14 @@ def baseline_answer(pipeline, question: str) -> str:
 
 
 def answer_quality(limit: int | None) -> dict[str, dict[str, float]]:
-    from app.pipeline import RagPipeline
-    from app.prompt import load_prompt
-    from app.providers import build_chat_model
-    from app.retriever import LexicalSource
-    from core.embeddings import build_embedding, embedding_id
+    from core.embedding.providers import build_embedding, embedding_id
+    from core.index.lexical import LexicalSource, lexical_dir
+    from core.index.store import chroma_client, open_collection
     from core.settings import Settings
-    from core.vectorstore import chroma_client, open_collection
     from ingest import RecordFields, ingest_paths
-    from ingest.lexical import lexical_dir
+    from rag.pipeline import RagPipeline
+    from rag.prompt import system_prompt
+    from rag.providers import build_chat_model
 
     rows = list(csv.DictReader(SCIQ.open(encoding="utf-8")))[:limit]
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +109,7 @@ def answer_quality(limit: int | None) -> dict[str, dict[str, float]]:
             embed,
             build_chat_model(settings.llm),
             None,
-            load_prompt(settings.app.prompt_path),
+            system_prompt(settings),
             settings.retrieval,
             LexicalSource(col, lexical_dir(settings.data_dir, col)),
         )

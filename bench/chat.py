@@ -22,6 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from core.db.database import open_database
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -61,9 +63,9 @@ def retrieval_latency(
     """Hybrid retrieval (dense + lexical, the default) over `n_chunks` synthetic passages."""
     import numpy as np
 
-    from app.retriever import HybridRetriever, LexicalSource
-    from core.vectorstore import open_collection
-    from ingest.lexical import lexical_dir
+    from core.index.lexical import LexicalSource, lexical_dir
+    from core.index.store import open_collection
+    from rag.retriever import HybridRetriever
 
     col = open_collection(client, f"synthetic-{n_chunks}", "synthetic")
     rng = np.random.default_rng(0)
@@ -122,7 +124,7 @@ def load_test(data_dir: Path, sessions: int, questions: int) -> dict:
                 break
             except OSError:
                 time.sleep(0.5)
-        chatlog = ChatLog(f"sqlite:///{(data_dir / 'rag.db').resolve()}")
+        chatlog = ChatLog(open_database(f"sqlite:///{(data_dir / 'rag.db').resolve()}"))
         before = chatlog.count_turns()
         latencies: list[float] = []
         errors: list[str] = []
@@ -177,8 +179,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from app.service import build_service
+    from core.index.store import chroma_client
     from core.settings import Settings
-    from core.vectorstore import chroma_client
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp) / "lat")

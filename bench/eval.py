@@ -35,8 +35,8 @@ def main() -> int:
         print(f"no SciQ data at {args.csv}", file=sys.stderr)
         return 2
 
+    from core.index.store import chroma_client, open_collection
     from core.settings import Settings
-    from core.vectorstore import chroma_client, open_collection
     from eval.gate import compare_runs, decide_promotion
     from eval.runner import EvalContext, decide, policy_from, run_eval
     from eval.sets import from_dataset
@@ -47,7 +47,7 @@ def main() -> int:
     settings.llm.provider = "extractive"
     ctx = EvalContext.open(settings)
     embed_model = ctx.embeddings.get(settings)
-    from core.embeddings import embedding_id
+    from core.embedding.providers import embedding_id
 
     collection = open_collection(
         chroma_client(settings), settings.chroma.collection, embedding_id(settings.embedding)

@@ -25,6 +25,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from core.db.database import open_database
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,10 +77,12 @@ def write_log(url: str, n: int, seed: int = 0) -> None:
     some with an e-mail address or phone number to redact), inserted in bulk."""
     from sqlalchemy.orm import Session
 
-    from core.chatlog import ChatSessionRow, FeedbackRow, TurnRow, open_database
+    from core.db.database import open_database
+    from core.db.tables import ChatSessionRow, FeedbackRow, TurnRow
 
     rng = random.Random(seed)
-    engine, _ = open_database(url)
+    db = open_database(url)
+    engine = db.engine
     start = datetime(2026, 10, 1, tzinfo=UTC)
     questions: list[str] = []
     with Session(engine) as s, s.begin():
@@ -133,7 +137,7 @@ def write_log(url: str, n: int, seed: int = 0) -> None:
                 if batch_feedback:
                     conn.execute(FeedbackRow.__table__.insert(), batch_feedback)
             batch_turns, batch_feedback = [], []
-    engine.dispose()
+    db.dispose()
 
 
 def child(url: str, out: Path, teacher_url: str, what: str) -> None:
@@ -141,14 +145,14 @@ def child(url: str, out: Path, teacher_url: str, what: str) -> None:
     import openai
 
     from core.chatlog import ChatLog, export_jsonl
-    from core.prompting import load_prompt
     from core.settings import Settings
     from finetune.dataset import BuildOptions, TurnFilter, build_dataset, embedder, turns_from_log
     from finetune.teacher import Teacher
     from finetune.validate import openai_token_counter, validate_file
+    from rag.prompt import system_prompt
 
     out.mkdir(parents=True, exist_ok=True)
-    log = ChatLog(url)
+    log = ChatLog(open_database(url))
     if what == "export":
         started = time.perf_counter()
         with (out / "export.jsonl").open("w", encoding="utf-8") as f:
@@ -161,7 +165,7 @@ def child(url: str, out: Path, teacher_url: str, what: str) -> None:
     embed = embedder(settings)  # the packaged model, as `python -m finetune build` runs it
     embed(["warm up"])
 
-    prompt = load_prompt(settings.app.prompt_path)
+    prompt = system_prompt(settings)
     client = openai.OpenAI(api_key="sk-bench", base_url=teacher_url, max_retries=0)
     teacher = Teacher(client, "teacher-model", prompt.text)
     count = openai_token_counter()

@@ -54,9 +54,9 @@ def main() -> int:
         print(f"no PDFs under {args.pdf_dir}; pass --pdf-dir", file=sys.stderr)
         return 2
 
-    from core.embeddings import build_embedding, embedding_id
+    from core.embedding.providers import build_embedding, embedding_id
+    from core.index.store import chroma_client, open_collection
     from core.settings import Settings
-    from core.vectorstore import chroma_client, open_collection
     from ingest import ingest_paths
     from ingest.chunking import plan_chunks
 

@@ -106,8 +106,8 @@ def variants(base):
 def retrievers_on(settings, embed, col):
     """A function making the app's retriever on `col` for given retrieval settings; the
     retrievers share one lexical index and one cache of source vectors, as the app's do."""
-    from app.retriever import HybridRetriever, LexicalSource, SourceVectors
-    from ingest.lexical import lexical_dir
+    from core.index.lexical import LexicalSource, lexical_dir
+    from rag.retriever import HybridRetriever, SourceVectors
 
     lexical = LexicalSource(col, lexical_dir(settings.data_dir, col))
     vectors = SourceVectors(col)
@@ -117,8 +117,8 @@ def retrievers_on(settings, embed, col):
 def ingest_records(settings, embed, name: str, path: Path, fields):
     """Rows of a record file (CSV, JSONL) ingested into collection `name` with our ingest, as a
     user would; a function making retrievers on it (see retrievers_on)."""
-    from core.embeddings import embedding_id
-    from core.vectorstore import chroma_client, open_collection
+    from core.embedding.providers import embedding_id
+    from core.index.store import chroma_client, open_collection
     from ingest import ingest_paths
 
     col = open_collection(chroma_client(settings), name, embedding_id(settings.embedding))
@@ -213,9 +213,10 @@ def main() -> int:
     gold = [set(item["gold"]) for item in items]
     files = sorted(args.manual.glob("*.html"))
 
-    from core.embeddings import build_embedding, embedding_id, model_window, packaged_model_dir
+    from core.embedding.providers import build_embedding, embedding_id
+    from core.embedding.window import model_window, packaged_model_dir
+    from core.index.store import chroma_client, open_collection
     from core.settings import Settings
-    from core.vectorstore import chroma_client, open_collection
     from ingest import ingest_paths
 
     with tempfile.TemporaryDirectory() as tmp:

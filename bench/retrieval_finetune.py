@@ -65,7 +65,7 @@ def main() -> int:
     if not (args.data / "train_dataset.json").is_file():
         print(f"missing {args.data}/train_dataset.json (see ../shared/data/SOURCES.md)")
         return 2
-    from core.embeddings import packaged_model_dir
+    from core.embedding.window import packaged_model_dir
     from finetune.embedding.data import load_llamaindex, mine_negatives
     from finetune.embedding.evaluate import evaluate_model
     from finetune.embedding.train import TrainConfig, load_model, train_model

@@ -59,7 +59,7 @@ def retrieval_quality(model, queries: dict, corpus: dict, relevant: dict) -> tup
 
 
 def backends(rounds: int) -> dict[str, dict[str, float]]:
-    from core.embeddings import BACKENDS, build_embedding
+    from core.embedding.providers import BACKENDS, build_embedding
     from core.settings import EmbeddingSettings
 
     val = json.loads((DATA / "val_dataset.json").read_text())
@@ -111,9 +111,9 @@ def backends(rounds: int) -> dict[str, dict[str, float]]:
 def ingest_ratio() -> tuple[float, float, float]:
     """(ours chunks/s on the default backend, plain LlamaIndex chunks/s with torch, ratio)."""
     from bench.ingest import plain_llamaindex
-    from core.embeddings import DEFAULT_BACKEND, build_embedding, embedding_id
+    from core.embedding.providers import DEFAULT_BACKEND, build_embedding, embedding_id
+    from core.index.store import chroma_client, open_collection
     from core.settings import EmbeddingSettings, Settings
-    from core.vectorstore import chroma_client, open_collection
     from ingest import ingest_paths
     from ingest.chunking import plan_chunks
 
@@ -150,7 +150,7 @@ def main() -> int:
     if not (DATA / "val_dataset.json").exists():
         print(f"missing {DATA}/val_dataset.json", file=sys.stderr)
         return 2
-    from core.embeddings import DEFAULT_BACKEND
+    from core.embedding.providers import DEFAULT_BACKEND
 
     figures = backends(args.rounds)
     base = figures["torch"]

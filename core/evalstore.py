@@ -5,35 +5,25 @@ locks that keep two schedulers from running the same evaluation twice. Written b
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
     delete,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from core.chatlog import Base, open_database
+from core.db.base import aware
+from core.db.base import now as utc_now
+from core.db.tables import EvalLockRow, EvalRunRow, EvalSampleRow, EvalSetRow, GateDecisionRow
 from core.errors import RagError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+    from core.db.database import Database
 
 
 # -- records ---------------------------------------------------------------------------------------
@@ -118,79 +108,6 @@ def summarise(samples: list[ScoredSample]) -> dict[str, MetricSummary]:
     return out
 
 
-# -- tables ----------------------------------------------------------------------------------------
-
-
-class EvalSetRow(Base):
-    __tablename__ = "eval_sets"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(300))
-    n_samples: Mapped[int] = mapped_column(Integer)
-    samples: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class EvalRunRow(Base):
-    __tablename__ = "eval_runs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    set_id: Mapped[int] = mapped_column(ForeignKey("eval_sets.id"), index=True)
-    chat_version_id: Mapped[int | None] = mapped_column(Integer)
-    embedding_version_id: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="running")
-    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    judge_model: Mapped[str | None] = mapped_column(String(200))
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    duration_s: Mapped[float | None] = mapped_column(Float)
-    error: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class EvalSampleRow(Base):
-    __tablename__ = "eval_samples"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id"), index=True)
-    idx: Mapped[int] = mapped_column(Integer)
-    data: Mapped[dict[str, Any]] = mapped_column(JSON)
-
-
-class GateDecisionRow(Base):
-    __tablename__ = "gate_decisions"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    champion_run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id"))
-    candidate_run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id"))
-    candidate_version_id: Mapped[int | None] = mapped_column(Integer)
-    promote: Mapped[bool] = mapped_column(Boolean)
-    reasons: Mapped[list[str]] = mapped_column(JSON)
-    comparison: Mapped[dict[str, Any]] = mapped_column(JSON)
-    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
-    applied: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class EvalLockRow(Base):
-    __tablename__ = "eval_locks"
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    holder: Mapped[str] = mapped_column(String(200))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-def create_eval_tables(conn: Connection) -> None:
-    """Schema migration 4 (see core.chatlog.MIGRATIONS)."""
-    for table in (EvalSetRow, EvalRunRow, EvalSampleRow, GateDecisionRow, EvalLockRow):
-        table.__table__.create(conn, checkfirst=True)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything here is stored in UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _run(row: EvalRunRow, set_hash: str) -> EvalRun:
     return EvalRun(
         id=row.id,
@@ -206,8 +123,8 @@ def _run(row: EvalRunRow, set_hash: str) -> EvalRun:
         completion_tokens=row.completion_tokens or 0,
         duration_s=row.duration_s,
         error=row.error,
-        started_at=_aware(row.started_at),
-        finished_at=_aware(row.finished_at),
+        started_at=aware(row.started_at),
+        finished_at=aware(row.finished_at),
     )
 
 
@@ -222,7 +139,7 @@ def _decision(row: GateDecisionRow) -> GateDecision:
         comparison=row.comparison,
         policy=row.policy,
         applied=row.applied,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
     )
 
 
@@ -233,8 +150,9 @@ def _json_safe(value: float | None) -> float | None:
 class EvalStore:
     """Evaluation sets, runs, per-sample scores, gate decisions and locks."""
 
-    def __init__(self, url_or_engine: str | Engine):
-        self.engine, _ = open_database(url_or_engine)
+    def __init__(self, db: Database):
+        self.db = db
+        self.engine = db.engine
 
     # -- sets ------------------------------------------------------------------------------------
 
@@ -310,14 +228,14 @@ class EvalStore:
             row.summary = {k: v.model_dump() for k, v in summary.items()}
             row.duration_s = duration_s
             row.prompt_tokens, row.completion_tokens = prompt_tokens, completion_tokens
-            row.finished_at = _now()
+            row.finished_at = utc_now()
         return self.run(run_id)
 
     def fail_run(self, run_id: int, error: str, duration_s: float) -> None:
         with Session(self.engine) as s, s.begin():
             row = s.get(EvalRunRow, run_id)
             row.status, row.error, row.duration_s = "failed", error, duration_s
-            row.finished_at = _now()
+            row.finished_at = utc_now()
 
     def run(self, run_id: int) -> EvalRun:
         with Session(self.engine) as s:
@@ -435,7 +353,7 @@ class EvalStore:
 
     def try_lock(self, key: str, holder: str, ttl: timedelta, now: datetime | None = None) -> bool:
         """Take the named lock unless another live holder has it (expired locks are taken over)."""
-        now = now or _now()
+        now = now or utc_now()
         with Session(self.engine) as s, s.begin():
             taken = s.execute(
                 update(EvalLockRow)
@@ -456,6 +374,3 @@ class EvalStore:
             s.execute(
                 delete(EvalLockRow).where(EvalLockRow.key == key, EvalLockRow.holder == holder)
             )
-
-    def dispose(self) -> None:
-        self.engine.dispose()

@@ -4,31 +4,25 @@ Written by finetune; read by the admin UI. A job's row is the truth a restarted 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     or_,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from core.chatlog import Base, open_database
+from core.db.base import aware
+from core.db.base import now as utc_now
+from core.db.tables import DatasetRow, JobEventRow, JobRow
 from core.errors import RagError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine
+    from core.db.database import Database
 
 JobStatus = Literal[
     "created", "validating_files", "queued", "running", "succeeded", "failed", "cancelled"
@@ -38,17 +32,6 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 class JobError(RagError):
     """A fine-tuning job or dataset cannot be used as asked (unknown id, wrong state)."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything here is stored in UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
 
 
 # -- records ---------------------------------------------------------------------------------------
@@ -138,63 +121,6 @@ class JobEvent(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
-# -- tables ----------------------------------------------------------------------------------------
-
-
-class DatasetRow(Base):
-    __tablename__ = "finetune_datasets"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(300))
-    content_hash: Mapped[str] = mapped_column(String(64), index=True)
-    path: Mapped[str] = mapped_column(Text)
-    card: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class JobRow(Base):
-    __tablename__ = "finetune_jobs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    backend: Mapped[str] = mapped_column(String(20))
-    method: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(30), index=True)
-    base_model: Mapped[str] = mapped_column(Text)
-    dataset_id: Mapped[int] = mapped_column(ForeignKey("finetune_datasets.id"))
-    external_id: Mapped[str | None] = mapped_column(String(200))
-    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    fine_tuned_model: Mapped[str | None] = mapped_column(Text)
-    adapter_path: Mapped[str | None] = mapped_column(Text)
-    trained_tokens: Mapped[int | None] = mapped_column(Integer)
-    error: Mapped[str | None] = mapped_column(Text)
-    candidate_version_id: Mapped[int | None] = mapped_column(Integer)
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Which process watches the job, until when (a lease, renewed while it watches).
-    monitor: Mapped[str | None] = mapped_column(String(200))
-    monitor_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class JobEventRow(Base):
-    __tablename__ = "finetune_events"
-    __table_args__ = (UniqueConstraint("job_id", "external_id"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("finetune_jobs.id"), index=True)
-    external_id: Mapped[str | None] = mapped_column(String(200))
-    level: Mapped[str] = mapped_column(String(20), default="info")
-    message: Mapped[str] = mapped_column(Text)
-    step: Mapped[int | None] = mapped_column(Integer)
-    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-def create_finetune_tables(conn: Connection) -> None:
-    """Schema migration 5 (see core.chatlog.MIGRATIONS)."""
-    for table in (DatasetRow, JobRow, JobEventRow):
-        table.__table__.create(conn, checkfirst=True)
-
-
 def _dataset(row: DatasetRow) -> DatasetRecord:
     return DatasetRecord(
         id=row.id,
@@ -202,7 +128,7 @@ def _dataset(row: DatasetRow) -> DatasetRecord:
         content_hash=row.content_hash,
         path=row.path,
         card=DatasetCard.model_validate(row.card),
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
     )
 
 
@@ -223,9 +149,9 @@ def _job(row: JobRow) -> FineTuneJob:
         error=row.error,
         candidate_version_id=row.candidate_version_id,
         cancel_requested=bool(row.cancel_requested),
-        created_at=_aware(row.created_at),
-        updated_at=_aware(row.updated_at),
-        finished_at=_aware(row.finished_at),
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
+        finished_at=aware(row.finished_at),
     )
 
 
@@ -233,7 +159,7 @@ def _event(row: JobEventRow) -> JobEvent:
     return JobEvent(
         id=row.id,
         job_id=row.job_id,
-        created_at=_aware(row.created_at),
+        created_at=aware(row.created_at),
         level=row.level,
         message=row.message,
         step=row.step,
@@ -256,8 +182,9 @@ _JOB_FIELDS = {
 class JobStore:
     """Datasets, jobs and job events. Written by finetune, read by the admin UI."""
 
-    def __init__(self, url_or_engine: str | Engine):
-        self.engine, self._owns_engine = open_database(url_or_engine)
+    def __init__(self, db: Database):
+        self.db = db
+        self.engine = db.engine
 
     # -- datasets ------------------------------------------------------------------------------
 
@@ -352,9 +279,9 @@ class JobStore:
             for key, value in fields.items():
                 setattr(row, key, value)
             if fields.get("status") in TERMINAL:
-                row.finished_at = _now()
+                row.finished_at = utc_now()
                 row.monitor, row.monitor_until = None, None
-            row.updated_at = _now()
+            row.updated_at = utc_now()
             s.flush()
             return _job(row)
 
@@ -367,14 +294,14 @@ class JobStore:
             if row.status in TERMINAL:
                 raise JobError(f"job {job_id} is already {row.status}")
             row.cancel_requested = True
-            row.updated_at = _now()
+            row.updated_at = utc_now()
             s.flush()
             return _job(row)
 
     def claim(self, job_id: int, holder: str, lease_s: float) -> bool:
         """Take (or renew) the right to watch an unfinished job for `lease_s` seconds; False when
         another live process holds it. A crashed monitor's lease runs out, so a restart resumes."""
-        now = _now()
+        now = utc_now()
         with Session(self.engine) as s, s.begin():
             result = s.execute(
                 update(JobRow)
@@ -424,7 +351,7 @@ class JobStore:
                         message=message,
                         step=step,
                         metrics=metrics or {},
-                        created_at=created_at or _now(),
+                        created_at=created_at or utc_now(),
                     )
                 )
         except IntegrityError:
@@ -442,7 +369,3 @@ class JobStore:
         """The events that carry per-step metrics (train/validation loss), by step."""
         events = [e for e in self.events(job_id) if e.step is not None and e.metrics]
         return sorted(events, key=lambda e: (e.step or 0, e.id))
-
-    def dispose(self) -> None:
-        if self._owns_engine:
-            self.engine.dispose()

@@ -5,31 +5,22 @@ migration 2); a revision number, bumped on every change, lets each app process n
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import (
-    JSON,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
     select,
-    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from core.chatlog import Base, open_database
+from core.db.tables import ModelVersionRow, RegistryEventRow, RegistryRevisionRow
 from core.errors import RagError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine
-
+    from core.db.database import Database
     from core.settings import Settings
 
 Kind = Literal["chat", "embedding", "reranker"]
@@ -46,56 +37,6 @@ SECRET_FIELDS = {"api_key", "admin_password"}
 
 class RegistryError(RagError):
     """A registry operation that cannot be done as asked (unknown version, nothing to roll back)."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class ModelVersionRow(Base):
-    __tablename__ = "model_versions"
-    __table_args__ = (
-        # At most one active version per kind, enforced by the database itself.
-        Index(
-            "one_active_per_kind",
-            "kind",
-            unique=True,
-            sqlite_where=text("status = 'active'"),
-            postgresql_where=text("status = 'active'"),
-        ),
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(20), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
-    status: Mapped[str] = mapped_column(String(20))
-    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class RegistryEventRow(Base):
-    __tablename__ = "registry_events"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(20), index=True)
-    action: Mapped[str] = mapped_column(String(20))  # seed | promote | rollback
-    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
-    previous_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
-    reason: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class RegistryRevisionRow(Base):
-    __tablename__ = "registry_revision"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    revision: Mapped[int] = mapped_column(Integer, default=0)
-
-
-def create_registry_tables(conn: Connection) -> None:
-    """Schema migration 2 (see core.chatlog.MIGRATIONS)."""
-    for table in (ModelVersionRow, RegistryEventRow, RegistryRevisionRow):
-        table.__table__.create(conn, checkfirst=True)
-    conn.execute(RegistryRevisionRow.__table__.insert().values(id=1, revision=0))
 
 
 class ModelVersion(BaseModel):
@@ -199,8 +140,9 @@ class Registry:
     """Reads and changes the registry. Candidates are written by finetune, promotion and rollback
     by eval or an admin; the app only reads (`revision()` per question, `active()` on change)."""
 
-    def __init__(self, url_or_engine: str | Engine):
-        self.engine, self._owns_engine = open_database(url_or_engine)
+    def __init__(self, db: Database):
+        self.db = db
+        self.engine = db.engine
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -400,7 +342,3 @@ class Registry:
             target = s.get(ModelVersionRow, made.previous_id)
             self._activate(s, target, "rollback", reason)
         return self.history(kind)[-1]
-
-    def dispose(self) -> None:
-        if self._owns_engine:
-            self.engine.dispose()

@@ -204,9 +204,10 @@ class AppSettings(BaseModel):
         default=None,
         description="Password for admin functions; required to bind a non-loopback address.",
     )
-    prompt_path: Path = Field(
-        default=Path(__file__).resolve().parent.parent / "app" / "prompts" / "system.md",
-        description="Versioned system prompt file (front matter `version:`).",
+    prompt_path: Path | None = Field(
+        default=None,
+        description="Versioned system prompt file (front matter `version:`); default: the one "
+        "bundled with the app (rag/prompts/system.md).",
     )
     docs_dir: Path = Field(
         default=Path(__file__).resolve().parent.parent / "docs",

@@ -17,6 +17,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
 from core.dates import parse_since
+from core.db.database import open_database
 from core.errors import RagError
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
         if args.teacher:
             teacher = sets.openai_teacher(*_llm_client(ctx, "--teacher"))
         samples = sets.from_chatlog(
-            ChatLog(ctx.settings.database_url),
+            ChatLog(open_database(ctx.settings.database_url)),
             size=args.size,
             since=parse_since(args.since),
             feedback=args.feedback,
@@ -168,9 +169,9 @@ def _llm_client(ctx: EvalContext, flag: str):
 
 
 def _generate(ctx: EvalContext, size: int):
-    from core.embeddings import embedding_id
+    from core.embedding.providers import embedding_id
+    from core.index.store import chroma_client, index_embedding, open_collection
     from core.registry import apply_spec
-    from core.vectorstore import chroma_client, index_embedding, open_collection
     from eval.sets import generate_from_chunks
 
     client, model = _llm_client(ctx, "--generate")
@@ -260,7 +261,7 @@ def cmd_promote(settings, args) -> int:
 
     # An embedding version with its own collection is re-embedded first; the switch follows.
     event, report = promote_version(
-        settings, Registry(settings.database_url), args.version, reason=args.reason
+        settings, Registry(open_database(settings.database_url)), args.version, reason=args.reason
     )
     if report is not None:
         print(report.summary())
@@ -271,7 +272,7 @@ def cmd_promote(settings, args) -> int:
 def cmd_rollback(settings, args) -> int:
     from core.registry import Registry
 
-    event = Registry(settings.database_url).rollback(args.kind, reason=args.reason)
+    event = Registry(open_database(settings.database_url)).rollback(args.kind, reason=args.reason)
     print(
         f"rolled back {event.kind}: v{event.version_id} is active again (was v{event.previous_id})"
     )
@@ -282,7 +283,7 @@ def cmd_history(settings, args) -> int:
     from core.evalstore import EvalStore
     from core.registry import Registry
 
-    reg = Registry(settings.database_url)
+    reg = Registry(open_database(settings.database_url))
     reg.seed(settings)
     print("versions:")
     for v in reg.versions(args.kind):
@@ -295,7 +296,7 @@ def cmd_history(settings, args) -> int:
             + (f"(was v{e.previous_id})" if e.previous_id else "(first)")
             + f": {e.reason}"
         )
-    runs = EvalStore(reg.engine).runs(limit=10)
+    runs = EvalStore(reg.db).runs(limit=10)
     print("recent runs:")
     for r in runs:
         print("  " + (summary_line(r) if r.status == "done" else f"run {r.id}: {r.status}"))
@@ -314,7 +315,7 @@ def cmd_register(settings, args) -> int:
         spec, provenance = json.loads(args.spec), json.loads(args.provenance)
     except json.JSONDecodeError as exc:
         raise RagError(f"--spec and --provenance must be JSON objects: {exc}") from exc
-    reg = Registry(settings.database_url)
+    reg = Registry(open_database(settings.database_url))
     reg.seed(settings)
     v = reg.register(args.kind, args.name, spec, args.parent, provenance)
     print(f"registered {v.label} ({v.name}) as a candidate")

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.synthesis import EXTRACTIVE_LABEL
 from core.evalstore import EvalSample, ScoredSample
+from rag.synthesis import EXTRACTIVE_LABEL
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding

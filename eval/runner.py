@@ -9,20 +9,20 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from app.live import EmbeddingCache, build_pipeline
-from app.prompt import load_prompt
 from core.errors import RagError
 from core.evalstore import EvalRun, EvalSample, EvalStore, GateDecision, ScoredSample
 from core.registry import Registry, RegistryError, apply_spec, strip_secrets
 from eval.gate import GatePolicy, compare_runs, decide_promotion
 from eval.metrics import score_offline
 from eval.sets import check_no_training_overlap, content_hash
+from rag.live import EmbeddingCache, build_pipeline
+from rag.prompt import system_prompt
 
 if TYPE_CHECKING:
-    from app.pipeline import RagPipeline
     from core.registry import ModelVersion
     from core.settings import EvalSettings, Settings
     from eval.judge import Judge
+    from rag.pipeline import RagPipeline
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,12 @@ class EvalContext:
 
     @classmethod
     def open(cls, settings: Settings, judge: Judge | None = None) -> EvalContext:
-        from core.chatlog import make_engine
+        from core.db.database import open_database
 
-        url = settings.database_url
-        if url.startswith("sqlite:///"):
-            from pathlib import Path
-
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(url)
-        registry = Registry(engine)
+        db = open_database(settings.database_url)
+        registry = Registry(db)
         registry.seed(settings)
-        return cls(settings, registry, EvalStore(engine), judge=judge)
+        return cls(settings, registry, EvalStore(db), judge=judge)
 
     def save_set(self, name: str, samples: list[EvalSample]) -> int:
         return self.store.save_set(name, content_hash(samples), samples)
@@ -72,7 +67,7 @@ def warm_up(pipeline: RagPipeline, samples: list[EvalSample], batch: int = 256) 
     """Without an LLM each answer embeds the sentences of its passages; embed them for the whole
     set up front, in large batches (the passages come from one batched search), so that answering
     hundreds of questions is cache hits rather than hundreds of small embedding calls."""
-    from app.synthesis import split_sentences
+    from rag.synthesis import split_sentences
 
     if pipeline.chat_model.llm is not None:
         return
@@ -156,7 +151,7 @@ def run_eval(
             chat,
             embedding,
             None,
-            load_prompt(ctx.settings.app.prompt_path),
+            system_prompt(ctx.settings),
             ctx.embeddings,
         )
         label = chat.label if chat else "chat"

@@ -16,6 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from core.dates import parse_since
+from core.db.database import open_database
 from core.errors import RagError
 
 if TYPE_CHECKING:
@@ -100,8 +101,8 @@ def _context(settings: Settings) -> FineTuneContext:
     from core.registry import Registry
     from finetune.jobs import FineTuneContext
 
-    store = JobStore(settings.database_url)
-    return FineTuneContext(settings, store, Registry(store.engine))
+    store = JobStore(open_database(settings.database_url))
+    return FineTuneContext(settings, store, Registry(store.db))
 
 
 def build(settings: Settings, args: argparse.Namespace) -> int:
@@ -109,7 +110,6 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from core.prompting import load_prompt
     from finetune.dataset import (
         BuildOptions,
         TurnFilter,
@@ -117,6 +117,7 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
         embedder,
         turns_from_dataset,
     )
+    from rag.prompt import system_prompt
 
     ft = settings.finetune
     ctx = _context(settings)
@@ -144,7 +145,7 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
         if args.min_answer_chars is None
         else args.min_answer_chars,
     )
-    prompt = load_prompt(settings.app.prompt_path)
+    prompt = system_prompt(settings)
     teacher = None
     if args.mode != "none":
         from finetune.teacher import Teacher, teacher_client
@@ -166,7 +167,7 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
         from core.chatlog import ChatLog
         from finetune.dataset import turns_from_log
 
-        log = ChatLog(settings.database_url)
+        log = ChatLog(open_database(settings.database_url))
         turns = turns_from_log(log, filt)
         total, source = log.count_turns(), "chatlog"
     embed = None if options.dedup_similarity is None else embedder(settings)

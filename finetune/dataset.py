@@ -233,7 +233,7 @@ class NearDuplicates:
 def embedder(settings: Settings) -> Embed:
     """The configured embedding model as a near-duplicate detector (see
     RAG_FINETUNE__DEDUP_BACKEND), loaded once."""
-    from core.embeddings import build_embedding
+    from core.embedding.providers import build_embedding
 
     cfg = settings.embedding.model_copy()
     if cfg.provider == "local":

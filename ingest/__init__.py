@@ -35,7 +35,7 @@ def ingest_paths(
 ) -> IngestReport:
     """Ingest files under `paths` and rows of `datasets` into `collection`; see ingest_sources."""
     from core.errors import SourceError
-    from ingest.lexical import lexical_dir
+    from core.index.lexical import lexical_dir
     from ingest.sources import SourceFailure
 
     def all_sources():

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.db.database import open_database
 from core.errors import RagError
 
 
@@ -56,11 +57,11 @@ def active_embedding_settings(settings):
     from core.registry import Registry, apply_spec
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    registry = Registry(settings.database_url)
+    db = open_database(settings.database_url)
     try:
-        return apply_spec(settings, registry.active("embedding"))
+        return apply_spec(settings, Registry(db).active("embedding"))
     finally:
-        registry.dispose()
+        db.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         print("nothing was indexed; check the path and run again", file=sys.stderr)
         return 2
+    from core.index.store import open_index
     from core.settings import Settings
-    from core.vectorstore import open_index
     from ingest import RecordFields, ingest_paths
 
     try:

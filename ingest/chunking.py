@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from core.index.chunks import embed_text
+
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
@@ -83,15 +85,10 @@ class ChunkPlan:
         return fitted
 
 
-def embed_text(prefix: str, text: str) -> str:
-    """What the model embeds for a chunk: its heading path, then the chunk itself."""
-    return f"{prefix}\n\n{text}" if prefix else text
-
-
 def plan_chunks(chunking: ChunkingSettings, embed_model: BaseEmbedding) -> ChunkPlan:
     """The chunk plan for this model: the configured size, or the model's window when unset; a
     size beyond the window is clamped with a warning (the rest would never be embedded)."""
-    from core.embeddings import embedding_tokenizer
+    from core.embedding.providers import embedding_tokenizer
 
     encode, window = embedding_tokenizer(embed_model)
     size = chunking.size or window

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import SourceError
+from core.index.chunks import Meta, iter_pages
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
 log = logging.getLogger(__name__)
-
-PAGE = 5000
 
 
 @dataclass
@@ -37,9 +36,9 @@ class DocumentInfo:
 
 
 def _name(meta: dict[str, Any]) -> str:
-    if meta.get("file_name"):
-        return str(meta["file_name"])
-    source = str(meta.get("source") or meta.get("source_key") or "?")
+    if meta.get(Meta.FILE_NAME):
+        return str(meta[Meta.FILE_NAME])
+    source = str(meta.get(Meta.SOURCE) or meta.get(Meta.SOURCE_KEY) or "?")
     return source.rsplit("/", 1)[-1]
 
 
@@ -47,33 +46,27 @@ def list_documents(collection: Collection) -> list[DocumentInfo]:
     """Every document in `collection`, by name (then source); reads the metadata only."""
     docs: dict[str, DocumentInfo] = {}
     row_keys: dict[str, set[str]] = {}
-    offset = 0
-    while True:
-        batch = collection.get(include=["metadatas"], limit=PAGE, offset=offset)
-        metas = batch["metadatas"] or []
-        for meta in metas:
+    for batch in iter_pages(collection, ["metadatas"]):
+        for meta in batch["metadatas"] or []:
             meta = dict(meta or {})
-            source = str(meta.get("source") or meta.get("source_key") or "")
+            source = str(meta.get(Meta.SOURCE) or meta.get(Meta.SOURCE_KEY) or "")
             if not source:
                 continue
             doc = docs.get(source)
             if doc is None:
                 doc = docs[source] = DocumentInfo(source=source, name=_name(meta))
             doc.chunks += 1
-            if meta.get("page") is not None:
-                doc.pages.add(int(meta["page"]))
-            merged = str(meta.get("sections") or "").split("\n")  # sections packed in one chunk
-            for heading in [meta.get("heading_path"), *merged]:
+            if meta.get(Meta.PAGE) is not None:
+                doc.pages.add(int(meta[Meta.PAGE]))
+            merged = str(meta.get(Meta.SECTIONS) or "").split("\n")  # sections packed in a chunk
+            for heading in [meta.get(Meta.HEADING_PATH), *merged]:
                 if heading and heading not in doc.headings:
                     doc.headings.append(str(heading))
-            stamp = meta.get("indexed_at")
+            stamp = meta.get(Meta.INDEXED_AT)
             if stamp and (doc.indexed_at is None or str(stamp) > doc.indexed_at):
                 doc.indexed_at = str(stamp)
-            if meta.get("dataset"):
-                row_keys.setdefault(source, set()).add(str(meta.get("source_key")))
-        if len(metas) < PAGE:
-            break
-        offset += PAGE
+            if meta.get(Meta.DATASET):
+                row_keys.setdefault(source, set()).add(str(meta.get(Meta.SOURCE_KEY)))
     for source, keys in row_keys.items():
         docs[source].rows = len(keys)
     return sorted(docs.values(), key=lambda d: (d.name.lower(), d.source))
@@ -102,7 +95,7 @@ def remove_document(
     for start in range(0, len(ids), step):
         collection.delete(ids=ids[start : start + step])
     if lexical_dir is not None:
-        from ingest.lexical import ensure_lexical
+        from core.index.lexical import ensure_lexical
 
         ensure_lexical(collection, lexical_dir)
     removed = None

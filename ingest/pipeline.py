@@ -4,7 +4,7 @@ The manifest is the collection itself: every chunk carries its source key, the i
 hash + chunking) it was built from and how many chunks that build has. A source is complete when all
 of them are present, so a run killed anywhere is repaired by the next run. The lexical (BM25) index
 is derived from the collection after every write and stamped with its chunk ids, so it can never
-silently disagree with Chroma (see ingest/lexical.py)."""
+silently disagree with Chroma (see core/index/lexical.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import SourceError
-from ingest.chunking import ChunkPlan, embed_text, pack_sections, plan_chunks
+from core.index.chunks import Chunk, Meta, chunk_id, embed_text, iter_pages
+from ingest.chunking import ChunkPlan, pack_sections, plan_chunks
 from ingest.sources import DATASET_PREFIX, FILE_PREFIX, SourceDoc, SourceFailure
 
 if TYPE_CHECKING:
@@ -35,17 +36,6 @@ SPLITTER_VERSION = "2"
 FLUSH_CHUNKS = 256
 # Sources read and chunked ahead of the one being embedded.
 LOOKAHEAD = 2
-
-
-@dataclass
-class Chunk:
-    id: str
-    text: str  # stored, shown and quoted
-    metadata: dict[str, Any]
-    embed_text: str = ""  # what the model embeds: heading path + text
-
-    def __post_init__(self) -> None:
-        self.embed_text = self.embed_text or self.text
 
 
 @dataclass
@@ -89,31 +79,26 @@ class IngestReport:
         )
 
 
-def read_state(collection: Collection, page: int = 5000) -> dict[str, SourceState]:
+def read_state(collection: Collection) -> dict[str, SourceState]:
     """The manifest: per source key, which builds of it the collection holds and how complete."""
     state: dict[str, SourceState] = defaultdict(SourceState)
-    offset = 0
-    while True:
-        batch = collection.get(include=["metadatas"], limit=page, offset=offset)
-        metas = batch["metadatas"] or []
-        for meta in metas:
-            key = meta.get("source_key")
+    for batch in iter_pages(collection, ["metadatas"]):
+        for meta in batch["metadatas"] or []:
+            key = meta.get(Meta.SOURCE_KEY)
             if key is None:
                 continue  # not written by this pipeline
             entry = state[str(key)]
-            ingest_key = str(meta["ingest_key"])
+            ingest_key = str(meta[Meta.INGEST_KEY])
             entry.counts[ingest_key] += 1
-            entry.expected[ingest_key] = int(meta["n_chunks"])
-            entry.splitters.add(str(meta.get("splitter_version", "1")))
-        if len(metas) < page:
-            return dict(state)
-        offset += page
+            entry.expected[ingest_key] = int(meta[Meta.N_CHUNKS])
+            entry.splitters.add(str(meta.get(Meta.SPLITTER_VERSION, "1")))
+    return dict(state)
 
 
 def outdated_files(collection: Collection) -> list[Path]:
     """Files still on disk whose chunks an older splitter made (to re-embed once after an
     upgrade). Cheap when there are none: one id-only query."""
-    current = collection.get(where={"splitter_version": SPLITTER_VERSION}, include=[])["ids"]
+    current = collection.get(where={Meta.SPLITTER_VERSION: SPLITTER_VERSION}, include=[])["ids"]
     if len(current) == collection.count():
         return []
     paths = []
@@ -131,20 +116,13 @@ def ingest_key_for(source: SourceDoc, plan: ChunkPlan) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-def chunk_id(source_key: str, ingest_key: str, index: int) -> str:
-    """The id of a source's `index`-th chunk in the build `ingest_key`: deterministic, so a re-run
-    overwrites, and a source's chunks can be named from one chunk's metadata."""
-    key_hash = hashlib.sha256(source_key.encode()).hexdigest()[:16]
-    return f"{key_hash}-{ingest_key[:12]}-{index:05d}"
-
-
 def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Chunk]:
     """Split every section of a source into chunks that fit the model's window together with
     their heading path; ids are deterministic so a re-run overwrites, never adds."""
     sections = pack_sections(source.load(), plan)
     pieces: list[tuple[str, str, dict[str, Any]]] = []
     for section in sections:
-        prefix = plan.prefix_for(section.metadata.get("heading_path"))
+        prefix = plan.prefix_for(section.metadata.get(Meta.HEADING_PATH))
         for text in plan.split(section.text, prefix):
             pieces.append((text, prefix, section.metadata))
     if not pieces:
@@ -156,13 +134,13 @@ def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Ch
         metadata = {
             **source.metadata,
             **section_meta,
-            "source_key": source.key,
-            "ingest_key": ingest_key,
-            "splitter_version": SPLITTER_VERSION,
-            "chunk_index": index,
-            "n_chunks": len(pieces),
-            "content_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
-            "indexed_at": indexed_at,
+            Meta.SOURCE_KEY: source.key,
+            Meta.INGEST_KEY: ingest_key,
+            Meta.SPLITTER_VERSION: SPLITTER_VERSION,
+            Meta.CHUNK_INDEX: index,
+            Meta.N_CHUNKS: len(pieces),
+            Meta.CONTENT_HASH: hashlib.sha256(text.encode()).hexdigest()[:16],
+            Meta.INDEXED_AT: indexed_at,
         }
         chunks.append(
             Chunk(
@@ -176,9 +154,9 @@ def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Ch
 
 
 def _delete_stale(collection: Collection, key: str, keep: str | None) -> int:
-    where: dict[str, Any] = {"source_key": key}
+    where: dict[str, Any] = {Meta.SOURCE_KEY: key}
     if keep is not None:
-        where = {"$and": [{"source_key": key}, {"ingest_key": {"$ne": keep}}]}
+        where = {"$and": [{Meta.SOURCE_KEY: key}, {Meta.INGEST_KEY: {"$ne": keep}}]}
     stale = collection.get(where=where, include=[])["ids"]
     if stale:
         collection.delete(ids=stale)
@@ -214,7 +192,7 @@ class _Writer:
         for i, vector in zip(order, embedded, strict=True):
             vectors[i] = vector
         if not self.dimension_recorded and vectors:
-            from core.vectorstore import record_dimension
+            from core.index.store import record_dimension
 
             record_dimension(self.collection, len(vectors[0]))
             self.dimension_recorded = True
@@ -328,7 +306,7 @@ def ingest_sources(
         report.pruned, deleted = _prune(collection, state, seen, set(pruned_datasets))
         report.chunks_deleted += deleted
     if lexical_dir is not None:
-        from ingest.lexical import ensure_lexical
+        from core.index.lexical import ensure_lexical
 
         _, report.lexical_rebuilt = ensure_lexical(collection, lexical_dir, progress=progress)
     report.seconds = time.perf_counter() - started

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from core.db.database import open_database
 from core.errors import RagError
 
 if TYPE_CHECKING:
@@ -59,21 +60,10 @@ class ReembedReport:
         )
 
 
-def _ids(collection: Collection) -> list[str]:
-    out: list[str] = []
-    offset = 0
-    while True:
-        got = collection.get(include=[], limit=PAGE, offset=offset)
-        out.extend(got["ids"])
-        if len(got["ids"]) < PAGE:
-            return out
-        offset += PAGE
-
-
 def _open_source(settings: Settings) -> Collection:
     from chromadb.errors import NotFoundError
 
-    from core.vectorstore import chroma_client
+    from core.index.store import chroma_client
 
     try:
         return chroma_client(settings).get_collection(
@@ -108,10 +98,11 @@ def reembed(
     Safe to kill at any point: the source is only read, and a re-run resumes."""
     from tqdm import tqdm
 
-    from core.embeddings import build_embedding, embedding_id, resolve_backend
-    from core.vectorstore import built_with, chroma_client, open_collection, record_dimension
-    from ingest.chunking import embed_text, plan_chunks
-    from ingest.lexical import ensure_lexical, lexical_dir
+    from core.embedding.providers import build_embedding, embedding_id, resolve_backend
+    from core.index.chunks import Meta, all_ids, embed_text
+    from core.index.lexical import ensure_lexical, lexical_dir
+    from core.index.store import built_with, chroma_client, open_collection, record_dimension
+    from ingest.chunking import plan_chunks
 
     started = time.perf_counter()
     src = _open_source(source)
@@ -130,8 +121,8 @@ def reembed(
     plan = plan_chunks(target.chunking, embed_model)
     report = ReembedReport(src.name, name)
     for attempt in range(MAX_PASSES):
-        wanted = _ids(src)
-        have = set(_ids(dst))
+        wanted = all_ids(src)
+        have = set(all_ids(dst))
         todo = [cid for cid in wanted if cid not in have]
         stale = sorted(have - set(wanted))
         report.total = len(wanted)
@@ -152,7 +143,7 @@ def reembed(
                 got = src.get(ids=todo[start : start + batch], include=["documents", "metadatas"])
                 metas = [m or {} for m in got["metadatas"]]
                 texts = [
-                    embed_text(plan.prefix_for(m.get("heading_path")), d or "")
+                    embed_text(plan.prefix_for(m.get(Meta.HEADING_PATH)), d or "")
                     for d, m in zip(got["documents"], metas, strict=True)
                 ]
                 vectors = embed_model.get_text_embedding_batch(texts)
@@ -232,9 +223,9 @@ def drop_collection(settings: Settings, registry: Registry, name: str) -> list[s
 
     from chromadb.errors import NotFoundError
 
+    from core.index.lexical import lexical_dir
+    from core.index.store import chroma_client
     from core.registry import apply_spec
-    from core.vectorstore import chroma_client
-    from ingest.lexical import lexical_dir
 
     active = apply_spec(settings, registry.active("embedding")).chroma.collection
     if name == active:
@@ -269,14 +260,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code (2 on an error, with what to do)."""
     args = _parser().parse_args(argv)
+    from core.index.store import chroma_client
     from core.registry import Registry
     from core.settings import Settings
-    from core.vectorstore import chroma_client
 
     try:
         settings = Settings()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        registry = Registry(settings.database_url)
+        registry = Registry(open_database(settings.database_url))
         registry.seed(settings)
         progress = not args.no_progress
         if args.command == "promote":

@@ -69,7 +69,7 @@ def stop(proc) -> None:
 @pytest.fixture(scope="session")
 def embed_model():
     """The packaged all-MiniLM-L6-v2, loaded once for the whole session."""
-    from core.embeddings import build_embedding
+    from core.embedding.providers import build_embedding
     from core.settings import EmbeddingSettings
 
     return build_embedding(EmbeddingSettings(), cache_dir=MODEL_CACHE)
@@ -77,7 +77,7 @@ def embed_model():
 
 @pytest.fixture(scope="session")
 def embed_id() -> str:
-    from core.embeddings import embedding_id
+    from core.embedding.providers import embedding_id
     from core.settings import EmbeddingSettings
 
     return embedding_id(EmbeddingSettings())
@@ -124,7 +124,7 @@ def embedded_settings(tmp_path):
 
 @pytest.fixture
 def collection(settings, embed_id):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
 
     client = chroma_client(settings)
     col = open_collection(client, settings.chroma.collection, embed_id)

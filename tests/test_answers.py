@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.synthesis import (
+from rag.synthesis import (
     EXTRACTIVE_LABEL,
     WEAK_EVIDENCE,
     ExtractiveSynthesizer,

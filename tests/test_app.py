@@ -14,6 +14,7 @@ import pytest
 
 from app.markup import safe_markdown
 from core.chatlog import ChatLog
+from core.db.database import open_database
 from tests.conftest import ROOT, free_port, port_open, stop, wait_until_up
 from tests.corpus import make_pdf
 
@@ -48,7 +49,7 @@ def start_app(data, log_path, **env: str) -> tuple[subprocess.Popen, str]:
 
 
 def chatlog(data) -> ChatLog:
-    return ChatLog(f"sqlite:///{(data / 'rag.db').resolve()}")
+    return ChatLog(open_database(f"sqlite:///{(data / 'rag.db').resolve()}"))
 
 
 def test_first_run_indexes_docs_and_streams_a_logged_answer(app_server):
@@ -86,7 +87,7 @@ def test_upload_ask_then_remove_the_document(app_server, tmp_path):
     the uploads folder."""
     from gradio_client import Client, handle_file
 
-    from ingest.lexical import load_lexical
+    from core.index.lexical import load_lexical
 
     url, data, _ = app_server
     pdf = make_pdf(tmp_path / "velmora.pdf")
@@ -124,8 +125,8 @@ def test_upload_ask_then_remove_the_document(app_server, tmp_path):
 
 
 def _collection(data):
+    from core.index.store import chroma_client
     from core.settings import Settings
-    from core.vectorstore import chroma_client
 
     client = chroma_client(Settings(data_dir=data))
     return client.get_collection("docs", embedding_function=None)
@@ -377,7 +378,7 @@ def test_browser_new_chat_stops_a_streaming_answer_and_logs_it_as_stopped(tmp_pa
     the fresh chat, the box works again, and the turn is logged as stopped with the partial text."""
     from playwright.sync_api import expect, sync_playwright
 
-    from app.pipeline import STOPPED
+    from rag.pipeline import STOPPED
     from tests.chatfake import ChatServer
 
     data, log_path = tmp_path / "data", tmp_path / "app.log"
@@ -550,7 +551,7 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
     assert "feedback-and-logs.md" in detail and "hit_at_1" in detail
     assert "no reference" in client.predict(row[0], 1, "", api_name="/sample_detail")
 
-    reg = Registry(f"sqlite:///{(data / 'rag.db').resolve()}")
+    reg = Registry(open_database(f"sqlite:///{(data / 'rag.db').resolve()}"))
     candidate = reg.register("chat", "top-1", {"retrieval": {"top_k": 1}})
     note, _ = client.predict(candidate.id, "", api_name="/promote")
     assert f"chat v{candidate.id} is active" in note
@@ -577,7 +578,8 @@ def test_browser_evaluate_tab_runs_and_samples(app_server, tmp_path, monkeypatch
     assert eval_main(["run", "--set", str(golden)]) == 0
     from core.evalstore import EvalStore
 
-    run_id = EvalStore(f"sqlite:///{(data / 'rag.db').resolve()}").runs(limit=1)[0].id
+    db = open_database(f"sqlite:///{(data / 'rag.db').resolve()}")
+    run_id = EvalStore(db).runs(limit=1)[0].id
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]

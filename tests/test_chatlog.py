@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import inspect, text
 
-from core.chatlog import MIGRATIONS, ChatLog, export_jsonl
+from core.chatlog import ChatLog, export_jsonl
+from core.db.database import open_database
+from core.db.migrations import MIGRATIONS
 from core.records import SourceRef, TokenUsage
 
 
@@ -40,7 +42,7 @@ def answer(log: ChatLog, turn_id: int, text_: str = "an answer") -> None:
 
 
 def test_turn_round_trip_with_feedback(db_url):
-    log = ChatLog(db_url)
+    log = ChatLog(open_database(db_url))
     tid = log.start_turn("s1", "What is it?")
     assert [t.status for t in log.turns()] == ["pending"]  # logged before any answer exists
     answer(log, tid)
@@ -57,11 +59,11 @@ def test_turn_round_trip_with_feedback(db_url):
         log.set_feedback(tid, "meh")
     with pytest.raises(KeyError):
         log.set_feedback(tid + 100, "up")
-    log.dispose()
+    log.db.dispose()
 
 
 def test_filters_and_export(db_url):
-    log = ChatLog(db_url)
+    log = ChatLog(open_database(db_url))
     ids = [log.start_turn("s1" if i < 2 else "s2", f"q{i}") for i in range(4)]
     for i in ids:
         answer(log, i)
@@ -78,26 +80,26 @@ def test_filters_and_export(db_url):
     row = json.loads(out.getvalue())
     assert row["user_input"] == "q2" and row["feedback"]["comment"] == "bad"
     assert row["retrieved_contexts"][0]["chunk_id"] == "c1"
-    log.dispose()
+    log.db.dispose()
 
 
 def test_schema_is_migrated_once_and_reopens(db_url):
-    log = ChatLog(db_url)
+    log = ChatLog(open_database(db_url))
     tid = log.start_turn("s", "kept")
-    log.dispose()
-    again = ChatLog(db_url)  # opening again must neither fail nor lose data
+    log.db.dispose()
+    again = ChatLog(open_database(db_url))  # opening again must neither fail nor lose data
     assert [t.id for t in again.turns()] == [tid]
     with again.engine.connect() as conn:
         versions = conn.execute(text("SELECT version FROM schema_version")).scalars().all()
-    assert versions == [v for v, _ in MIGRATIONS]
+    assert versions == [v for v, _, _ in MIGRATIONS]
     assert {"turns", "feedback", "chat_sessions"} <= set(inspect(again.engine).get_table_names())
-    again.dispose()
+    again.db.dispose()
 
 
 def test_concurrent_writers_lose_nothing(db_url):
     from concurrent.futures import ThreadPoolExecutor
 
-    log = ChatLog(db_url)
+    log = ChatLog(open_database(db_url))
 
     def chat(n: int) -> None:
         for k in range(10):
@@ -107,4 +109,4 @@ def test_concurrent_writers_lose_nothing(db_url):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(chat, range(8)))
     assert log.count_turns() == 80 and log.count_turns("answered") == 80
-    log.dispose()
+    log.db.dispose()

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.synthesis import SentenceVectors
 from core.compute import ComputeGate
-from core.sentencestore import SentenceStore, store_path
+from rag.sentencestore import SentenceStore, store_path
+from rag.synthesis import SentenceVectors
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,7 +147,7 @@ def test_damaged_pages_are_misses_not_failures(embed_model, tmp_path):
 CRASH_WRITER = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
-from core.sentencestore import SentenceStore
+from rag.sentencestore import SentenceStore
 store = SentenceStore(__import__("pathlib").Path({path!r}), "model-a")
 i = 0
 while True:
@@ -179,11 +179,11 @@ def test_a_writer_killed_midway_leaves_whole_batches(tmp_path):
 
 @pytest.mark.slow
 def test_answers_after_change_and_prune_quote_the_current_text(tmp_path, embed_model, embed_id):
-    from app.live import EmbeddingCache, build_pipeline
-    from app.prompt import load_prompt
+    from core.index.store import chroma_client, open_collection
     from core.settings import Settings
-    from core.vectorstore import chroma_client, open_collection
     from ingest import ingest_paths
+    from rag.live import EmbeddingCache, build_pipeline
+    from rag.prompt import system_prompt
 
     settings = Settings(data_dir=tmp_path / "data")
     docs = tmp_path / "docs"
@@ -195,7 +195,7 @@ def test_answers_after_change_and_prune_quote_the_current_text(tmp_path, embed_m
     ingest_paths(settings, col, embed_model, paths=[docs], progress=False)
     cache = EmbeddingCache()
     cache.put(settings, embed_model)
-    prompt = load_prompt(settings.app.prompt_path)
+    prompt = system_prompt(settings)
 
     def ask(question: str) -> str:
         pipe = build_pipeline(settings, None, None, None, prompt, cache)

@@ -11,15 +11,14 @@ from datetime import datetime
 
 import pytest
 
-from app.pipeline import RagPipeline
-from app.prompt import load_prompt
-from app.providers import build_chat_model
-from app.retriever import LexicalSource
 from core.errors import SourceError
+from core.index.lexical import LexicalSource, lexical_dir, load_lexical
 from core.settings import LLMSettings
 from ingest import ingest_paths
 from ingest.documents import list_documents, remove_document
-from ingest.lexical import lexical_dir, load_lexical
+from rag.pipeline import RagPipeline
+from rag.prompt import system_prompt
+from rag.providers import build_chat_model
 from tests.conftest import ROOT
 from tests.corpus import make_corpus, make_pdf
 
@@ -33,7 +32,7 @@ def ask(settings, collection, embed_model, question: str):
         embed_model,
         build_chat_model(LLMSettings()),
         None,
-        load_prompt(settings.app.prompt_path),
+        system_prompt(settings),
         settings.retrieval,
         lexical,
     )
@@ -119,7 +118,7 @@ def service(embedded_settings, tmp_path):
     embedded_settings.app.docs_dir = docs
     svc = build_service(embedded_settings, warm=False)
     yield svc
-    svc.chatlog.dispose()
+    svc.chatlog.db.dispose()
 
 
 def test_uploads_keep_good_files_only_and_put_back_a_replaced_one(service, tmp_path):

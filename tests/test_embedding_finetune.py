@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.embeddings import packaged_model_dir
+from core.db.database import open_database
+from core.embedding.window import packaged_model_dir
 from finetune.embedding.data import (
     DataError,
     PairSet,
@@ -146,7 +147,7 @@ DOCS = {
 
 @pytest.fixture
 def indexed(embedded_settings, embed_model, embed_id, tmp_path):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
     from ingest import ingest_paths
 
     root = tmp_path / "docs"
@@ -184,7 +185,7 @@ def test_chatlog_pairs_are_rated_up_turns_with_the_chunks_they_cited(indexed, sq
     _, collection = indexed
     got = collection.get(include=["documents"])
     cid, doc = got["ids"][0], got["documents"][0]
-    log = ChatLog(sql_url)
+    log = ChatLog(open_database(sql_url))
 
     def turn(question: str, quotes: list[str], chunk: str, rating: str | None) -> None:
         tid = log.start_turn("s", question)
@@ -205,7 +206,7 @@ def test_chatlog_pairs_are_rated_up_turns_with_the_chunks_they_cited(indexed, sq
     assert list(data.queries.values()) == ["When do the pumps run?"]
     assert data.relevant_docs[next(iter(data.queries))] == [cid]
     assert skipped == {"cited nothing": 1, "cited chunks no longer indexed": 1}
-    log.dispose()
+    log.db.dispose()
 
 
 # -- hard negatives, training, the adapter --------------------------------------------------------
@@ -257,7 +258,7 @@ def test_cached_loss_trains_with_mini_batches(tmp_path):
 def test_query_adapter_improves_held_out_paraphrases_and_serves_through_the_app_model(
     base_model, embed_model, tmp_path
 ):
-    from core.query_adapter import AdaptedEmbedding, load_adapter
+    from core.embedding.adapter import AdaptedEmbedding, load_adapter
     from finetune.embedding.adapter import AdapterConfig, save_adapter, train_adapter
 
     train, held = codename_pairs(TRAIN_TEMPLATES), codename_pairs(HELD_OUT_TEMPLATES)
@@ -318,7 +319,7 @@ def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch, caps
 
     args = ["--no-progress", "train", "cn", "--epochs", "1", "--batch-size", "8"]
     assert main([*args, "--max-seq-length", "64", "--holdout", "0.25"]) == 0
-    reg = Registry(f"sqlite:///{(data_dir / 'rag.db').resolve()}")
+    reg = Registry(open_database(f"sqlite:///{(data_dir / 'rag.db').resolve()}"))
     (cand,) = reg.versions("embedding", status="candidate")
     assert cand.spec["chroma"]["collection"].startswith("docs-ft-")
     assert cand.spec["embedding"]["max_seq_length"] == 64  # read as it was evaluated
@@ -393,7 +394,7 @@ def test_teacher_grades_unrated_turns_and_errors_stop_with_a_reason(indexed, tmp
 
     _, collection = indexed
     got = collection.get(include=["documents"])
-    log = ChatLog(f"sqlite:///{tmp_path / 'rag.db'}")
+    log = ChatLog(open_database(f"sqlite:///{tmp_path / 'rag.db'}"))
     for question in ("good question", "poor question", "garbled question"):
         tid = log.start_turn("s", question)
         ref = SourceRef(chunk_id=got["ids"][0], source="x", score=0.9, text="t", quotes=["q"])
@@ -420,4 +421,4 @@ def test_teacher_grades_unrated_turns_and_errors_stop_with_a_reason(indexed, tmp
             mock.post(fakes.OPENAI_CHAT_URL).mock(return_value=fakes.error(status, "no"))
             with pytest.raises(DataError, match="the teacher LLM failed"):
                 from_chatlog(log, collection, teacher=openai_teacher(_openai(), "m"))
-    log.dispose()
+    log.db.dispose()

@@ -13,8 +13,8 @@ QUESTION = "What is the name of the Carrow lighthouse cat?"  # its answer is the
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, embed_model, embed_id):
+    from core.index.store import chroma_client, open_collection
     from core.settings import Settings
-    from core.vectorstore import chroma_client, open_collection
     from ingest import ingest_paths
 
     root = tmp_path_factory.mktemp("e2e")

@@ -12,6 +12,7 @@ import openai
 import pytest
 import respx
 
+from core.db.database import open_database
 from eval.sets import EvalSetError, generate_from_chunks
 from tests import fakes
 
@@ -77,7 +78,7 @@ def test_teacher_writes_references_for_unrated_logged_turns(tmp_path):
     from core.records import SourceRef
     from eval.sets import from_chatlog, openai_teacher
 
-    log = ChatLog(f"sqlite:///{tmp_path / 'rag.db'}")
+    log = ChatLog(open_database(f"sqlite:///{tmp_path / 'rag.db'}"))
     passage = SourceRef(chunk_id="c", source="/d/h.md", score=0.9, text=LONG)
     for i, (rating, contexts) in enumerate([("up", [passage]), (None, [passage]), (None, [])]):
         tid = log.start_turn("s", f"When was the harbour rebuilt {i}?")

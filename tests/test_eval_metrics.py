@@ -9,9 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from app.synthesis import EXTRACTIVE_LABEL
+from core.db.database import open_database
 from core.evalstore import EvalSample, EvalStore, GateDecision, ScoredSample
 from eval.metrics import answer_text, contains_reference, relevance, retrieval_scores
+from rag.synthesis import EXTRACTIVE_LABEL
 from tests.evalcorpus import make_eval_corpus
 
 
@@ -44,8 +45,8 @@ def test_relevance_from_sources_or_passages():
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory, embed_model, embed_id):
+    from core.index.store import chroma_client, open_collection
     from core.settings import Settings
-    from core.vectorstore import chroma_client, open_collection
     from eval.runner import EvalContext
     from ingest import ingest_paths
 
@@ -99,7 +100,7 @@ def test_run_stores_per_sample_scores_and_counts_nan(ctx):
 
 
 def test_eval_store_runs_decisions_and_locks(sql_url):
-    store = EvalStore(sql_url)
+    store = EvalStore(open_database(sql_url))
     samples = [EvalSample(user_input="q1", reference="r")]
     set_id = store.save_set("s", "h" * 64, samples)
     run_id = store.start_run(set_id, 1, 2, {"retrieval": {"top_k": 4}}, None)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.db.database import open_database
 from core.errors import ConfigError
 from core.evalstore import EvalStore
 from eval.schedule import ScheduledEvaluation, ScheduleOutcome, cron_trigger, start_scheduler
@@ -19,7 +20,7 @@ class Ctx:
     """Only what the scheduler touches: the eval store (real, on SQLite or PostgreSQL)."""
 
     def __init__(self, url: str):
-        self.store = EvalStore(url)
+        self.store = EvalStore(open_database(url))
 
 
 def counting_work(log: list, gate: threading.Event | None = None):

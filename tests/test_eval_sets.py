@@ -8,6 +8,7 @@ import json
 import pytest
 
 from core.chatlog import ChatLog
+from core.db.database import open_database
 from core.evalstore import EvalSample, EvalStore
 from core.registry import Registry
 from eval.sets import (
@@ -97,7 +98,7 @@ def test_sciq_validation_maps_to_887_samples():
 
 
 def test_chatlog_sample_uses_thumbs_up_answers_as_references(tmp_path):
-    log = ChatLog(f"sqlite:///{tmp_path / 'rag.db'}")
+    log = ChatLog(open_database(f"sqlite:///{tmp_path / 'rag.db'}"))
     for i, rating in enumerate(["up", "down", None, "up"]):
         tid = log.start_turn("s", f"question {i}?")
         log.finish_turn(
@@ -122,7 +123,7 @@ def test_chatlog_sample_uses_thumbs_up_answers_as_references(tmp_path):
     assert len(from_chatlog(log, size=2)) == 2
     assert [s.user_input for s in from_chatlog(log, feedback="none")] == ["question 2?"]
     with pytest.raises(EvalSetError, match="no answered turns"):
-        from_chatlog(ChatLog(f"sqlite:///{tmp_path / 'empty.db'}"))
+        from_chatlog(ChatLog(open_database(f"sqlite:///{tmp_path / 'empty.db'}")))
 
 
 def test_content_hash_and_stored_once(tmp_path):
@@ -130,7 +131,7 @@ def test_content_hash_and_stored_once(tmp_path):
     b = [EvalSample(user_input="q1", reference="r"), EvalSample(user_input="q2 ")]
     assert content_hash(a) == content_hash([s.model_copy() for s in a])
     assert content_hash(a) != content_hash(b) and content_hash(a) != content_hash(a[::-1])
-    store = EvalStore(f"sqlite:///{tmp_path / 'rag.db'}")
+    store = EvalStore(open_database(f"sqlite:///{tmp_path / 'rag.db'}"))
     first = store.save_set("a", content_hash(a), a)
     assert store.save_set("again", content_hash(a), a) == first
     name, digest, samples = store.load_set(first)
@@ -138,7 +139,7 @@ def test_content_hash_and_stored_once(tmp_path):
 
 
 def test_training_questions_are_refused_with_the_count(tmp_path):
-    reg = Registry(f"sqlite:///{tmp_path / 'rag.db'}")
+    reg = Registry(open_database(f"sqlite:///{tmp_path / 'rag.db'}"))
     trained = ["What is the Harlow ferry called?", "Who painted the ceiling?"]
     v = reg.register(
         "chat", "ft-1", provenance={"train_question_keys": [question_key(q) for q in trained]}

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from core.chatlog import ChatLog
+from core.db.database import open_database
 from core.prompting import load_prompt
 from finetune.dataset import (
     BuildOptions,
@@ -27,11 +28,12 @@ from finetune.dataset import (
 from finetune.redact import redact
 from finetune.teacher import Teacher, TeacherError
 from finetune.validate import estimate_cost, lookup, validate_lines
+from rag.prompt import BUNDLED_PROMPT
 from tests.ftlog import PASSAGES, log_turn
 from tests.teacherfake import TeacherServer
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPT = load_prompt(ROOT / "app" / "prompts" / "system.md")
+PROMPT = load_prompt(BUNDLED_PROMPT)
 
 
 def words(text: str) -> int:
@@ -208,9 +210,9 @@ def test_cost_estimate_is_epochs_times_billed_tokens_times_price():
 
 @pytest.fixture
 def log(tmp_path):
-    chatlog = ChatLog(f"sqlite:///{tmp_path / 'rag.db'}")
+    chatlog = ChatLog(open_database(f"sqlite:///{tmp_path / 'rag.db'}"))
     yield chatlog
-    chatlog.dispose()
+    chatlog.db.dispose()
 
 
 @pytest.fixture
@@ -270,7 +272,7 @@ def test_grade_mode_keeps_good_turns_and_drops_the_rest_with_reasons(log, tmp_pa
         examples += read_jsonl(result.path / "validation.jsonl")
     from llama_index.core.llms import MockLLM
 
-    from app.synthesis import CitingSynthesizer
+    from rag.synthesis import CitingSynthesizer
 
     question = "Who kept the Velmora lighthouse? Mail [REDACTED_EMAIL]"
     app_messages = CitingSynthesizer(MockLLM(), PROMPT.text).messages(question, PASSAGES)
@@ -499,11 +501,11 @@ def test_cli_builds_and_validates(tmp_path, monkeypatch, teacher_server, capsys)
     monkeypatch.setenv("RAG_FINETUNE__TEACHER__BASE_URL", teacher_server.base_url)
     monkeypatch.setenv("RAG_LLM__MODEL", "gpt-4o-mini-2024-07-18")
     monkeypatch.setenv("RAG_FINETUNE__BACKEND", "openai")
-    chatlog = ChatLog(f"sqlite:///{(data / 'rag.db').resolve()}")
+    chatlog = ChatLog(open_database(f"sqlite:///{(data / 'rag.db').resolve()}"))
     for i in range(14):
         log_turn(chatlog, f"Question {i}: who kept the lighthouse?")
     log_turn(chatlog, "Bad one [low]")
-    chatlog.dispose()
+    chatlog.db.dispose()
     assert main(["build", "--name", "cli", "--no-embedding-dedup", "--validation-share", "0"]) == 0
     out = capsys.readouterr().out
     assert "dataset 1 'cli': kept 14 of 15 (dropped: grade_below_threshold 1)" in out

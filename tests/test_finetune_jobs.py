@@ -12,6 +12,7 @@ import openai
 import pytest
 import respx
 
+from core.db.database import open_database
 from core.errors import ProviderError
 from core.jobstore import DatasetCard, JobError, JobStore
 from core.registry import Registry
@@ -73,12 +74,12 @@ def ctx(sql_url, tmp_path):
     settings.database.url = sql_url
     settings.llm.model = "gpt-4o-mini-2024-07-18"
     settings.finetune.suffix = "docs"
-    store = JobStore(sql_url)
+    store = JobStore(open_database(sql_url))
     client = openai.OpenAI(api_key="sk-test", max_retries=1)
-    context = FineTuneContext(settings, store, Registry(store.engine), openai_client=client)
+    context = FineTuneContext(settings, store, Registry(store.db), openai_client=client)
     context.dataset_id = write_dataset(store, tmp_path / "ds1")
     yield context
-    store.dispose()
+    store.db.dispose()
 
 
 def test_store_keeps_jobs_events_and_leases(ctx):
@@ -249,17 +250,17 @@ def test_a_restarted_process_resumes_monitoring(ctx):
         monitor(ctx, job.id, sleep=no_sleep, max_polls=2)
         ctx.store.claim(job.id, "a process that died", 0.0)  # its lease has run out
         # A new process: its own store, registry and client on the same database.
-        store = JobStore(ctx.settings.database.url)
+        store = JobStore(open_database(ctx.settings.database.url))
         again = FineTuneContext(
             ctx.settings,
             store,
-            Registry(store.engine),
+            Registry(store.db),
             openai_client=openai.OpenAI(api_key="sk-test", max_retries=0),
         )
         [resumed] = resume(again, sleep=no_sleep)
         assert resumed.status == "succeeded" and resumed.candidate_version_id is not None
         assert resume(again, sleep=no_sleep) == []  # nothing left to resume
-        store.dispose()
+        store.db.dispose()
     ids = [e.message for e in ctx.store.events(job.id)]
     assert ids.count("Validating training file") == 1
     assert len(ctx.registry.versions(status="candidate")) == 1
@@ -274,17 +275,17 @@ def test_the_app_resumes_unfinished_jobs_in_the_background(ctx):
         fake.mount(router)
         job = launch(ctx, ctx.dataset_id, backend="openai", today=TODAY)
         ctx.store.claim(job.id, "an app that was restarted", 0.0)
-        store = JobStore(ctx.settings.database.url)
+        store = JobStore(open_database(ctx.settings.database.url))
         again = FineTuneContext(
             ctx.settings,
             store,
-            Registry(store.engine),
+            Registry(store.db),
             openai_client=openai.OpenAI(api_key="sk-test", max_retries=0),
         )
         thread = resume_in_background(again, sleep=no_sleep)
         assert thread is not None and thread.daemon
         thread.join(30)
-        store.dispose()
+        store.db.dispose()
     assert ctx.store.job(job.id).status == "succeeded"
 
 

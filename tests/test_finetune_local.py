@@ -11,14 +11,15 @@ import openai
 import pytest
 
 from core.chatlog import ChatLog
+from core.db.database import open_database
 from core.jobstore import JobStore
-from core.prompting import load_prompt
 from core.registry import Registry, apply_spec
 from core.settings import Settings
 from finetune.dataset import BuildOptions, TurnFilter, build_dataset, turns_from_log
 from finetune.jobs import FineTuneContext, cancel, launch
 from finetune.local_jobs import sft_rows
 from finetune.teacher import Teacher
+from rag.prompt import system_prompt
 from tests.fakes import make_tiny_lm
 from tests.ftlog import log_turn
 from tests.teacherfake import TeacherServer
@@ -62,16 +63,16 @@ def setup(tmp_path):
     settings.finetune.lora_r = 4
     settings.finetune.lora_alpha = 8
     settings.finetune.lora_dropout = 0.0
-    store = JobStore(settings.database_url)
-    ctx = FineTuneContext(settings, store, Registry(store.engine))
-    log = ChatLog(settings.database_url)
+    store = JobStore(open_database(settings.database_url))
+    ctx = FineTuneContext(settings, store, Registry(store.db))
+    log = ChatLog(open_database(settings.database_url))
     yield ctx, log, model_dir
-    log.dispose()
-    store.dispose()
+    log.db.dispose()
+    store.db.dispose()
 
 
 def build(ctx, log, mode, name, server) -> int:
-    prompt = load_prompt(ctx.settings.app.prompt_path)
+    prompt = system_prompt(ctx.settings)
     client = openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0)
     result = build_dataset(
         turns_from_log(log, TurnFilter(min_answer_chars=5)),
@@ -116,7 +117,7 @@ def test_sft_trains_a_lora_the_local_provider_serves(setup):
     assert prov["job_id"] == job.id and prov["teacher_model"] == "teacher-model"
     assert len(prov["train_question_keys"]) == len(QUESTIONS)  # train and validation
     # The candidate's spec builds the `local` provider with the adapter on top.
-    from app.providers import build_chat_model
+    from rag.providers import build_chat_model
 
     chat = build_chat_model(apply_spec(ctx.settings, version).llm)
     assert chat.provider == "local" and "+lora:" in chat.model_id
@@ -152,7 +153,7 @@ def test_dpo_trains_on_thumbs_down_pairs(setup):
     train = losses(ctx, job.id, "train_loss")
     assert train[0] == pytest.approx(0.6931, abs=0.01)  # DPO starts at ln 2: no preference yet
     assert sum(train[-3:]) / 3 < train[0]
-    from app.local_llm import LocalLLM
+    from rag.local_llm import LocalLLM
 
     llm = LocalLLM(model_dir=str(model_dir), adapter_path=job.adapter_path, max_new_tokens=4)
     assert isinstance(llm.complete("user: who ?\nassistant:").text, str)
@@ -232,10 +233,10 @@ def test_cli_launch_status_and_list_a_local_job(tmp_path, monkeypatch, capsys):
         "RAG_FINETUNE__VALIDATION_SHARE": "0",
     }.items():
         monkeypatch.setenv(key, value)
-    log = ChatLog(f"sqlite:///{(data / 'rag.db').resolve()}")
+    log = ChatLog(open_database(f"sqlite:///{(data / 'rag.db').resolve()}"))
     for q in QUESTIONS:
         log_turn(log, q, answer="orsolya brandt served the lighthouse [1] .", passages=PASSAGES)
-    log.dispose()
+    log.db.dispose()
     assert main(["build", "--mode", "none", "--name", "cli", "--no-embedding-dedup"]) == 0
     assert main(["launch", "1"]) == 0
     out = capsys.readouterr().out

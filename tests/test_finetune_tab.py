@@ -14,6 +14,7 @@ import respx
 
 from app.finetune_tab import FineTuneTab
 from core.chatlog import ChatLog
+from core.db.database import open_database
 from core.jobstore import JobStore
 from core.registry import Registry
 from core.settings import Settings
@@ -32,16 +33,16 @@ def tab(tmp_path, monkeypatch):
         settings.finetune.teacher.model = "teacher-model"
         settings.finetune.teacher.base_url = server.base_url
         settings.llm.model = "gpt-4.1-mini-2025-04-14"
-        store = JobStore(settings.database_url)
-        log = ChatLog(settings.database_url)
+        store = JobStore(open_database(settings.database_url))
+        log = ChatLog(open_database(settings.database_url))
         for i in range(12):
             log_turn(log, f"Question {i} about the Velmora lighthouse?", rating="up")
         log_turn(log, "A poor one [low]")
         log_turn(log, "Unrated and wrong? [low]", rating="down", comment="wrong")
         client = openai.OpenAI(api_key="sk-test", max_retries=0)
-        yield FineTuneTab(settings, store, Registry(store.engine), "pw", openai_client=client)
-        log.dispose()
-        store.dispose()
+        yield FineTuneTab(settings, store, Registry(store.db), "pw", openai_client=client)
+        log.db.dispose()
+        store.db.dispose()
 
 
 def test_build_preview_validate_launch_follow_and_cancel(tab):

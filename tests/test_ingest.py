@@ -144,7 +144,7 @@ class CrashingCollection:
 def test_interrupted_run_recovers_to_clean_result(
     settings, collection, embed_model, tmp_path, monkeypatch, crash_on
 ):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
     from ingest import pipeline
 
     monkeypatch.setattr(pipeline, "FLUSH_CHUNKS", 2)  # several flushes in a small corpus
@@ -218,7 +218,7 @@ def test_changed_file_that_turns_corrupt_keeps_its_old_chunks(
 
 
 def test_other_embedding_model_is_refused(settings, collection, embed_id):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
 
     collection.add(ids=["x"], embeddings=[[0.1] * 384], documents=["x"])
     with pytest.raises(EmbeddingMismatchError, match="was built with embedding model"):
@@ -229,7 +229,7 @@ def test_other_embedding_model_is_refused(settings, collection, embed_id):
 def test_dataset_rows_with_chosen_text_and_metadata(
     embedded_settings, embed_model, embed_id, tmp_path
 ):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
 
     collection = open_collection(chroma_client(embedded_settings), "sciq", embed_id)
     data = tmp_path / "sciq.csv"
@@ -281,7 +281,7 @@ def test_cli_summary_and_exit_status(embedded_settings, tmp_path, monkeypatch, c
 def test_real_sciq_supports_are_retrievable(embedded_settings, embed_model, embed_id):
     import csv
 
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
 
     path = SHARED_DATA / "sciq" / "validation.csv"
     head = list(csv.DictReader(path.open()))[:60]
@@ -306,9 +306,9 @@ def test_openai_embedding_provider_through_the_sdk(tmp_path):
     """The `openai` embedding provider, via the real SDK against a fake /v1/embeddings."""
     import httpx
 
-    from core.embeddings import build_embedding, embedding_id
+    from core.embedding.providers import build_embedding, embedding_id
+    from core.index.store import chroma_client, open_collection
     from core.settings import EmbeddingSettings, Settings
-    from core.vectorstore import chroma_client, open_collection
 
     def embed(request):
         texts = json.loads(request.content)["input"]

@@ -10,12 +10,13 @@ import sys
 
 import pytest
 
-from app.live import EmbeddingCache, LivePipeline
-from app.prompt import load_prompt
 from core.chatlog import ChatLog
+from core.db.database import open_database
 from core.registry import Registry
 from core.settings import Settings
 from ingest import ingest_paths
+from rag.live import EmbeddingCache, LivePipeline
+from rag.prompt import system_prompt
 from tests.conftest import ROOT, pg_database
 from tests.corpus import make_corpus
 
@@ -25,7 +26,7 @@ QUESTION = "Who is the lighthouse keeper of Velmora?"
 @pytest.fixture(scope="module")
 def corpus_settings(tmp_path_factory, embed_model, embed_id):
     """Embedded Chroma with the test corpus ingested once; settings pointing at it."""
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
 
     root = tmp_path_factory.mktemp("live")
     settings = Settings(data_dir=root / "data")
@@ -37,12 +38,12 @@ def corpus_settings(tmp_path_factory, embed_model, embed_id):
 
 def test_next_question_uses_the_newly_promoted_version(corpus_settings, embed_model, tmp_path):
     settings = corpus_settings.model_copy(deep=True)
-    log = ChatLog(f"sqlite:///{tmp_path / 'rag.db'}")
-    reg = Registry(log.engine)
+    log = ChatLog(open_database(f"sqlite:///{tmp_path / 'rag.db'}"))
+    reg = Registry(log.db)
     seed = reg.seed(settings)["chat"]
     cache = EmbeddingCache()
     cache.put(settings, embed_model)
-    live = LivePipeline(settings, reg, log, load_prompt(settings.app.prompt_path), cache)
+    live = LivePipeline(settings, reg, log, system_prompt(settings), cache)
 
     first = list(live.ask("s", QUESTION))[-1]
     many = len(first.sources)
@@ -121,7 +122,7 @@ def test_two_app_processes_on_postgres_both_switch(corpus_settings, tmp_path):
         try:
             for p in procs:
                 assert json.loads(p.stdout.readline()) == {"ready": True}
-            reg = Registry(url)
+            reg = Registry(open_database(url))
             seed = reg.active("chat")
             many = [a["sources"] for a in ask_all()]
             assert many[0] == many[1] > 1
@@ -132,7 +133,7 @@ def test_two_app_processes_on_postgres_both_switch(corpus_settings, tmp_path):
             assert all(f"chat v{candidate.id}" in a["badge"] for a in answers)
             reg.rollback("chat")
             assert [a["sources"] for a in ask_all()] == many
-            turns = list(ChatLog(url).turns())
+            turns = list(ChatLog(open_database(url)).turns())
             expected = [seed.id] * 2 + [candidate.id] * 2 + [seed.id] * 2
             assert sorted(t.chat_version_id for t in turns) == sorted(expected)
             for session in {t.session_id for t in turns}:  # each process: old, new, old

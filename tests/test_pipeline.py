@@ -8,14 +8,15 @@ import re
 import pytest
 import respx
 
-from app.pipeline import RagPipeline
-from app.prompt import load_prompt
-from app.providers import build_chat_model
-from app.synthesis import EXTRACTIVE_LABEL, NO_ANSWER
 from core.chatlog import ChatLog
+from core.db.database import open_database
 from core.errors import ConfigError, ProviderError
 from core.settings import LLMSettings, Settings
 from ingest import ingest_paths
+from rag.pipeline import RagPipeline
+from rag.prompt import system_prompt
+from rag.providers import build_chat_model
+from rag.synthesis import EXTRACTIVE_LABEL, NO_ANSWER
 from tests import fakes
 from tests.corpus import make_corpus
 
@@ -24,7 +25,7 @@ FACT = "The lighthouse keeper of Velmora is named Orsolya Brandt"
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, embed_model, embed_id):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
 
     root = tmp_path_factory.mktemp("pipeline")
     settings = Settings(data_dir=root / "data")
@@ -39,8 +40,8 @@ def make_pipeline(indexed, embed_model, llm_settings: LLMSettings, tmp_path) -> 
         collection,
         embed_model,
         build_chat_model(llm_settings),
-        ChatLog(f"sqlite:///{tmp_path / 'log.db'}"),
-        load_prompt(settings.app.prompt_path),
+        ChatLog(open_database(f"sqlite:///{tmp_path / 'log.db'}")),
+        system_prompt(settings),
         settings.retrieval,
     )
 
@@ -151,7 +152,7 @@ def test_an_answer_closed_mid_stream_is_logged_as_stopped_with_its_partial_text(
     indexed, embed_model, tmp_path
 ):
     """The UI closes the answer's generator when the user starts a new chat mid-answer."""
-    from app.pipeline import STOPPED
+    from rag.pipeline import STOPPED
 
     respx.post(fakes.OPENAI_CHAT_URL).mock(
         return_value=fakes.stream(["Orsolya ", "Brandt keeps ", "it [1]."])
@@ -285,7 +286,7 @@ def test_broken_chat_log_never_breaks_the_chat(indexed, embed_model, tmp_path):
 def test_sentence_vectors_are_reused_in_order_and_bounded(embed_model):
     import numpy as np
 
-    from app.synthesis import SentenceVectors
+    from rag.synthesis import SentenceVectors
 
     calls = []
 

@@ -12,10 +12,9 @@ import pytest
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
-from app.live import EmbeddingCache, LivePipeline
-from app.prompt import load_prompt
 from core.chatlog import ChatLog
-from core.embeddings import packaged_model_dir
+from core.db.database import open_database
+from core.embedding.window import packaged_model_dir
 from core.registry import Registry
 from core.settings import Settings
 from ingest.reembed import (
@@ -25,6 +24,8 @@ from ingest.reembed import (
     prepare_version,
     promote_version,
 )
+from rag.live import EmbeddingCache, LivePipeline
+from rag.prompt import system_prompt
 from tests.corpus import make_corpus
 
 QUESTION = "Who is the lighthouse keeper of Velmora?"
@@ -95,7 +96,7 @@ def green_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def green_embed(green_model):
-    from core.embeddings import build_embedding
+    from core.embedding.providers import build_embedding
     from core.settings import EmbeddingSettings
 
     return build_embedding(EmbeddingSettings(model=str(green_model)))
@@ -105,7 +106,7 @@ def green_embed(green_model):
 def world(tmp_path, sql_url, embed_model, embed_id, green_model):
     """Settings with the test corpus ingested into the active collection, the registry seeded,
     a candidate embedding version with its own collection, and the app's live pipeline."""
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
     from ingest import ingest_paths
 
     settings = Settings(data_dir=tmp_path / "data")
@@ -115,8 +116,8 @@ def world(tmp_path, sql_url, embed_model, embed_id, green_model):
     ingest_paths(
         settings, collection, embed_model, paths=[make_corpus(tmp_path / "c")], progress=False
     )
-    log = ChatLog(sql_url)
-    reg = Registry(log.engine)
+    log = ChatLog(open_database(sql_url))
+    reg = Registry(log.db)
     seed = reg.seed(settings)["embedding"]
     cand = reg.register(
         "embedding",
@@ -126,13 +127,13 @@ def world(tmp_path, sql_url, embed_model, embed_id, green_model):
     )
     cache = EmbeddingCache()
     cache.put(settings, embed_model)
-    live = LivePipeline(settings, reg, log, load_prompt(settings.app.prompt_path), cache)
+    live = LivePipeline(settings, reg, log, system_prompt(settings), cache)
     yield settings, reg, log, live, seed, cand, collection
-    log.dispose()
+    log.db.dispose()
 
 
 def _collections(settings: Settings):
-    from core.vectorstore import chroma_client
+    from core.index.store import chroma_client
 
     return chroma_client(settings)
 
@@ -191,7 +192,7 @@ def test_app_answers_during_the_re_embed_switches_on_promotion_and_rolls_back(wo
 def test_a_re_embed_that_fails_midway_leaves_the_old_collection_and_a_re_run_completes(
     world, green_embed
 ):
-    from ingest.lexical import current_stamp, lexical_dir, load_lexical
+    from core.index.lexical import current_stamp, lexical_dir, load_lexical
 
     settings, reg, _, live, seed, cand, blue = world
     before = sorted(blue.get(include=[])["ids"])
@@ -236,7 +237,7 @@ def test_the_gate_judges_the_candidate_on_its_own_collection_and_promotion_re_em
     from eval.runner import EvalContext, apply_decision, compare
 
     settings, reg, _, live, seed, cand, blue = world
-    ctx = EvalContext(settings, reg, EvalStore(reg.engine))
+    ctx = EvalContext(settings, reg, EvalStore(reg.db))
     samples = [
         EvalSample(user_input=QUESTION, reference="Orsolya Brandt",
                    reference_sources=["velmora.pdf"]),
@@ -272,7 +273,7 @@ def test_the_gate_judges_the_candidate_on_its_own_collection_and_promotion_re_em
 def test_an_adapter_version_serves_through_the_app_on_the_same_collection(world, tmp_path):
     import numpy as np
 
-    from core.query_adapter import AdaptedEmbedding, QueryAdapter
+    from core.embedding.adapter import AdaptedEmbedding, QueryAdapter
 
     settings, reg, log, live, *_ = world
     dim = len(live.embed_model.get_query_embedding("x"))
@@ -323,8 +324,8 @@ def test_commands_build_list_promote_and_drop(world, monkeypatch, capsys):
 def test_the_gate_rejects_an_adapter_that_does_not_win(world, tmp_path):
     import numpy as np
 
+    from core.embedding.adapter import QueryAdapter
     from core.evalstore import EvalSample, EvalStore
-    from core.query_adapter import QueryAdapter
     from eval.gate import GatePolicy
     from eval.runner import EvalContext, compare
 
@@ -339,7 +340,7 @@ def test_the_gate_rejects_an_adapter_that_does_not_win(world, tmp_path):
         "identity adapter",
         {"embedding": {"query_adapter": str(tmp_path / "identity")}},
     )
-    ctx = EvalContext(settings, reg, EvalStore(reg.engine))
+    ctx = EvalContext(settings, reg, EvalStore(reg.db))
     samples = [
         EvalSample(user_input=QUESTION, reference_sources=["velmora.pdf"]),
         EvalSample(user_input="How many eggs does the lemon cake need?",

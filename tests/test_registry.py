@@ -7,12 +7,13 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from core.chatlog import ChatLog
+from core.db.database import open_database
 from core.registry import ModelVersionRow, Registry, RegistryError, apply_spec
 from core.settings import Settings
 
 
 def test_first_start_seeds_one_active_version_per_kind(sql_url, tmp_path):
-    reg = Registry(sql_url)
+    reg = Registry(open_database(sql_url))
     assert reg.active("chat") is None
     settings = Settings(data_dir=tmp_path)
     settings.llm.api_key = None
@@ -25,7 +26,7 @@ def test_first_start_seeds_one_active_version_per_kind(sql_url, tmp_path):
     assert seeded["chat"].spec == {}  # "as configured": it follows settings
     assert seeded["chat"].provenance["seeded_from_settings"]["retrieval"]["top_k"] == 4
     # A second start (or a second process) seeds nothing new.
-    again = Registry(sql_url).seed(settings)
+    again = Registry(open_database(sql_url)).seed(settings)
     assert again["chat"].id == seeded["chat"].id
     assert len(reg.versions()) == 3
     assert [e.action for e in reg.history("chat")] == ["seed"]
@@ -34,7 +35,7 @@ def test_first_start_seeds_one_active_version_per_kind(sql_url, tmp_path):
 def test_secrets_never_enter_the_registry(sql_url, tmp_path):
     from pydantic import SecretStr
 
-    reg = Registry(sql_url)
+    reg = Registry(open_database(sql_url))
     settings = Settings(data_dir=tmp_path)
     settings.llm.api_key = SecretStr("sk-secret")
     seeded = reg.seed(settings)
@@ -48,7 +49,7 @@ def test_secrets_never_enter_the_registry(sql_url, tmp_path):
 
 
 def test_promote_and_rollback_keep_exactly_one_active(sql_url, tmp_path):
-    reg = Registry(sql_url)
+    reg = Registry(open_database(sql_url))
     seed = reg.seed(Settings(data_dir=tmp_path))["chat"]
     r0 = reg.revision()
     v2 = reg.register("chat", "top-k 8", {"retrieval": {"top_k": 8}}, parent_id=seed.id)
@@ -79,14 +80,14 @@ def test_promote_and_rollback_keep_exactly_one_active(sql_url, tmp_path):
 def test_the_database_refuses_two_active_versions_of_a_kind(sql_url, tmp_path):
     from sqlalchemy.orm import Session
 
-    reg = Registry(sql_url)
+    reg = Registry(open_database(sql_url))
     reg.seed(Settings(data_dir=tmp_path))
     with pytest.raises(IntegrityError), Session(reg.engine) as s, s.begin():
         s.add(ModelVersionRow(kind="chat", name="rogue", spec={}, status="active"))
 
 
 def test_unknown_versions_and_double_promotion_are_clear_errors(sql_url, tmp_path):
-    reg = Registry(sql_url)
+    reg = Registry(open_database(sql_url))
     seed = reg.seed(Settings(data_dir=tmp_path))["chat"]
     with pytest.raises(RegistryError, match="no model version 999"):
         reg.promote(999)
@@ -97,8 +98,8 @@ def test_unknown_versions_and_double_promotion_are_clear_errors(sql_url, tmp_pat
 
 
 def test_registry_shares_the_chat_log_database(sql_url, tmp_path):
-    log = ChatLog(sql_url)
-    reg = Registry(log.engine)
+    log = ChatLog(open_database(sql_url))
+    reg = Registry(log.db)
     reg.seed(Settings(data_dir=tmp_path))
     tid = log.start_turn("s", "q")
     log.finish_turn(
@@ -119,7 +120,7 @@ def test_registry_shares_the_chat_log_database(sql_url, tmp_path):
 
 
 def test_apply_spec_overrides_only_the_named_fields(tmp_path, sql_url):
-    reg = Registry(sql_url)
+    reg = Registry(open_database(sql_url))
     settings = Settings(data_dir=tmp_path)
     v = reg.register("chat", "k1", {"retrieval": {"top_k": 1}, "llm": {"provider": "extractive"}})
     e = reg.register("embedding", "other", {"chroma": {"collection": "docs-v2"}})

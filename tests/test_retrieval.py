@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from core.index.lexical import current_stamp, lexical_dir, load_lexical
 from ingest import ingest_paths
-from ingest.lexical import current_stamp, lexical_dir, load_lexical
 from tests.conftest import ROOT
 from tests.corpus import make_corpus
 
@@ -68,7 +68,8 @@ def all_chunks(collection) -> list[tuple[str, dict]]:
 
 
 def make_retriever(settings, collection, embed_model, **overrides):
-    from app.retriever import HybridRetriever, LexicalSource
+    from core.index.lexical import LexicalSource
+    from rag.retriever import HybridRetriever
 
     retrieval = settings.retrieval.model_copy(update=overrides)
     lexical = LexicalSource(collection, lexical_dir(settings.data_dir, collection))
@@ -82,7 +83,7 @@ def ask(retriever, embed_model, question: str, k: int = 4):
 def test_html_frame_never_reaches_the_index_and_the_real_page_ranks_first(
     embedded_settings, embed_model, embed_id, tmp_path
 ):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
 
     docs = tmp_path / "site"
     docs.mkdir()
@@ -118,7 +119,7 @@ def test_html_frame_never_reaches_the_index_and_the_real_page_ranks_first(
 def test_structured_documents_carry_heading_paths(
     embedded_settings, embed_model, embed_id, tmp_path
 ):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
     from tests.corpus import make_docx
 
     docs = tmp_path / "docs"
@@ -171,7 +172,7 @@ def test_structured_documents_carry_heading_paths(
 def test_no_chunk_exceeds_the_embedding_window(embedded_settings, embed_model, embed_id, tmp_path):
     """Checked with the model's own tokenizer on real files: the bundled docs, a mixed corpus,
     long generated text, and part of the manual when the benchmark data is present."""
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
     from ingest.chunking import embed_text, plan_chunks
 
     corpus = make_corpus(tmp_path / "corpus")
@@ -186,7 +187,7 @@ def test_no_chunk_exceeds_the_embedding_window(embedded_settings, embed_model, e
     plan = plan_chunks(embedded_settings.chunking, embed_model)
     from tokenizers import Tokenizer
 
-    from core.embeddings import packaged_model_dir
+    from core.embedding.window import packaged_model_dir
 
     # The model's own tokenizer file, as the torch backend loads it.
     tokenizer = Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json"))
@@ -211,7 +212,7 @@ def test_chunk_size_beyond_the_window_is_clamped_with_a_warning(embedded_setting
 def test_exact_name_ranks_its_chunk_first_with_hybrid(
     embedded_settings, embed_model, embed_id, tmp_path
 ):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
 
     docs = tmp_path / "params"
     docs.mkdir()
@@ -246,7 +247,7 @@ def test_exact_name_ranks_its_chunk_first_with_hybrid(
 def test_one_source_takes_at_most_its_share_of_the_results(
     embedded_settings, embed_model, embed_id, tmp_path
 ):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
 
     docs = tmp_path / "dup"
     docs.mkdir()
@@ -310,7 +311,7 @@ def test_lexical_index_stays_in_step_through_change_prune_and_crash(
     def die(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("ingest.lexical.build_lexical", die)
+    monkeypatch.setattr("core.index.lexical.build_lexical", die)
     with pytest.raises(KeyboardInterrupt):
         run()
     monkeypatch.undo()
@@ -333,7 +334,7 @@ def test_missing_lexical_index_is_rebuilt_from_chroma(
 ):
     import shutil
 
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
 
     corpus = make_corpus(tmp_path / "corpus")
     col = open_collection(chroma_client(embedded_settings), "rebuild", embed_id)
@@ -348,7 +349,7 @@ def test_missing_lexical_index_is_rebuilt_from_chroma(
 def test_chunks_from_an_older_splitter_are_reembedded_once_with_a_note(
     embedded_settings, embed_model, embed_id, tmp_path
 ):
-    from core.vectorstore import chroma_client, open_collection
+    from core.index.store import chroma_client, open_collection
     from ingest.pipeline import outdated_files, read_state
 
     corpus = make_corpus(tmp_path / "corpus")
@@ -387,8 +388,9 @@ def test_onnx_backends_agree_with_torch_and_reuse_their_export(tmp_path):
     """The packaged model through each backend, offline, on real sentences."""
     import numpy as np
 
-    from core.embeddings import build_embedding, embedding_id, packaged_model_dir
-    from core.onnx_embedding import model_fingerprint
+    from core.embedding.onnx import model_fingerprint
+    from core.embedding.providers import build_embedding, embedding_id
+    from core.embedding.window import packaged_model_dir
     from core.settings import EmbeddingSettings
     from tests.conftest import MODEL_CACHE
 
@@ -419,7 +421,7 @@ def test_onnx_backends_agree_with_torch_and_reuse_their_export(tmp_path):
     script = (
         "import logging\n"
         "from pathlib import Path\n"
-        "from core.embeddings import build_embedding\n"
+        "from core.embedding.providers import build_embedding\n"
         "from core.settings import EmbeddingSettings\n"
         f"cache = Path({str(fresh.parent)!r})\n"
         "build_embedding(EmbeddingSettings(backend='onnx-int8'), cache_dir=cache)"
@@ -433,7 +435,7 @@ def test_onnx_backends_agree_with_torch_and_reuse_their_export(tmp_path):
     # While the quantizer runs, other warnings still reach stderr and debug records stay quiet.
     script = (
         "import logging\n"
-        "from core.onnx_embedding import _root_logger_left_alone\n"
+        "from core.embedding.onnx import _root_logger_left_alone\n"
         "with _root_logger_left_alone():\n"
         "    logging.getLogger('other').warning('another library warns')\n"
         "    logging.getLogger('bm25s').debug('debug noise')\n"
@@ -453,7 +455,7 @@ def test_onnx_backends_agree_with_torch_and_reuse_their_export(tmp_path):
 
 
 def test_bfloat16_is_the_default_only_on_a_cpu_with_amx(tmp_path, monkeypatch):
-    from core import embeddings
+    from core.embedding import providers as embeddings
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
@@ -477,8 +479,8 @@ def test_bfloat16_is_the_default_only_on_a_cpu_with_amx(tmp_path, monkeypatch):
 def test_a_collection_built_at_the_old_window_is_read_at_that_window(embedded_settings, tmp_path):
     """The packaged model's default window went from 256 to 512: a collection built at 256 keeps
     being read at 256 (its vectors and chunks were made for it) until it is re-embedded."""
-    from core.embeddings import embedding_id
-    from core.vectorstore import index_embedding, open_index
+    from core.embedding.providers import embedding_id
+    from core.index.store import index_embedding, open_index
 
     docs = tmp_path / "d"
     docs.mkdir()
@@ -502,7 +504,7 @@ def test_a_collection_keeps_the_backend_that_built_it(embedded_settings, tmp_pat
     """Vectors of two backends never mix: an unset backend follows the collection's, and an
     explicit other one is refused with what to do."""
     from core.errors import EmbeddingMismatchError
-    from core.vectorstore import index_embedding, open_index
+    from core.index.store import index_embedding, open_index
 
     docs = tmp_path / "d"
     docs.mkdir()
@@ -526,7 +528,8 @@ def test_a_saved_model_folder_exports_like_the_packaged_one(tmp_path):
 
     import numpy as np
 
-    from core.embeddings import build_embedding, embedding_id, packaged_model_dir
+    from core.embedding.providers import build_embedding, embedding_id
+    from core.embedding.window import packaged_model_dir
     from core.settings import EmbeddingSettings
 
     tuned = tmp_path / "tuned-model"
@@ -580,8 +583,8 @@ def _write_pages(docs: Path, copy_page: list[tuple[str, str]]) -> None:
 def _ingest_pages(embedded_settings, embed_model, embed_id, tmp_path):
     """The COPY and logging pages ingested in small chunks (several passages a page): the
     settings, the pages' folder and the collection."""
+    from core.index.store import chroma_client, open_collection
     from core.settings import ChunkingSettings
-    from core.vectorstore import chroma_client, open_collection
 
     settings = embedded_settings.model_copy(update={"chunking": ChunkingSettings(size=48)})
     docs = tmp_path / "manual"
@@ -599,7 +602,7 @@ def test_a_page_about_the_topic_ranks_above_one_that_mentions_it_once(
     the source's passage vectors), kept per build so a changed page is never scored stale."""
     import numpy as np
 
-    from app.retriever import SourceVectors
+    from rag.retriever import SourceVectors
 
     settings, docs, col = _ingest_pages(embedded_settings, embed_model, embed_id, tmp_path)
     question = "How do I load a CSV file into a table?"
@@ -683,8 +686,8 @@ def test_a_record_cut_into_more_passages_does_not_outrank_a_better_one_for_its_l
     first, so it is not counted), whatever the share."""
     import json
 
+    from core.index.store import chroma_client, open_collection
     from core.settings import ChunkingSettings, RetrievalSettings
-    from core.vectorstore import chroma_client, open_collection
     from ingest import RecordFields
 
     settings = embedded_settings.model_copy(update={"chunking": ChunkingSettings(size=64)})
@@ -727,7 +730,7 @@ def test_a_run_of_neighbouring_passages_of_one_section_counts_once():
     """A source's further passages add to its rank only when they are not part of a run of
     neighbouring passages of the same section already seen; a passage without a chunk index
     (another tool's) is counted."""
-    from app.retriever import _Candidate, _separate
+    from rag.retriever import _Candidate, _separate
 
     def at(index, section="A"):
         meta = {} if index is None else {"chunk_index": index, "heading_path": section}

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.embedding.adapter import QueryAdapter
 from core.errors import RagError
-from core.query_adapter import QueryAdapter
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -16,8 +16,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+from core.db.database import open_database
 from core.errors import RagError
-from core.vectorstore import index_embedding
+from core.index.store import index_embedding
 
 if TYPE_CHECKING:
     from core.registry import ModelVersion, Registry
@@ -100,7 +101,7 @@ def _registry(settings: Settings) -> Registry:
     from core.registry import Registry
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    registry = Registry(settings.database_url)
+    registry = Registry(open_database(settings.database_url))
     registry.seed(settings)
     return registry
 
@@ -114,7 +115,7 @@ def _active(settings: Settings, registry: Registry) -> tuple[ModelVersion | None
 
 def _model_dir(applied: Settings) -> Path:
     """The local sentence-transformers directory of the active embedding model."""
-    from core.embeddings import packaged_model_dir
+    from core.embedding.window import packaged_model_dir
 
     cfg = applied.embedding
     if cfg.provider != "local":
@@ -141,8 +142,8 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     from collections import Counter
 
     from core.dates import parse_since
-    from core.embeddings import embedding_id
-    from core.vectorstore import chroma_client, open_collection
+    from core.embedding.providers import embedding_id
+    from core.index.store import chroma_client, open_collection
     from finetune.embedding import data as d
     from finetune.embedding.train import load_model
 
@@ -166,7 +167,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
         from core.chatlog import ChatLog
 
         teacher = d.openai_teacher(*_llm(settings, "--teacher")) if args.teacher else None
-        chatlog = ChatLog(settings.database_url)
+        chatlog = ChatLog(open_database(settings.database_url))
         got, why = d.from_chatlog(chatlog, collection, parse_since(args.since), teacher)
         pairs, skipped = pairs.merge(got), skipped + why
         inputs["chatlog"] = {"since": args.since, "turn_ids": _turn_range(got)}
@@ -284,7 +285,7 @@ def _write_heldout(held: PairSet | None, directory: Path) -> Path | None:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
-    from core.embeddings import embedding_id
+    from core.embedding.providers import embedding_id
     from finetune.embedding.data import read_dataset
     from finetune.embedding.evaluate import evaluate_model
     from finetune.embedding.train import TrainConfig, load_model, train_model
@@ -361,7 +362,7 @@ def _next_steps(version_id: int, heldout: Path | None) -> str:
 
 
 def cmd_adapter(settings: Settings, args: argparse.Namespace) -> int:
-    from core.embeddings import embedding_id
+    from core.embedding.providers import embedding_id
     from finetune.embedding.adapter import AdapterConfig, save_adapter, train_adapter
     from finetune.embedding.data import read_dataset
     from finetune.embedding.evaluate import evaluate_model
@@ -409,7 +410,7 @@ def cmd_adapter(settings: Settings, args: argparse.Namespace) -> int:
 
 def _window(applied: Settings) -> int | None:
     """The window the app reads the local model at (512 for the packaged one by default)."""
-    from core.embeddings import window_of
+    from core.embedding.window import window_of
 
     if applied.embedding.provider != "local":
         return applied.embedding.max_seq_length
@@ -427,7 +428,7 @@ def _embedding_spec(applied: Settings) -> dict[str, Any]:
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
-    from core.query_adapter import load_adapter
+    from core.embedding.adapter import load_adapter
     from core.registry import RegistryError, apply_spec
     from finetune.embedding.data import load_llamaindex
     from finetune.embedding.evaluate import evaluate_model

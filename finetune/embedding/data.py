@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, ValidationError
 
 from core.errors import RagError
+from core.index.chunks import Meta, embed_text, iter_pages
 from core.questions import question_key
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 SOURCES = ("chatlog", "teacher", "headings", "cloze", "dataset", "file", "generated")
 _CITE = re.compile(r"\[(\d{1,2})\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-PAGE = 5000
 
 
 class DataError(RagError):
@@ -182,20 +182,14 @@ def from_dataset(
 
 def chunk_text(document: str, metadata: dict[str, Any] | None) -> str:
     """A chunk as the embedding model sees it at ingest: its heading path, then its text."""
-    head = (metadata or {}).get("heading_path") or ""
-    return f"{head}\n\n{document}" if head else document
+    return embed_text(str((metadata or {}).get(Meta.HEADING_PATH) or ""), document)
 
 
 def _chunks(collection: Collection) -> Iterable[tuple[str, str, dict[str, Any]]]:
-    offset = 0
-    while True:
-        got = collection.get(include=["documents", "metadatas"], limit=PAGE, offset=offset)
+    for got in iter_pages(collection, ["documents", "metadatas"]):
         for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
             if doc:
                 yield cid, doc, meta or {}
-        if len(got["ids"]) < PAGE:
-            return
-        offset += PAGE
 
 
 def cited_chunks(response: str | None, contexts: list[Any]) -> list[str]:
@@ -300,11 +294,11 @@ def from_headings(collection: Collection, min_words: int = 2) -> PairSet:
     firsts: dict[str, tuple[int, str, str]] = {}
     owners: dict[str, set[str]] = {}
     for cid, doc, meta in _chunks(collection):
-        index = int(meta.get("chunk_index", 0))
-        source = str(meta.get("source_key") or meta.get("source") or "")
+        index = int(meta.get(Meta.CHUNK_INDEX, 0))
+        source = str(meta.get(Meta.SOURCE_KEY) or meta.get(Meta.SOURCE) or "")
         for query in {
-            str(meta.get("section") or (meta.get("heading_path") or "").split(" > ")[-1]),
-            str(meta.get("title") or ""),
+            str(meta.get(Meta.SECTION) or (meta.get(Meta.HEADING_PATH) or "").split(" > ")[-1]),
+            str(meta.get(Meta.TITLE) or ""),
         }:
             query = query.strip()
             if len(query.split()) < min_words:

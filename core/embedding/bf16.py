@@ -3,7 +3,8 @@ run under bfloat16 autocast (layer norms and softmax in float32) and normalised 
 
 On a CPU with native bfloat16 (Intel AMX, AVX512-BF16) this embeds well over twice as fast as
 float32 torch, and its vectors agree with float32's to a cosine above 0.999. Elsewhere bfloat16 is
-emulated and slow, which is why it is the default only where the CPU has it (core.embeddings)."""
+emulated and slow, which is why it is the default only where the CPU has it
+(core.embedding.providers)."""
 
 from __future__ import annotations
 

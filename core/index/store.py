@@ -103,7 +103,7 @@ def built_with(client: ClientAPI, name: str) -> str | None:
 def index_embedding(settings: Settings, client=None) -> EmbeddingSettings:
     """The embedding settings that read the configured collection: the configured backend, else
     the one that built the collection (an index made before the default changed keeps its)."""
-    from core.embeddings import resolve_backend
+    from core.embedding.providers import resolve_backend
 
     client = client or chroma_client(settings)
     return resolve_backend(settings.embedding, built_with(client, settings.chroma.collection))
@@ -112,7 +112,7 @@ def index_embedding(settings: Settings, client=None) -> EmbeddingSettings:
 def open_index(settings: Settings, create: bool = True) -> tuple[Collection, BaseEmbedding]:
     """The configured collection and the embedding model that reads it (its backend following the
     collection's when none is configured)."""
-    from core.embeddings import build_embedding, embedding_id
+    from core.embedding.providers import build_embedding, embedding_id
 
     client = chroma_client(settings)
     cfg = index_embedding(settings, client)

@@ -85,7 +85,7 @@ def _openai(cfg: LLMSettings) -> ChatModel:
 
 
 def _local(cfg: LLMSettings) -> ChatModel:
-    from app.local_llm import LocalLLM
+    from rag.local_llm import LocalLLM
 
     llm = LocalLLM(
         model_dir=cfg.model,

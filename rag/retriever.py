@@ -9,60 +9,23 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
+from core.index.chunks import Meta, build_of, chunk_id
 from core.records import SourceRef
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
+    from core.index.lexical import LexicalSource
     from core.settings import RetrievalSettings
-    from ingest.lexical import LexicalIndex
 
 log = logging.getLogger(__name__)
-
-
-class LexicalSource:
-    """The collection's lexical index as the app sees it: loaded once, reloaded when ingest (in
-    this or another process) writes a new build, rebuilt from Chroma when missing or stale."""
-
-    def __init__(self, collection: Collection, directory: Path):
-        self.collection = collection
-        self.directory = directory
-        self._index: LexicalIndex | None = None
-        self._pointer: str | None = None
-        self._lock = threading.Lock()
-
-    def _pointer_now(self) -> str | None:
-        from ingest.lexical import CURRENT
-
-        try:
-            return (self.directory / CURRENT).read_text().strip()
-        except OSError:
-            return None
-
-    def get(self) -> LexicalIndex:
-        """The current index; cheap when nothing changed (one small file read and a count)."""
-        from ingest.lexical import ensure_lexical, load_lexical
-
-        with self._lock:
-            pointer = self._pointer_now()
-            if self._index is None or pointer != self._pointer:
-                self._index = load_lexical(self.directory) if pointer else None
-                self._pointer = pointer
-            if self._index is None or len(self._index) != self.collection.count():
-                # Missing, or out of step (a run killed between its Chroma and lexical writes).
-                self._index, rebuilt = ensure_lexical(self.collection, self.directory)
-                if rebuilt:
-                    log.warning("lexical index was missing or stale; rebuilt from Chroma")
-                self._pointer = self._pointer_now()
-            return self._index
 
 
 @dataclass
@@ -106,8 +69,6 @@ class SourceVectors:
     def sums(self, builds: dict[Build, int]) -> dict[Build, np.ndarray]:
         """Vector sums of the given builds (each with its chunk count); a build none of whose
         chunks is found is left out."""
-        from ingest.pipeline import chunk_id
-
         found: dict[Build, np.ndarray] = {}
         wanted: dict[str, Build] = {}
         with self._lock:
@@ -199,17 +160,14 @@ class HybridRetriever(BaseRetriever):
         from its best passage rank documents better together than either alone). A one-passage
         source keeps its cosine. Left as it is when any candidate's source cannot be read whole
         (passages written by another tool), so that all are ranked on the same scale."""
-        from ingest.pipeline import chunk_id
-
         builds: dict[Build, int] = {}
         of: dict[str, Build] = {}
         for c in candidates:
-            meta = c.metadata or {}
-            try:
-                build = (str(meta["source_key"]), str(meta["ingest_key"]))
-                n, index = int(meta["n_chunks"]), int(meta["chunk_index"])
-            except (KeyError, TypeError, ValueError):
+            found = build_of(c.metadata)
+            if found is None:
                 return
+            source_key, ingest_key, index, n = found
+            build = (source_key, ingest_key)
             if chunk_id(*build, index) != c.chunk_id:
                 return
             builds[build], of[c.chunk_id] = n, build
@@ -284,7 +242,7 @@ class HybridRetriever(BaseRetriever):
         groups: dict[str, list[_Candidate]] = {}
         for c in ranked:
             meta = c.metadata or {}
-            groups.setdefault(str(meta.get("source_key") or meta.get("source")), []).append(c)
+            groups.setdefault(str(meta.get(Meta.SOURCE_KEY) or meta.get(Meta.SOURCE)), []).append(c)
         for group in groups.values():
             group.sort(key=lambda c: -c.fused)
 
@@ -340,11 +298,11 @@ def _separate(group: list[_Candidate]) -> list[_Candidate]:
     for c in group:
         meta = c.metadata or {}
         try:
-            index = int(meta["chunk_index"])
+            index = int(meta[Meta.CHUNK_INDEX])
         except (KeyError, TypeError, ValueError):
             out.append(c)
             continue
-        section = meta.get("heading_path")
+        section = meta.get(Meta.HEADING_PATH)
         if all(abs(index - i) > 1 or s != section for i, s in seen):
             out.append(c)
         seen.append((index, section))
@@ -353,14 +311,14 @@ def _separate(group: list[_Candidate]) -> list[_Candidate]:
 
 def to_source(node: NodeWithScore) -> SourceRef:
     meta: dict[str, Any] = node.node.metadata
-    page = meta.get("page")
+    page = meta.get(Meta.PAGE)
     return SourceRef(
         chunk_id=node.node.node_id,
-        source=str(meta.get("source", "")),
-        file_name=meta.get("file_name"),
+        source=str(meta.get(Meta.SOURCE, "")),
+        file_name=meta.get(Meta.FILE_NAME),
         page=int(page) if page is not None else None,
-        title=meta.get("title"),
-        heading_path=meta.get("heading_path"),
+        title=meta.get(Meta.TITLE),
+        heading_path=meta.get(Meta.HEADING_PATH),
         score=round(float(node.score or 0.0), 4),
         text=node.node.get_content(),
     )

@@ -10,24 +10,25 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from app.providers import build_chat_model
 from core.compute import ComputeGate
-from core.embeddings import build_embedding, embedding_id, model_key, resolve_backend
+from core.embedding.providers import build_embedding, embedding_id, model_key, resolve_backend
+from core.index.store import built_with, chroma_client, open_collection
 from core.registry import apply_spec
-from core.sentencestore import SentenceStore, store_path
-from core.vectorstore import built_with, chroma_client, open_collection
+from rag.providers import build_chat_model
+from rag.sentencestore import SentenceStore, store_path
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
-    from app.pipeline import AnswerUpdate, RagPipeline
-    from app.prompt import SystemPrompt
-    from app.retriever import LexicalSource, SourceVectors
-    from app.synthesis import SentenceVectors
     from core.chatlog import ChatLog
+    from core.index.lexical import LexicalSource
+    from core.prompting import SystemPrompt
     from core.registry import ModelVersion, Registry
     from core.settings import EmbeddingSettings, Settings
+    from rag.pipeline import AnswerUpdate, RagPipeline
+    from rag.retriever import SourceVectors
+    from rag.synthesis import SentenceVectors
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class EmbeddingCache:
 
     @staticmethod
     def _resolved(settings: Settings, client=None) -> EmbeddingSettings:
-        # The backend follows the collection's when none is configured (as core.vectorstore).
+        # The backend follows the collection's when none is configured (as core.index.store).
         client = client or chroma_client(settings)
         return resolve_backend(settings.embedding, built_with(client, settings.chroma.collection))
 
@@ -68,7 +69,7 @@ class EmbeddingCache:
 
     def sentence_vectors(self, settings: Settings) -> SentenceVectors:
         """One sentence-embedding cache per model, shared by every pipeline built on it."""
-        from app.synthesis import SentenceVectors
+        from rag.synthesis import SentenceVectors
 
         cfg = self._resolved(settings)
         model = self._model(cfg, settings)
@@ -101,8 +102,7 @@ class EmbeddingCache:
         return open_collection(client, settings.chroma.collection, embedding_id(cfg), create)
 
     def lexical(self, settings: Settings, collection: Collection) -> LexicalSource:
-        from app.retriever import LexicalSource
-        from ingest.lexical import lexical_dir
+        from core.index.lexical import LexicalSource, lexical_dir
 
         directory = lexical_dir(settings.data_dir, collection)
         with self._lock:
@@ -113,7 +113,7 @@ class EmbeddingCache:
         return source
 
     def source_vectors(self, collection: Collection) -> SourceVectors:
-        from app.retriever import SourceVectors
+        from rag.retriever import SourceVectors
 
         key = f"{collection.name}/{collection.id}"
         with self._lock:
@@ -134,7 +134,7 @@ def build_pipeline(
     """A pipeline answering as the given versions (their specs over `settings`)."""
     # Imported here: llama-index and the embedding stack load only when a pipeline is built, so
     # the app can serve its page while they do.
-    from app.pipeline import RagPipeline
+    from rag.pipeline import RagPipeline
 
     applied = apply_spec(settings, chat, embedding)
     # A version that names its own collection must find it built (ingest's re-index makes it);

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from llama_index.core.llms import LLM
 
     from core.compute import ComputeGate
-    from core.sentencestore import SentenceStore
+    from rag.sentencestore import SentenceStore
 
 NO_ANSWER = (
     "I could not find anything relevant to that in the indexed documents, so I cannot answer it "

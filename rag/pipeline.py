@@ -14,20 +14,21 @@ import numpy as np
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import QueryBundle
 
-from app.retriever import HybridRetriever, LexicalSource, cosine, to_source
-from app.synthesis import NO_ANSWER, CitingSynthesizer, ExtractiveSynthesizer, SentenceVectors
 from core.compute import ComputeGate
 from core.errors import ProviderError, RagError
+from core.index.lexical import LexicalSource
 from core.records import SourceRef, TokenUsage
+from rag.retriever import HybridRetriever, cosine, to_source
+from rag.synthesis import NO_ANSWER, CitingSynthesizer, ExtractiveSynthesizer, SentenceVectors
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
-    from app.prompt import SystemPrompt
-    from app.providers import ChatModel
     from core.chatlog import ChatLog
+    from core.prompting import SystemPrompt
     from core.settings import RetrievalSettings
+    from rag.providers import ChatModel
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _history_text(history: Sequence[dict]) -> str:
 class RagPipeline:
     """Answers questions over one collection with one chat model, logging every turn."""
 
-    # The registry versions this pipeline was built from (set by app.live); logged on every turn.
+    # The registry versions this pipeline was built from (set by rag.live); logged on every turn.
     chat_version_id: int | None = None
     embedding_version_id: int | None = None
 
