@@ -8,7 +8,7 @@ and 20 chat sessions against the launched app on the default backend.
    interleave the backends so that each sees the same machine: chunks/s embedding the corpus and
    single-query p50/p95 ms; then hit@5 / MRR@10 of each, retrieving over that corpus. Exports are
    made once into a temporary folder (their time is printed, not counted).
-2. bench/ingest.py's comparison on the PDFs, our ingest on the default backend.
+2. bench/ingest_speed.py's comparison on the PDFs, our ingest on the default backend.
 3. bench/chat.py's load test (sessions x questions through /respond) on a fresh data directory,
    which the app fills with its bundled docs on the default backend.
 """
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
@@ -110,7 +109,8 @@ def backends(rounds: int) -> dict[str, dict[str, float]]:
 
 def ingest_ratio() -> tuple[float, float, float]:
     """(ours chunks/s on the default backend, plain LlamaIndex chunks/s with torch, ratio)."""
-    from bench.ingest import plain_llamaindex
+    from ingest_speed import plain_llamaindex
+
     from core.embedding.providers import DEFAULT_BACKEND, build_embedding, embedding_id
     from core.index.store import chroma_client, open_collection
     from core.settings import EmbeddingSettings, Settings
@@ -171,7 +171,7 @@ def main() -> int:
         _, _, ratio = ingest_ratio()
     load = {"p95_ms": float("nan"), "errors": -1, "lost": -1}
     if not args.skip_load:
-        from bench.chat import load_test
+        from chat import load_test
 
         with tempfile.TemporaryDirectory() as tmp:
             data_dir = Path(tmp) / "data"

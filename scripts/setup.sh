@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine: a virtualenv in .venv with the pinned requirements; with --dev also the
-# test tools and Debian's chromium for the browser tests. Safe to re-run.
+# Sets up a fresh machine: a virtualenv in .venv with the pinned requirements and the project
+# installed in editable mode (its packages and the rag-* commands); with --dev also the test tools
+# and Debian's chromium for the browser tests. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0
@@ -19,3 +20,6 @@ if [ "$dev" = 1 ]; then
 else
   .venv/bin/python -m pip install -q -r requirements.txt
 fi
+# The project itself, editable: app, core, eval, finetune, ingest and rag import from anywhere
+# (bench/ included), and the rag-chat, rag-ingest, rag-eval, rag-finetune commands are in .venv/bin.
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .

@@ -1,7 +1,7 @@
 """Ingest throughput against plain LlamaIndex, in one invocation, on the same PDFs, embedding model
 and chunking. Prints chunks per second of each, their ratio, and the unchanged re-ingest speedup.
 
-    .venv/bin/python bench/ingest.py [--pdf-dir ../shared/data/finetune-embedding]
+    .venv/bin/python bench/ingest_speed.py [--pdf-dir ../shared/data/finetune-embedding]
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def plain_llamaindex(pdfs: list[Path], client, embed, plan) -> tuple[int, int, float]:

@@ -3,7 +3,7 @@ provider): samples/s and the metric table; then two gate runs on the same set: t
 configuration against a deliberately degraded one (retrieval top-k 1, which must be rejected),
 and the default against itself (which must not be promoted).
 
-    flock /tmp/heavy.lock .venv/bin/python bench/eval.py [--csv ../shared/data/sciq/validation.csv]
+    flock /tmp/heavy.lock .venv/bin/python bench/gate.py [--csv ../shared/data/sciq/validation.csv]
 
 The last line holds the headline figures as key=value pairs.
 """
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
