@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
-
-# The app never phones home: no analytics, no hub look-ups for the packaged model.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+from typing import TYPE_CHECKING
 
 from core.dates import parse_since
 from core.db.database import open_database
-from core.errors import RagError
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,30 +31,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def export_logs(args: argparse.Namespace) -> int:
+def export_logs(settings: Settings, args: argparse.Namespace) -> int:
     from core.chatlog import ChatLog, export_jsonl
-    from core.settings import Settings
 
-    settings = Settings()
-    log = ChatLog(open_database(settings.database_url))
     since = parse_since(args.since)
-    if args.out:
-        with args.out.open("w", encoding="utf-8") as out:
-            n = export_jsonl(log, out, since=since, feedback=args.feedback)
-    else:
-        n = export_jsonl(log, sys.stdout, since=since, feedback=args.feedback)
+    db = open_database(settings.database_url)
+    try:
+        log = ChatLog(db)
+        if args.out:
+            with args.out.open("w", encoding="utf-8") as out:
+                n = export_jsonl(log, out, since=since, feedback=args.feedback)
+        else:
+            n = export_jsonl(log, sys.stdout, since=since, feedback=args.feedback)
+    finally:
+        db.dispose()
     print(f"exported {n} turns" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(settings: Settings, args: argparse.Namespace) -> int:
     import gradio as gr
 
     from app.service import admin_allowed, build_service, require_port_free
     from app.ui import build_ui
-    from core.settings import Settings
 
-    settings = Settings()
     if args.host:
         settings.app.host = args.host
     if args.port:
@@ -123,15 +119,9 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
-    try:
-        if args.command == "export-logs":
-            return export_logs(args)
-        return serve(args)
-    except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from core.cli import run_command
+
+    return run_command(_parser(), {"serve": serve, "export-logs": export_logs}, argv, "serve")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from core.offline import stay_offline
+
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+stay_offline()
 
 SCIQ = ROOT.parent / "shared" / "data" / "sciq" / "validation.csv"
 _QUOTE = re.compile(r"^> (.*?)(?: \[\d+\])+\s*$", re.MULTILINE)

@@ -23,10 +23,10 @@ import urllib.request
 from pathlib import Path
 
 from core.db.database import open_database
+from core.offline import stay_offline
 
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+stay_offline()
 
 QUESTIONS = [
     "How do I add my own documents?",

@@ -17,11 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.offline import stay_offline
+
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+stay_offline()
 os.environ.pop("OPENAI_API_KEY", None)  # offline: the extractive provider, no judge
 
 

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from core.offline import stay_offline
+
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+stay_offline()
 
 DATA = ROOT.parent / "shared" / "data" / "finetune-embedding"
 

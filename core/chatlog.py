@@ -139,6 +139,7 @@ class ChatLog:
             for turn, fb in s.execute(q.order_by(TurnRow.id)).yield_per(500):
                 yield _to_record(turn, fb)
 
+
 def _to_record(row: TurnRow, fb: FeedbackRow | None) -> Turn:
     return Turn(
         id=row.id,

@@ -1,5 +1,7 @@
-"""What every command line shares: logging, the settings, one subcommand run, and a RagError
-turned into `error: ...` on stderr with exit code 2."""
+"""What every command line shares (python -m app | ingest | ingest.reembed | eval | finetune |
+finetune.embedding): the offline environment, logging, the settings built once, one command run,
+and a RagError (or settings that do not validate) turned into `error: ...` on stderr with exit
+code 2."""
 
 from __future__ import annotations
 
@@ -10,22 +12,39 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from core.errors import RagError
+from core.offline import stay_offline
 
 if TYPE_CHECKING:
     from core.settings import Settings
 
+Command = Callable[["Settings", argparse.Namespace], int]
+
 
 def run_command(
     parser: argparse.ArgumentParser,
-    commands: Mapping[str, Callable[[Settings, argparse.Namespace], int]],
+    commands: Mapping[str, Command],
     argv: list[str] | None = None,
+    default: str | None = None,
 ) -> int:
+    """Parse `argv`, build the settings and run the chosen command (`args.command`, else
+    `default`); returns its exit code."""
+    stay_offline()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parser.parse_args(argv)
+    name = getattr(args, "command", None) or default
+    from pydantic import ValidationError
+
     from core.settings import Settings
 
     try:
-        return commands[args.command](Settings(), args)
+        settings = Settings()
+    except ValidationError as exc:
+        print(
+            f"error: the settings (RAG_* variables, .env) do not validate: {exc}", file=sys.stderr
+        )
+        return 2
+    try:
+        return commands[name](settings, args)
     except RagError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

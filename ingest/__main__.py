@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.db.database import open_database
-from core.errors import RagError
+from core.errors import ConfigError, SourceError
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,27 +68,25 @@ def active_embedding_settings(settings):
         db.dispose()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def ingest_command(settings: Settings, args: argparse.Namespace) -> int:
     if not args.paths and not args.dataset:
         _parser().error("give at least one PATH or --dataset")
     # A mistyped path fails at once, before the embedding model and Chroma are loaded.
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
-        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
-        print("nothing was indexed; check the path and run again", file=sys.stderr)
-        return 2
+        raise SourceError(
+            f"no such file or folder: {', '.join(missing)}; nothing was indexed: check the path "
+            "and run again"
+        )
     from core.index.store import open_index
-    from core.settings import Settings
     from ingest import RecordFields, ingest_paths
 
-    try:
-        settings = Settings()
-        if args.collection:
-            settings.chroma.collection = args.collection
-        else:
-            settings = active_embedding_settings(settings)
-        if args.chunk_size is not None or args.chunk_overlap is not None:
+    if args.collection:
+        settings.chroma.collection = args.collection
+    else:
+        settings = active_embedding_settings(settings)
+    if args.chunk_size is not None or args.chunk_overlap is not None:
+        try:
             settings.chunking = settings.chunking.model_validate(
                 {
                     "size": args.chunk_size or settings.chunking.size,
@@ -93,31 +95,36 @@ def main(argv: list[str] | None = None) -> int:
                     else args.chunk_overlap,
                 }
             )
-        metadata_fields = [f for item in args.metadata_field for f in item.split(",") if f]
-        collection, embed_model = open_index(settings)
-        report = ingest_paths(
-            settings,
-            collection,
-            embed_model,
-            paths=args.paths,
-            include=args.glob,
-            exclude=args.exclude,
-            fields=RecordFields(args.text_field, metadata_fields),
-            datasets=args.dataset,
-            split=args.split,
-            dataset_config=args.dataset_config,
-            prune=args.prune,
-            progress=not args.no_progress,
-        )
-    except (RagError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        except ValueError as exc:
+            raise ConfigError(f"--chunk-size / --chunk-overlap: {exc}") from exc
+    metadata_fields = [f for item in args.metadata_field for f in item.split(",") if f]
+    collection, embed_model = open_index(settings)
+    report = ingest_paths(
+        settings,
+        collection,
+        embed_model,
+        paths=args.paths,
+        include=args.glob,
+        exclude=args.exclude,
+        fields=RecordFields(args.text_field, metadata_fields),
+        datasets=args.dataset,
+        split=args.split,
+        dataset_config=args.dataset_config,
+        prune=args.prune,
+        progress=not args.no_progress,
+    )
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     for name, reason in report.failed:
         print(f"failed: {name}: {reason}", file=sys.stderr)
     print(report.summary())
     return 1 if report.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.cli import run_command
+
+    return run_command(_parser(), {"ingest": ingest_command}, argv, "ingest")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ collection active and intact, and a re-run embeds only what is missing), its lex
 from it, and only then the registry switched, in one transaction. Also dropping a collection once
 the admin no longer needs it for a rollback.
 
-    python -m ingest.reembed promote VERSION | build VERSION | drop COLLECTION [--yes] | list
+    python -m ingest.reembed build VERSION | drop COLLECTION [--yes] | list
+    python -m eval promote VERSION   (re-embeds first, then switches)
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH = 256
-PAGE = 5000
 # Passes over the source before giving up when ingest keeps changing it during a re-embed.
 MAX_PASSES = 5
 
@@ -242,11 +242,12 @@ def drop_collection(settings: Settings, registry: Registry, name: str) -> list[s
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ingest.reembed", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m ingest.reembed",
+        description="Blue/green collections of embedding versions. Promoting a version (which "
+        "re-embeds first) is `python -m eval promote VERSION`.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    pro = sub.add_parser("promote", help="re-embed into the version's collection, then promote")
-    pro.add_argument("version", type=int)
-    pro.add_argument("--reason", default="admin")
     bld = sub.add_parser("build", help="re-embed into the version's collection; do not promote")
     bld.add_argument("version", type=int)
     drop = sub.add_parser("drop", help="delete a collection kept for rollback")
@@ -257,51 +258,53 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit code (2 on an error, with what to do)."""
-    args = _parser().parse_args(argv)
-    from core.index.store import chroma_client
+def _registry(settings: Settings) -> Registry:
     from core.registry import Registry
-    from core.settings import Settings
 
-    try:
-        settings = Settings()
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        registry = Registry(open_database(settings.database_url))
-        registry.seed(settings)
-        progress = not args.no_progress
-        if args.command == "promote":
-            event, report = promote_version(settings, registry, args.version, args.reason, progress)
-            if report:
-                print(report.summary())
-            print(f"{event.kind} v{event.version_id} is active (was v{event.previous_id})")
-        elif args.command == "build":
-            report = prepare_version(
-                settings, registry, registry.get(args.version), progress=progress
-            )
-            print(report.summary() if report else f"v{args.version} reads the active collection")
-        elif args.command == "drop":
-            users = collections_in_use(settings, registry).get(args.collection, [])
-            if users and not args.yes:
-                raise ReembedError(
-                    f"{args.collection!r} is read by {', '.join(users)}; rolling back to it needs "
-                    "the collection: pass --yes to drop it anyway"
-                )
-            drop_collection(settings, registry, args.collection)
-            print(f"dropped collection {args.collection!r}")
-        else:
-            users = collections_in_use(settings, registry)
-            names = [c.name for c in chroma_client(settings).list_collections()]
-            for name in sorted(set(names) | set(users)):
-                state = "" if name in names else " (missing)"
-                print(f"  {name}{state}: {', '.join(users.get(name, [])) or 'no version'}")
-            print(f"{len(names)} collections")
-    except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    registry = Registry(open_database(settings.database_url))
+    registry.seed(settings)
+    return registry
+
+
+def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
+    registry = _registry(settings)
+    version = registry.get(args.version)
+    report = prepare_version(settings, registry, version, progress=not args.no_progress)
+    print(report.summary() if report else f"v{args.version} reads the active collection")
     return 0
 
 
+def cmd_drop(settings: Settings, args: argparse.Namespace) -> int:
+    registry = _registry(settings)
+    users = collections_in_use(settings, registry).get(args.collection, [])
+    if users and not args.yes:
+        raise ReembedError(
+            f"{args.collection!r} is read by {', '.join(users)}; rolling back to it needs the "
+            "collection: pass --yes to drop it anyway"
+        )
+    drop_collection(settings, registry, args.collection)
+    print(f"dropped collection {args.collection!r}")
+    return 0
+
+
+def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
+    from core.index.store import chroma_client
+
+    users = collections_in_use(settings, _registry(settings))
+    names = [c.name for c in chroma_client(settings).list_collections()]
+    for name in sorted(set(names) | set(users)):
+        state = "" if name in names else " (missing)"
+        print(f"  {name}{state}: {', '.join(users.get(name, [])) or 'no version'}")
+    print(f"{len(names)} collections")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code (2 on an error, with what to do)."""
+    from core.cli import run_command
+
+    return run_command(_parser(), {"build": cmd_build, "drop": cmd_drop, "list": cmd_list}, argv)
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     sys.exit(main())

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from core.offline import stay_offline
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # No test may reach the internet; the hub libraries must never try.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+stay_offline()
 # ONNX exports of the packaged model are made once per machine and shared by every test (and
 # every app the tests launch); the cache is keyed by the model's fingerprint.
 MODEL_CACHE = Path(tempfile.gettempdir()) / "rag-chat-test-models"
