@@ -137,10 +137,9 @@ class FineTuneTab:
             prompt = system_prompt(self.settings)
             teacher = None
             if mode != "none":
-                from finetune.teacher import Teacher, teacher_client
+                from finetune.teacher import Teacher, connect_teacher
 
-                client, model = teacher_client(ft.teacher)
-                teacher = Teacher(client, model, prompt.text)
+                teacher = Teacher(connect_teacher(ft.teacher), prompt.text)
             chatlog = ChatLog(self.ctx.store.db)  # type: ignore[arg-type]  # shares the engine
             total = chatlog.count_turns()
             done = [0]

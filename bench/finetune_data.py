@@ -138,12 +138,11 @@ def write_log(url: str, n: int, seed: int = 0) -> None:
 
 def child(url: str, out: Path, teacher_url: str, what: str) -> None:
     """Runs in its own process: build (or export) and report time and peak memory as JSON."""
-    import openai
 
     from core.chatlog import ChatLog, export_jsonl
-    from core.settings import Settings
+    from core.settings import Settings, TeacherSettings
     from finetune.dataset import BuildOptions, TurnFilter, build_dataset, embedder, turns_from_log
-    from finetune.teacher import Teacher
+    from finetune.teacher import Teacher, connect_teacher
     from finetune.validate import openai_token_counter, validate_file
     from rag.prompt import system_prompt
 
@@ -162,8 +161,8 @@ def child(url: str, out: Path, teacher_url: str, what: str) -> None:
     embed(["warm up"])
 
     prompt = system_prompt(settings)
-    client = openai.OpenAI(api_key="sk-bench", base_url=teacher_url, max_retries=0)
-    teacher = Teacher(client, "teacher-model", prompt.text)
+    endpoint = TeacherSettings(model="teacher-model", base_url=teacher_url, max_retries=0)
+    teacher = Teacher(connect_teacher(endpoint), prompt.text)
     count = openai_token_counter()
     started = time.perf_counter()
     result = build_dataset(

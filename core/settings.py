@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -108,16 +108,17 @@ class DatabaseSettings(BaseModel):
     )
 
 
-class LLMSettings(BaseModel):
-    provider: str | None = Field(
-        default=None,
-        description="Chat model provider: `openai`, `local` or `extractive`. Default: `openai` "
-        "when an API key or base URL is configured, else `extractive`.",
-    )
-    model: str = Field(
-        default="gpt-4o-mini",
-        description="Model name (`openai`), or a Hugging Face model directory (`local`).",
-    )
+class OpenAIEndpoint(BaseModel):
+    """An OpenAI-compatible model endpoint: OpenAI itself, Azure OpenAI (an endpoint and a
+    deployment), or any OpenAI-compatible server through a base URL (vLLM, Ollama, llama.cpp).
+    The chat model, the teacher and the judge are each one; core.openai_api builds the client
+    and translates its errors."""
+
+    # Who this endpoint is in messages, and the prefix of its variables (set per section).
+    ROLE: ClassVar[str] = "the model server"
+    ENV: ClassVar[str] = "RAG_LLM__"
+
+    model: str | None = Field(default=None, description="Model name (Azure: the model behind it).")
     api_key: SecretStr | None = Field(
         default=None, description="API key; falls back to OPENAI_API_KEY."
     )
@@ -130,15 +131,35 @@ class LLMSettings(BaseModel):
     )
     azure_deployment: str | None = Field(default=None, description="Azure OpenAI deployment.")
     api_version: str = Field(default="2024-10-21", description="Azure OpenAI API version.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Request timeout in seconds.")
+    max_retries: int = Field(
+        default=3, ge=0, description="Retries on 429/5xx, done by the OpenAI SDK."
+    )
+
+    @property
+    def configured(self) -> bool:
+        """Whether there is a way to reach it: a key, a base URL or an Azure endpoint."""
+        return self.api_key is not None or bool(self.base_url) or bool(self.azure_endpoint)
+
+
+class LLMSettings(OpenAIEndpoint):
+    ROLE: ClassVar[str] = "the chat model server"
+    ENV: ClassVar[str] = "RAG_LLM__"
+
+    provider: str | None = Field(
+        default=None,
+        description="Chat model provider: `openai`, `local` or `extractive`. Default: `openai` "
+        "when an API key or base URL is configured, else `extractive`.",
+    )
+    model: str = Field(  # type: ignore[assignment]
+        default="gpt-4o-mini",
+        description="Model name (`openai`), or a Hugging Face model directory (`local`).",
+    )
     adapter_path: Path | None = Field(
         default=None, description="LoRA adapter directory applied on top of a `local` model."
     )
     temperature: float = Field(default=0.1, ge=0, le=2, description="Sampling temperature.")
     max_tokens: int = Field(default=512, ge=1, description="Most tokens in one answer.")
-    timeout_s: float = Field(default=60.0, gt=0, description="Request timeout in seconds.")
-    max_retries: int = Field(
-        default=3, ge=0, description="Retries on 429/5xx, done by the OpenAI SDK."
-    )
 
 
 class RetrievalSettings(BaseModel):
@@ -215,6 +236,13 @@ class AppSettings(BaseModel):
     )
 
 
+class JudgeSettings(OpenAIEndpoint):
+    ROLE: ClassVar[str] = "the judge server"
+    ENV: ClassVar[str] = "RAG_EVAL__JUDGE__"
+
+    concurrency: int = Field(default=4, ge=1, description="Judge calls in flight at most.")
+
+
 class EvalSettings(BaseModel):
     primary_metric: str = Field(
         default="semantic_similarity",
@@ -242,21 +270,11 @@ class EvalSettings(BaseModel):
     golden_set: Path | None = Field(
         default=None, description="Default JSONL golden set for `eval run` and `eval schedule`."
     )
-    judge_model: str | None = Field(
-        default=None,
-        description="Judge LLM for the LLM metrics (faithfulness, relevancy, ...); none: only the "
-        "offline metrics are scored.",
-    )
-    judge_base_url: str | None = Field(
-        default=None, description="Base URL of an OpenAI-compatible judge server."
-    )
-    judge_api_key: SecretStr | None = Field(
-        default=None, description="API key of the judge; falls back to OPENAI_API_KEY."
-    )
-    judge_concurrency: int = Field(default=4, ge=1, description="Judge calls in flight at most.")
-    judge_timeout_s: float = Field(default=60.0, gt=0, description="Judge request timeout.")
-    judge_max_retries: int = Field(
-        default=3, ge=0, description="Judge retries on 429/5xx, done by the OpenAI SDK."
+    judge: JudgeSettings = Field(
+        default_factory=JudgeSettings,
+        description="The judge LLM of the LLM metrics (faithfulness, relevancy, ...), which also "
+        "writes generated test sets and references; with no model set, only the offline "
+        "metrics are scored.",
     )
     schedule_cron: str = Field(
         default="0 3 * * *", description="When `eval schedule` evaluates (crontab syntax)."
@@ -266,29 +284,15 @@ class EvalSettings(BaseModel):
     )
 
 
-class TeacherSettings(BaseModel):
+class TeacherSettings(OpenAIEndpoint):
+    ROLE: ClassVar[str] = "the teacher server"
+    ENV: ClassVar[str] = "RAG_FINETUNE__TEACHER__"
+
     model: str | None = Field(
         default=None,
-        description="Teacher chat model on the `openai` provider (OpenAI, Azure deployment name's "
-        "model, or a model of an OpenAI-compatible server) that grades, answers or rewrites logged "
-        "turns; none: datasets are built without a teacher (static sources, or `--mode none`).",
-    )
-    api_key: SecretStr | None = Field(
-        default=None, description="API key of the teacher; falls back to OPENAI_API_KEY."
-    )
-    base_url: str | None = Field(
-        default=None, description="Base URL of an OpenAI-compatible teacher server."
-    )
-    azure_endpoint: str | None = Field(
-        default=None, description="Azure OpenAI endpoint of the teacher; selects Azure when set."
-    )
-    azure_deployment: str | None = Field(
-        default=None, description="Azure OpenAI deployment of the teacher."
-    )
-    api_version: str = Field(default="2024-10-21", description="Azure OpenAI API version.")
-    timeout_s: float = Field(default=60.0, gt=0, description="Teacher request timeout in seconds.")
-    max_retries: int = Field(
-        default=3, ge=0, description="Retries on 429/5xx, done by the OpenAI SDK."
+        description="Teacher chat model (OpenAI, the model behind an Azure deployment, or a model "
+        "of an OpenAI-compatible server) that grades, answers or rewrites logged turns; none: "
+        "datasets are built without a teacher (static sources, or teacher mode `none`).",
     )
     concurrency: int = Field(default=4, ge=1, description="Teacher calls in flight at most.")
     grade_threshold: float = Field(
@@ -438,8 +442,8 @@ class Settings(BaseSettings):
             self.llm.api_key = SecretStr(key)
         if key and self.embedding.api_key is None:
             self.embedding.api_key = SecretStr(key)
-        if key and self.eval.judge_api_key is None:
-            self.eval.judge_api_key = SecretStr(key)
+        if key and self.eval.judge.api_key is None:
+            self.eval.judge.api_key = SecretStr(key)
         if key and self.finetune.teacher.api_key is None:
             self.finetune.teacher.api_key = SecretStr(key)
         admin = os.environ.get("RAG_ADMIN_PASSWORD")

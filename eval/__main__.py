@@ -16,6 +16,7 @@ from core.errors import RagError
 
 if TYPE_CHECKING:
     from core.evalstore import EvalRun, GateDecision
+    from core.openai_api import ModelClient
     from eval.runner import EvalContext
 
 HEADLINE = ("semantic_similarity", "answer_contains_reference", "rouge_l", "hit_at_5", "mrr_at_10")
@@ -107,7 +108,7 @@ def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
 
         teacher = None
         if args.teacher:
-            teacher = sets.openai_teacher(*_llm_client(ctx, "--teacher"))
+            teacher = sets.openai_teacher(_judge_llm(ctx))
         samples = sets.from_chatlog(
             ChatLog(open_database(ctx.settings.database_url)),
             size=args.size,
@@ -142,24 +143,17 @@ def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
     return ctx.save_set(name, samples)
 
 
-def _llm_client(ctx: EvalContext, flag: str):
-    """(openai client, model) of the configured judge, which also writes sets and references."""
-    import openai
+def _judge_llm(ctx: EvalContext) -> ModelClient:
+    """The configured judge's client, which also writes test sets and references."""
+    from core.openai_api import connect
 
-    cfg = ctx.settings.eval
-    key = cfg.judge_api_key.get_secret_value() if cfg.judge_api_key else None
-    if not cfg.judge_model or (key is None and cfg.judge_base_url is None):
+    judge = ctx.settings.eval.judge
+    if not judge.model and not judge.azure_deployment:
         raise RagError(
-            f"{flag} needs an LLM: set RAG_EVAL__JUDGE_MODEL and RAG_EVAL__JUDGE_BASE_URL (or "
-            "OPENAI_API_KEY)"
+            "writing questions or references needs an LLM: set RAG_EVAL__JUDGE__MODEL and "
+            "RAG_EVAL__JUDGE__BASE_URL (or OPENAI_API_KEY)"
         )
-    client = openai.OpenAI(
-        api_key=key or "unused",
-        base_url=cfg.judge_base_url,
-        timeout=cfg.judge_timeout_s,
-        max_retries=cfg.judge_max_retries,
-    )
-    return client, cfg.judge_model
+    return connect(judge)
 
 
 def _generate(ctx: EvalContext, size: int):
@@ -168,7 +162,6 @@ def _generate(ctx: EvalContext, size: int):
     from core.registry import apply_spec
     from eval.sets import generate_from_chunks
 
-    client, model = _llm_client(ctx, "--generate")
     applied = apply_spec(ctx.settings, ctx.registry.active("embedding"))
     chroma = chroma_client(applied)
     collection = open_collection(
@@ -177,7 +170,7 @@ def _generate(ctx: EvalContext, size: int):
         embedding_id(index_embedding(applied, chroma)),
         create=False,
     )
-    return generate_from_chunks(collection, client, model, size, seed=ctx.settings.eval.seed)
+    return generate_from_chunks(collection, _judge_llm(ctx), size, seed=ctx.settings.eval.seed)
 
 
 def summary_line(run: EvalRun) -> str:
@@ -209,7 +202,7 @@ def _context(settings) -> EvalContext:
     from eval.judge import build_judge
     from eval.runner import EvalContext
 
-    judge = build_judge(settings.eval)
+    judge = build_judge(settings.eval.judge)
     if judge is None:
         print("note: no judge LLM configured: LLM metrics are not scored", file=sys.stderr)
     return EvalContext.open(settings, judge=judge)

@@ -14,11 +14,13 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from core.openai_api import api_reason, model_name, openai_client
+
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
     from core.evalstore import EvalSample, ScoredSample
-    from core.settings import EvalSettings
+    from core.settings import JudgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +52,13 @@ def _api_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def judge_error_reason(exc: BaseException) -> str:
+def judge_error_reason(exc: BaseException, endpoint: JudgeSettings) -> str:
     """Why a judge call gave no score, from the SDK's and instructor's typed exceptions."""
     import openai
 
     exc = _api_error(exc)
-    if isinstance(exc, openai.AuthenticationError):
-        return "the judge server rejected the API key (401): check RAG_EVAL__JUDGE_API_KEY"
-    if isinstance(exc, openai.RateLimitError):
-        return "the judge server kept rate limiting (429) after retries"
-    if isinstance(exc, openai.BadRequestError):
-        return f"the judge server refused the request (400): {exc.message}"
-    if isinstance(exc, openai.APIStatusError):
-        return f"the judge server failed ({exc.status_code}) after retries"
-    if isinstance(exc, openai.APIConnectionError):
-        return "cannot reach the judge server (check RAG_EVAL__JUDGE_BASE_URL)"
+    if isinstance(exc, openai.APIError):
+        return api_reason(exc, endpoint)
     try:
         from instructor.core.exceptions import InstructorError
     except ImportError:  # pragma: no cover - instructor is pinned
@@ -96,25 +90,13 @@ class _LocalEmbeddings:
 class Judge:
     """A judge LLM on an OpenAI-compatible server, passed to each Ragas metric explicitly."""
 
-    def __init__(
-        self,
-        model: str,
-        api_key: str | None,
-        base_url: str | None,
-        concurrency: int = 4,
-        timeout_s: float = 60.0,
-        max_retries: int = 3,
-    ):
-        self.model = model
-        self.api_key = api_key
-        self.base_url = base_url
-        self.concurrency = concurrency
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
+    def __init__(self, endpoint: JudgeSettings):
+        self.endpoint = endpoint
+        self.model = model_name(endpoint)
+        self.concurrency = endpoint.concurrency
 
     def _client(self, usage: list[int]):
         import httpx
-        from openai import AsyncOpenAI
 
         async def count(response: httpx.Response) -> None:
             # Tokens as the server reports them, whichever metric asked.
@@ -127,15 +109,10 @@ class Judge:
                 usage[0] += int(got.get("prompt_tokens") or 0)
                 usage[1] += int(got.get("completion_tokens") or 0)
 
-        return AsyncOpenAI(
-            api_key=self.api_key or "unused",
-            base_url=self.base_url,
-            timeout=self.timeout_s,
-            max_retries=self.max_retries,
-            http_client=httpx.AsyncClient(
-                timeout=self.timeout_s, event_hooks={"response": [count]}
-            ),
+        hooked = httpx.AsyncClient(
+            timeout=self.endpoint.timeout_s, event_hooks={"response": [count]}
         )
+        return openai_client(self.endpoint, asynchronous=True, http_client=hooked)
 
     def score(
         self,
@@ -198,7 +175,7 @@ class Judge:
                     except Exception as exc:
                         import openai
 
-                        reason = judge_error_reason(exc)
+                        reason = judge_error_reason(exc, self.endpoint)
                         root = _api_error(exc)
                         if isinstance(
                             root, openai.AuthenticationError | openai.PermissionDeniedError
@@ -280,23 +257,15 @@ def _nan(scored: ScoredSample, name: str, reason: str) -> None:
     scored.nan_reasons[name] = reason
 
 
-def build_judge(cfg: EvalSettings) -> Judge | None:
+def build_judge(cfg: JudgeSettings) -> Judge | None:
     """The configured judge, or None (no LLM metrics) when no judge model or no way to reach one
     is configured: never a default OpenAI judge built behind the user's back."""
-    if not cfg.judge_model:
+    if not cfg.model and not cfg.azure_deployment:
         return None
-    key = cfg.judge_api_key.get_secret_value() if cfg.judge_api_key else None
-    if key is None and cfg.judge_base_url is None:
+    if not cfg.configured:
         log.warning(
-            "RAG_EVAL__JUDGE_MODEL is set but there is no OPENAI_API_KEY / "
-            "RAG_EVAL__JUDGE_API_KEY nor RAG_EVAL__JUDGE_BASE_URL: LLM metrics are not scored"
+            "RAG_EVAL__JUDGE__MODEL is set but there is no OPENAI_API_KEY / "
+            "RAG_EVAL__JUDGE__API_KEY nor RAG_EVAL__JUDGE__BASE_URL: LLM metrics are not scored"
         )
         return None
-    return Judge(
-        cfg.judge_model,
-        key,
-        cfg.judge_base_url,
-        cfg.judge_concurrency,
-        cfg.judge_timeout_s,
-        cfg.judge_max_retries,
-    )
+    return Judge(cfg)

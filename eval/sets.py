@@ -16,10 +16,12 @@ from pydantic import ValidationError
 
 from core.errors import RagError, SourceError
 from core.evalstore import EvalSample
+from core.index.chunks import Meta, iter_pages
 from core.questions import question_key
 
 if TYPE_CHECKING:
     from core.chatlog import ChatLog
+    from core.openai_api import ModelClient
     from core.registry import ModelVersion
 
 
@@ -172,9 +174,9 @@ TEACHER_PROMPT = (
 )
 
 
-def openai_teacher(client, model: str) -> Callable[[str, list[str]], str | None]:
-    """A teacher on an `openai.OpenAI` client: writes the reference answer of a logged question
-    from the passages that were retrieved for it. API errors stop with a clear message."""
+def openai_teacher(llm: ModelClient) -> Callable[[str, list[str]], str | None]:
+    """A teacher on an OpenAI-compatible endpoint: writes the reference answer of a logged
+    question from the passages that were retrieved for it. API errors stop with a clear message."""
     import openai
 
     def write(question: str, passages: list[str]) -> str | None:
@@ -182,8 +184,8 @@ def openai_teacher(client, model: str) -> Callable[[str, list[str]], str | None]
             return None
         text = "\n\n".join(f"[{i}] {p}" for i, p in enumerate(passages, start=1))
         try:
-            reply = client.chat.completions.create(
-                model=model,
+            reply = llm.client.chat.completions.create(
+                model=llm.model,
                 messages=[
                     {
                         "role": "user",
@@ -193,7 +195,7 @@ def openai_teacher(client, model: str) -> Callable[[str, list[str]], str | None]
                 temperature=0.0,
             )
         except openai.APIError as exc:
-            raise EvalSetError(f"the teacher model failed: {exc}") from exc
+            raise EvalSetError(f"writing references: {llm.reason(exc)}") from exc
         answer = (reply.choices[0].message.content or "").strip()
         return None if not answer or answer.upper() == "NONE" else answer
 
@@ -235,29 +237,30 @@ GENERATE_PROMPT = (
 
 def generate_from_chunks(
     collection,
-    client,
-    model: str,
+    llm: ModelClient,
     size: int = 20,
     min_words: int = 40,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[list[EvalSample], list[str]]:
-    """A test set written by an LLM (an `openai.OpenAI` client on any OpenAI-compatible server)
+    """A test set written by an LLM (on any OpenAI-compatible endpoint)
     from `size` randomly chosen indexed chunks of at least `min_words` words: one question and
     answer per chunk, the chunk as reference context and its file as reference source. Returns
     the samples and the reasons chunks were skipped (a malformed reply loses only its chunk)."""
     import openai
     from tqdm import tqdm
 
-    got = collection.get(include=["documents", "metadatas"])
-    chunks = [
-        (doc, meta or {})
-        for doc, meta in zip(got["documents"] or [], got["metadatas"] or [], strict=True)
-        if doc and len(doc.split()) >= min_words
-    ]
+    chunks, total = [], 0
+    for got in iter_pages(collection, ["documents", "metadatas"]):
+        total += len(got["ids"])
+        chunks += [
+            (doc, meta or {})
+            for doc, meta in zip(got["documents"] or [], got["metadatas"] or [], strict=True)
+            if doc and len(doc.split()) >= min_words
+        ]
     if not chunks:
         raise EvalSetError(
-            f"no indexed chunk has {min_words} words or more ({len(got['ids'])} chunks in the "
+            f"no indexed chunk has {min_words} words or more ({total} chunks in the "
             "collection): the documents are too short to write questions from; write a golden "
             "set by hand or ingest longer documents"
         )
@@ -265,8 +268,8 @@ def generate_from_chunks(
     samples, skipped = [], []
     for doc, meta in tqdm(picked, desc="generate", unit="q", disable=not progress):
         try:
-            reply = client.chat.completions.create(
-                model=model,
+            reply = llm.client.chat.completions.create(
+                model=llm.model,
                 messages=[{"role": "user", "content": GENERATE_PROMPT.format(passage=doc)}],
                 temperature=0.2,
                 response_format={"type": "json_object"},
@@ -276,11 +279,11 @@ def generate_from_chunks(
             if not question:
                 raise ValueError("empty question")
         except openai.APIError as exc:
-            raise EvalSetError(f"the LLM failed while writing the test set: {exc}") from exc
+            raise EvalSetError(f"writing the test set: {llm.reason(exc)}") from exc
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             skipped.append(f"malformed reply ({type(exc).__name__}: {exc})")
             continue
-        source = meta.get("file_name") or meta.get("source")
+        source = meta.get(Meta.FILE_NAME) or meta.get(Meta.SOURCE)
         samples.append(
             EvalSample(
                 user_input=question,

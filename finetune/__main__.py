@@ -142,10 +142,9 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
     prompt = system_prompt(settings)
     teacher = None
     if args.mode != "none":
-        from finetune.teacher import Teacher, teacher_client
+        from finetune.teacher import Teacher, connect_teacher
 
-        client, model = teacher_client(ft.teacher)
-        teacher = Teacher(client, model, prompt.text)
+        teacher = Teacher(connect_teacher(ft.teacher), prompt.text)
     if args.dataset:
         turns = turns_from_dataset(
             args.dataset,

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, ProviderError
 from core.jobstore import FineTuneJob, JobStore
+from core.openai_api import api_detail, api_reason
+from core.openai_api import openai_client as core_openai_client
 
 if TYPE_CHECKING:
     from core.jobstore import DatasetRecord
@@ -64,53 +66,20 @@ def creation_refusal(model: str, today: date) -> str | None:
 
 
 def openai_client(cfg: LLMSettings) -> Any:
-    """The SDK client of the chat model's account: Azure when an endpoint is set, else OpenAI
-    (or a compatible server's base URL)."""
-    import openai
-
-    key = cfg.api_key.get_secret_value() if cfg.api_key else None
-    if cfg.azure_endpoint:
-        if not key:
-            raise ConfigError("Azure OpenAI fine-tuning needs RAG_LLM__API_KEY (or OPENAI_API_KEY)")
-        return openai.AzureOpenAI(
-            azure_endpoint=cfg.azure_endpoint,
-            api_key=key,
-            api_version=cfg.api_version,
-            timeout=cfg.timeout_s,
-            max_retries=cfg.max_retries,
-        )
-    if not key:
+    """The SDK client of the chat model's account (core.openai_api): Azure when an endpoint is
+    set, else OpenAI (or a compatible server's base URL)."""
+    try:
+        return core_openai_client(cfg)
+    except ConfigError as exc:
         raise ConfigError(
-            "the openai fine-tuning backend needs OPENAI_API_KEY (or RAG_LLM__API_KEY); or use "
-            "--backend local"
-        )
-    return openai.OpenAI(
-        api_key=key, base_url=cfg.base_url, timeout=cfg.timeout_s, max_retries=cfg.max_retries
-    )
+            f"the openai fine-tuning backend: {exc}; or use the local backend"
+        ) from exc
 
 
-def api_detail(exc: Exception) -> str:
-    """The server's own error message, without the SDK's wrapping."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
-        if isinstance(inner.get("message"), str):
-            return inner["message"]
-    return str(getattr(exc, "message", exc))
+def _api_message(exc: Exception, endpoint: LLMSettings | None = None) -> str:
+    from core.settings import LLMSettings
 
-
-def _api_message(exc: Exception) -> str:
-    import openai
-
-    if isinstance(exc, openai.AuthenticationError):
-        return "OpenAI rejected the API key (401): check OPENAI_API_KEY / RAG_LLM__API_KEY"
-    if isinstance(exc, openai.RateLimitError):
-        return "OpenAI kept rate limiting (429) after retries: try again later"
-    if isinstance(exc, openai.APIStatusError):
-        return f"OpenAI failed ({exc.status_code}): {api_detail(exc)}"
-    if isinstance(exc, openai.APIConnectionError):
-        return "cannot reach OpenAI: check the network and RAG_LLM__BASE_URL"
-    return f"{type(exc).__name__}: {exc}"
+    return api_reason(exc, endpoint or LLMSettings(), role="OpenAI")
 
 
 def _refused(exc: Exception) -> bool:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from core.errors import ConfigError, ProviderError
 from core.jobstore import TeacherGrade
+from core.openai_api import ModelClient, api_detail, connect
 from core.prompting import chat_messages, number_passages
 
 if TYPE_CHECKING:
@@ -87,33 +88,13 @@ class TeacherReply:
     raw: list[str] = field(default_factory=list)
 
 
-def _error_reason(exc: Exception) -> str:
-    import openai
-
-    if isinstance(exc, openai.AuthenticationError):
-        return "the teacher server rejected the API key (401): check RAG_FINETUNE__TEACHER__API_KEY"
-    if isinstance(exc, openai.PermissionDeniedError):
-        return "the teacher server refused access (403): check the key's permissions"
-    if isinstance(exc, openai.NotFoundError):
-        return "the teacher model was not found (404): check RAG_FINETUNE__TEACHER__MODEL"
-    if isinstance(exc, openai.RateLimitError):
-        return (
-            "the teacher server kept rate limiting (429) after retries: wait, lower "
-            "RAG_FINETUNE__TEACHER__CONCURRENCY or raise RAG_FINETUNE__TEACHER__MAX_RETRIES"
-        )
-    if isinstance(exc, openai.APIStatusError):
-        return f"the teacher server failed ({exc.status_code}) after retries: try again later"
-    if isinstance(exc, openai.APIConnectionError):
-        return "cannot reach the teacher server: check RAG_FINETUNE__TEACHER__BASE_URL"
-    return f"the teacher failed: {type(exc).__name__}: {exc}"
-
-
 class Teacher:
-    """Grades, answers and rewrites logged turns through an `openai.OpenAI` (or Azure) client."""
+    """Grades, answers and rewrites logged turns through the teacher endpoint's client."""
 
-    def __init__(self, client: Any, model: str, system_prompt: str):
-        self.client = client
-        self.model = model
+    def __init__(self, llm: ModelClient, system_prompt: str):
+        self.llm = llm
+        self.client = llm.client
+        self.model = llm.model
         self.system_prompt = system_prompt  # the app's own, for distill and relabel answers
 
     def _ask(self, messages: list[dict[str, str]], response_format: dict, parse) -> TeacherReply:
@@ -132,12 +113,10 @@ class Teacher:
                 )
             except openai.BadRequestError as exc:
                 # This turn was refused (content filter, too long): drop it, go on with the rest.
-                from finetune.openai_jobs import api_detail
-
                 reply.dropped = f"teacher_refused: {api_detail(exc)}"[:300]
                 return reply
             except openai.APIError as exc:
-                raise TeacherError(_error_reason(exc)) from exc
+                raise TeacherError(self.llm.reason(exc)) from exc
             if completion.usage is not None:
                 reply.prompt_tokens += completion.usage.prompt_tokens or 0
                 reply.completion_tokens += completion.usage.completion_tokens or 0
@@ -207,40 +186,13 @@ class Teacher:
         return self._ask(messages, ANSWER_FORMAT, parse)
 
 
-def teacher_client(cfg: TeacherSettings) -> tuple[Any, str]:
-    """(openai client, model) of the configured teacher; a clear error when none is configured."""
-    import openai
-
-    if not cfg.model:
+def connect_teacher(cfg: TeacherSettings) -> ModelClient:
+    """The configured teacher's client and model; ConfigError saying what to set when there is
+    none (or what to choose instead: teacher mode `none` builds without one)."""
+    if not cfg.model and not cfg.azure_deployment:
         raise ConfigError(
-            "no teacher model: set RAG_FINETUNE__TEACHER__MODEL (and OPENAI_API_KEY, or "
-            "RAG_FINETUNE__TEACHER__BASE_URL for an OpenAI-compatible server), or build with "
-            "--mode none"
+            "no teacher model is configured: set RAG_FINETUNE__TEACHER__MODEL (and "
+            "OPENAI_API_KEY, or RAG_FINETUNE__TEACHER__BASE_URL for an OpenAI-compatible "
+            "server), or build with teacher mode 'none'"
         )
-    key = cfg.api_key.get_secret_value() if cfg.api_key else None
-    if cfg.azure_endpoint:
-        if not key or not cfg.azure_deployment:
-            raise ConfigError(
-                "an Azure teacher needs RAG_FINETUNE__TEACHER__API_KEY and "
-                "RAG_FINETUNE__TEACHER__AZURE_DEPLOYMENT"
-            )
-        client = openai.AzureOpenAI(
-            azure_endpoint=cfg.azure_endpoint,
-            api_key=key,
-            api_version=cfg.api_version,
-            timeout=cfg.timeout_s,
-            max_retries=cfg.max_retries,
-        )
-        return client, cfg.azure_deployment
-    if key is None and cfg.base_url is None:
-        raise ConfigError(
-            "the teacher needs OPENAI_API_KEY (or RAG_FINETUNE__TEACHER__API_KEY), or "
-            "RAG_FINETUNE__TEACHER__BASE_URL for an OpenAI-compatible server"
-        )
-    client = openai.OpenAI(
-        api_key=key or "unused",
-        base_url=cfg.base_url,
-        timeout=cfg.timeout_s,
-        max_retries=cfg.max_retries,
-    )
-    return client, cfg.model
+    return connect(cfg)

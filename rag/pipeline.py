@@ -17,6 +17,7 @@ from llama_index.core.schema import QueryBundle
 from core.compute import ComputeGate
 from core.errors import ProviderError, RagError
 from core.index.lexical import LexicalSource
+from core.openai_api import api_error
 from core.records import SourceRef, TokenUsage
 from rag.retriever import HybridRetriever, cosine, to_source
 from rag.synthesis import NO_ANSWER, CitingSynthesizer, ExtractiveSynthesizer, SentenceVectors
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
     from core.chatlog import ChatLog
     from core.prompting import SystemPrompt
-    from core.settings import RetrievalSettings
+    from core.settings import LLMSettings, RetrievalSettings
     from rag.providers import ChatModel
 
 log = logging.getLogger(__name__)
@@ -55,31 +56,13 @@ class AnswerUpdate:
     warning: str | None = None  # e.g. the chat log could not be written
 
 
-def provider_error(exc: Exception) -> RagError:
-    """Map the OpenAI SDK's typed errors to messages that say what to do."""
-    try:
-        import openai
-    except ImportError:  # pragma: no cover
-        return ProviderError(str(exc))
-    if isinstance(exc, openai.AuthenticationError):
-        return ProviderError(
-            "the model server rejected the API key (401): check OPENAI_API_KEY / RAG_LLM__API_KEY"
-        )
-    if isinstance(exc, openai.RateLimitError):
-        return ProviderError(
-            "the model server is rate limiting us (429) even after retries: wait and ask again, "
-            "or raise RAG_LLM__MAX_RETRIES"
-        )
-    if isinstance(exc, openai.BadRequestError):
-        return ProviderError(f"the model server refused the request (400): {exc.message}")
-    if isinstance(exc, openai.APIStatusError):
-        return ProviderError(
-            f"the model server failed ({exc.status_code}) after retries: try again later"
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(
-            "cannot reach the model server: check RAG_LLM__BASE_URL and the network"
-        )
+def provider_error(exc: Exception, endpoint: LLMSettings | None) -> RagError:
+    """The chat model's failure as a ProviderError that says what to do (core.openai_api for the
+    OpenAI SDK's typed errors)."""
+    import openai
+
+    if isinstance(exc, openai.OpenAIError) and endpoint is not None:
+        return api_error(exc, endpoint)
     return ProviderError(f"the chat model failed: {type(exc).__name__}: {exc}")
 
 
@@ -132,7 +115,7 @@ class RagPipeline:
         try:
             condensed = llm.complete(prompt).text.strip()
         except Exception as exc:  # the SDK's typed errors, mapped to what to do
-            raise provider_error(exc) from exc
+            raise provider_error(exc, self.chat_model.endpoint) from exc
         return condensed or question
 
     def standalone(self, question: str, history: Sequence[dict]) -> tuple[str, list[float]]:
@@ -227,7 +210,9 @@ class RagPipeline:
                 )
             raise
         except Exception as exc:
-            error = exc if isinstance(exc, RagError) else provider_error(exc)
+            error = (
+                exc if isinstance(exc, RagError) else provider_error(exc, self.chat_model.endpoint)
+            )
             warning = self._log_finish(
                 turn_id, None, condensed, sources, started, None, str(error), warning
             )

@@ -22,6 +22,7 @@ class ChatModel:
     model_id: str
     llm: LLM | None  # None: answers are extracted, not generated
     stream_usage: bool = False  # ask the server for token usage in the stream
+    endpoint: LLMSettings | None = None  # an `openai` model's endpoint (for error advice)
 
     @property
     def badge(self) -> str:
@@ -33,8 +34,7 @@ class ChatModel:
 def default_provider(cfg: LLMSettings) -> str:
     if cfg.provider:
         return cfg.provider
-    configured = cfg.api_key is not None or cfg.base_url or cfg.azure_endpoint
-    return "openai" if configured else "extractive"
+    return "openai" if cfg.configured else "extractive"
 
 
 def _openai(cfg: LLMSettings) -> ChatModel:
@@ -61,7 +61,7 @@ def _openai(cfg: LLMSettings) -> ChatModel:
             api_version=cfg.api_version,
             **common,
         )
-        return ChatModel("openai", f"azure:{cfg.azure_deployment}", llm, stream_usage=True)
+        return ChatModel("openai", f"azure:{cfg.azure_deployment}", llm, True, cfg)
     if cfg.base_url:
         from llama_index.llms.openai_like import OpenAILike
 
@@ -73,7 +73,7 @@ def _openai(cfg: LLMSettings) -> ChatModel:
             context_window=32768,
             **common,
         )
-        return ChatModel("openai", cfg.model, llm, stream_usage=False)
+        return ChatModel("openai", cfg.model, llm, False, cfg)
     if not key:
         raise ConfigError(
             "the openai provider needs OPENAI_API_KEY (or RAG_LLM__API_KEY), or RAG_LLM__BASE_URL "
@@ -81,7 +81,7 @@ def _openai(cfg: LLMSettings) -> ChatModel:
         )
     from llama_index.llms.openai import OpenAI
 
-    return ChatModel("openai", cfg.model, OpenAI(model=cfg.model, api_key=key, **common), True)
+    return ChatModel("openai", cfg.model, OpenAI(model=cfg.model, api_key=key, **common), True, cfg)
 
 
 def _local(cfg: LLMSettings) -> ChatModel:

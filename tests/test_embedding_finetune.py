@@ -12,6 +12,8 @@ import pytest
 
 from core.db.database import open_database
 from core.embedding.window import packaged_model_dir
+from core.openai_api import ModelClient
+from core.settings import LLMSettings
 from finetune.embedding.data import (
     DataError,
     PairSet,
@@ -372,15 +374,21 @@ def test_llm_questions_per_chunk_a_malformed_reply_loses_only_its_chunk(indexed)
 
     with respx.mock(assert_all_mocked=True) as mock:
         mock.post(fakes.OPENAI_CHAT_URL).mock(side_effect=reply)
-        data, skipped = generate_pairs(collection, _openai(), "gpt-4o-mini", min_words=10)
+        data, skipped = generate_pairs(
+            collection, ModelClient(_openai(), "gpt-4o-mini", LLMSettings()), min_words=10
+        )
     assert set(data.queries.values()) == {"When do pumps run?", "Why night?"}
     assert set(data.sources.values()) == {"generated"}
     assert len(skipped) == 1 and "malformed reply" in skipped[0]
 
     with respx.mock(assert_all_mocked=True) as mock:
         mock.post(fakes.OPENAI_CHAT_URL).mock(return_value=fakes.error(500, "upstream down"))
-        with pytest.raises(DataError, match="the LLM failed"):
-            generate_pairs(collection, _openai(), "gpt-4o-mini", min_words=10)
+        with pytest.raises(
+            DataError, match=r"writing questions: the chat model server failed \(500\)"
+        ):
+            generate_pairs(
+                collection, ModelClient(_openai(), "gpt-4o-mini", LLMSettings()), min_words=10
+            )
 
 
 def test_teacher_grades_unrated_turns_and_errors_stop_with_a_reason(indexed, tmp_path):
@@ -411,7 +419,9 @@ def test_teacher_grades_unrated_turns_and_errors_stop_with_a_reason(indexed, tmp
 
     with respx.mock(assert_all_mocked=True) as mock:
         mock.post(fakes.OPENAI_CHAT_URL).mock(side_effect=grade)
-        data, skipped = from_chatlog(log, collection, teacher=openai_teacher(_openai(), "m"))
+        data, skipped = from_chatlog(
+            log, collection, teacher=openai_teacher(ModelClient(_openai(), "m", LLMSettings()))
+        )
     assert list(data.queries.values()) == ["good question"]
     assert data.sources == {"teacher:1": "teacher"}
     assert skipped == {"teacher graded low": 1, "teacher reply malformed": 1}
@@ -420,5 +430,9 @@ def test_teacher_grades_unrated_turns_and_errors_stop_with_a_reason(indexed, tmp
         with respx.mock(assert_all_mocked=True) as mock:
             mock.post(fakes.OPENAI_CHAT_URL).mock(return_value=fakes.error(status, "no"))
             with pytest.raises(DataError, match="the teacher LLM failed"):
-                from_chatlog(log, collection, teacher=openai_teacher(_openai(), "m"))
+                from_chatlog(
+                    log,
+                    collection,
+                    teacher=openai_teacher(ModelClient(_openai(), "m", LLMSettings())),
+                )
     log.db.dispose()

@@ -8,11 +8,12 @@ import json
 import uuid
 
 import httpx
-import openai
 import pytest
 import respx
 
 from core.db.database import open_database
+from core.openai_api import ModelClient, connect
+from core.settings import JudgeSettings
 from eval.sets import EvalSetError, generate_from_chunks
 from tests import fakes
 
@@ -39,8 +40,9 @@ def collection(tmp_path):
     return col
 
 
-def client() -> openai.OpenAI:
-    return openai.OpenAI(api_key="sk-test", max_retries=0)
+def judge_llm() -> ModelClient:
+    """The judge endpoint as the eval CLI connects it (the default OpenAI URL, faked by respx)."""
+    return connect(JudgeSettings(model="gpt-4o-mini", api_key="sk-test", max_retries=0))
 
 
 def test_questions_from_long_chunks_with_their_source(collection):
@@ -53,7 +55,7 @@ def test_questions_from_long_chunks_with_their_source(collection):
 
     with respx.mock(assert_all_mocked=True) as mock:
         route = mock.post(fakes.OPENAI_CHAT_URL).mock(side_effect=reply)
-        samples, skipped = generate_from_chunks(collection, client(), "gpt-4o-mini", size=5)
+        samples, skipped = generate_from_chunks(collection, judge_llm(), size=5)
     assert route.call_count == 2  # the short chunk is never sent
     [sample] = samples
     assert sample.user_input == "When was 1911?" and sample.reference == "1911"
@@ -64,13 +66,16 @@ def test_questions_from_long_chunks_with_their_source(collection):
 def test_api_error_is_a_clear_error(collection):
     with respx.mock(assert_all_mocked=True) as mock:
         mock.post(fakes.OPENAI_CHAT_URL).mock(return_value=fakes.error(401, "Incorrect API key"))
-        with pytest.raises(EvalSetError, match="the LLM failed while writing the test set"):
-            generate_from_chunks(collection, client(), "gpt-4o-mini", size=2)
+        with pytest.raises(
+            EvalSetError,
+            match=r"writing the test set: the judge server rejected the API key \(401\)",
+        ):
+            generate_from_chunks(collection, judge_llm(), size=2)
 
 
 def test_short_documents_get_a_clear_message(collection):
     with pytest.raises(EvalSetError, match="documents are too short to write questions from"):
-        generate_from_chunks(collection, client(), "gpt-4o-mini", min_words=500)
+        generate_from_chunks(collection, judge_llm(), min_words=500)
 
 
 def test_teacher_writes_references_for_unrated_logged_turns(tmp_path):
@@ -102,7 +107,7 @@ def test_teacher_writes_references_for_unrated_logged_turns(tmp_path):
 
     with respx.mock(assert_all_mocked=True) as mock:
         route = mock.post(fakes.OPENAI_CHAT_URL).mock(side_effect=reply)
-        samples = from_chatlog(log, teacher=openai_teacher(client(), "gpt-4o-mini"))
+        samples = from_chatlog(log, teacher=openai_teacher(judge_llm()))
     assert [s.reference for s in samples] == [
         "logged answer 0",  # thumbs up: the answer itself
         "After the storm of 1911.",  # written by the teacher

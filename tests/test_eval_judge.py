@@ -12,7 +12,7 @@ import respx
 from pydantic import SecretStr
 
 from core.evalstore import EvalSample, ScoredSample, summarise
-from core.settings import EvalSettings
+from core.settings import JudgeSettings
 from eval.judge import JUDGE_METRICS, Judge, build_judge
 from tests import fakes
 from tests.judgefake import judge
@@ -38,15 +38,20 @@ def data(n: int = 3):
 
 
 def make_judge(**kw) -> Judge:
-    return Judge("judge-model", "sk-test", "https://judge.test/v1", **kw)
+    return Judge(
+        JudgeSettings(
+            model="judge-model",
+            api_key=SecretStr("sk-test"),
+            base_url="https://judge.test/v1",
+            **kw,
+        )
+    )
 
 
 def test_no_judge_configured_means_no_llm_metrics_and_no_calls():
-    assert build_judge(EvalSettings()) is None
-    assert build_judge(EvalSettings(judge_model="gpt-4o-mini")) is None  # no key, no URL
-    configured = build_judge(
-        EvalSettings(judge_model="m", judge_api_key=SecretStr("k"), judge_concurrency=2)
-    )
+    assert build_judge(JudgeSettings()) is None
+    assert build_judge(JudgeSettings(model="gpt-4o-mini")) is None  # no key, no URL
+    configured = build_judge(JudgeSettings(model="m", api_key=SecretStr("k"), concurrency=2))
     assert configured.model == "m" and configured.concurrency == 2
 
 

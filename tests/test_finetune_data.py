@@ -13,7 +13,9 @@ import pytest
 
 from core.chatlog import ChatLog
 from core.db.database import open_database
+from core.openai_api import ModelClient
 from core.prompting import load_prompt
+from core.settings import TeacherSettings
 from finetune.dataset import (
     BuildOptions,
     DatasetError,
@@ -223,7 +225,7 @@ def teacher_server():
 
 def teacher_for(server: TeacherServer) -> Teacher:
     client = openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0)
-    return Teacher(client, "teacher-model", PROMPT.text)
+    return Teacher(ModelClient(client, "teacher-model", TeacherSettings()), PROMPT.text)
 
 
 def build(log, tmp_path, teacher, mode, name="ds", filt=None, embed=None, **kw):
@@ -405,7 +407,12 @@ def test_a_teacher_that_cannot_be_used_stops_the_build_and_leaves_nothing(log, t
             return_value=error(401, "Incorrect API key provided")
         )
         with pytest.raises(TeacherError, match="401"):
-            build(log, tmp_path, Teacher(client, "t", PROMPT.text), "grade")
+            build(
+                log,
+                tmp_path,
+                Teacher(ModelClient(client, "t", TeacherSettings()), PROMPT.text),
+                "grade",
+            )
     assert list((tmp_path / "datasets").iterdir()) == []  # no half-written dataset
     assert log.count_turns() == 1  # and the log is untouched
 

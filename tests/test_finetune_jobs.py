@@ -177,7 +177,7 @@ def test_cancel_stops_the_job_at_openai(ctx):
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
-        (400, "OpenAI failed (400): hyperparameter n_epochs is out of range"),
+        (400, "OpenAI refused the request (400): hyperparameter n_epochs is out of range"),
         (401, "OpenAI rejected the API key (401)"),
         (429, "OpenAI kept rate limiting (429)"),
         (500, "OpenAI failed (500)"),

@@ -13,8 +13,9 @@ import pytest
 from core.chatlog import ChatLog
 from core.db.database import open_database
 from core.jobstore import JobStore
+from core.openai_api import ModelClient
 from core.registry import Registry, apply_spec
-from core.settings import Settings
+from core.settings import Settings, TeacherSettings
 from finetune.dataset import BuildOptions, TurnFilter, build_dataset, turns_from_log
 from finetune.jobs import FineTuneContext, cancel, launch
 from finetune.local_jobs import sft_rows
@@ -79,7 +80,7 @@ def build(ctx, log, mode, name, server) -> int:
         ctx.settings.finetune_dir / "datasets",
         BuildOptions(name=name, mode=mode, dedup_similarity=None, validation_share=0.25),
         "the answer is in the context passages .",
-        teacher=Teacher(client, "teacher-model", prompt.text),
+        teacher=Teacher(ModelClient(client, "teacher-model", TeacherSettings()), prompt.text),
         prompt_version=prompt.version,
     )
     return ctx.store.save_dataset(result.card, str(result.path)).id

@@ -15,6 +15,7 @@ from core.errors import RagError
 from core.index.store import index_embedding
 
 if TYPE_CHECKING:
+    from core.openai_api import ModelClient
     from core.registry import ModelVersion, Registry
     from core.settings import Settings
     from finetune.embedding.data import DatasetCard, PairSet
@@ -160,7 +161,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     if args.chatlog:
         from core.chatlog import ChatLog
 
-        teacher = d.openai_teacher(*_llm(settings, "--teacher")) if args.teacher else None
+        teacher = d.openai_teacher(_llm(settings)) if args.teacher else None
         chatlog = ChatLog(open_database(settings.database_url))
         got, why = d.from_chatlog(chatlog, collection, parse_since(args.since), teacher)
         pairs, skipped = pairs.merge(got), skipped + why
@@ -171,7 +172,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
         pairs = pairs.merge(d.from_inverse_cloze(collection, seed=args.seed))
     if args.generate:
         got, reasons = d.generate_pairs(
-            collection, *_llm(settings, "--generate"), size=args.generate, seed=args.seed,
+            collection, _llm(settings), size=args.generate, seed=args.seed,
             progress=not args.no_progress,
         )  # fmt: skip
         pairs = pairs.merge(got)
@@ -223,21 +224,11 @@ def _file_hash(path: Path) -> dict[str, str]:
     return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def _llm(settings: Settings, flag: str) -> tuple[Any, str]:
-    """(openai client, model) of the configured chat LLM, which writes and grades questions."""
-    import openai
+def _llm(settings: Settings) -> ModelClient:
+    """The configured chat LLM's client and model, which write and grade questions."""
+    from core.openai_api import connect
 
-    cfg = settings.llm
-    key = cfg.api_key.get_secret_value() if cfg.api_key else None
-    if key is None and cfg.base_url is None:
-        raise RagError(f"{flag} needs an LLM: set OPENAI_API_KEY or RAG_LLM__BASE_URL")
-    client = openai.OpenAI(
-        api_key=key or "unused",
-        base_url=cfg.base_url,
-        timeout=cfg.timeout_s,
-        max_retries=cfg.max_retries,
-    )
-    return client, cfg.model
+    return connect(settings.llm)
 
 
 def _split(data: PairSet, share: float, seed: int) -> tuple[PairSet, PairSet | None]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
     from core.chatlog import ChatLog
+    from core.openai_api import ModelClient
 
 SOURCES = ("chatlog", "teacher", "headings", "cloze", "dataset", "file", "generated")
 _CITE = re.compile(r"\[(\d{1,2})\]")
@@ -212,15 +213,15 @@ TEACHER_PROMPT = (
 )
 
 
-def openai_teacher(client: Any, model: str) -> Callable[[str, str], float | None]:
+def openai_teacher(llm: ModelClient) -> Callable[[str, str], float | None]:
     """A grader on any OpenAI-compatible server: (question, passage) -> 1..5, or None when the
     reply is malformed. An API error (401, 429 after the SDK's retries, 500) raises DataError."""
     import openai
 
     def grade(question: str, passage: str) -> float | None:
         try:
-            reply = client.chat.completions.create(
-                model=model,
+            reply = llm.client.chat.completions.create(
+                model=llm.model,
                 messages=[
                     {
                         "role": "user",
@@ -231,7 +232,7 @@ def openai_teacher(client: Any, model: str) -> Callable[[str, str], float | None
                 response_format={"type": "json_object"},
             )
         except openai.APIError as exc:
-            raise DataError(f"the teacher LLM failed: {exc}") from exc
+            raise DataError(f"the teacher LLM failed: {llm.reason(exc)}") from exc
         try:
             score = float(json.loads(reply.choices[0].message.content or "")["score"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -345,15 +346,14 @@ GENERATE_PROMPT = (
 
 def generate_pairs(
     collection: Collection,
-    client: Any,
-    model: str,
+    llm: ModelClient,
     size: int = 100,
     per_chunk: int = 2,
     min_words: int = 30,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[PairSet, list[str]]:
-    """Questions written by an LLM (an `openai.OpenAI` client on any OpenAI-compatible server)
+    """Questions written by an LLM (on any OpenAI-compatible endpoint)
     for `size` random chunks of at least `min_words` words. A malformed reply loses only its chunk
     (returned as a reason); an API error stops with a RagError that says so."""
     import openai
@@ -366,8 +366,8 @@ def generate_pairs(
     data, skipped = PairSet(), []
     for cid, doc, meta in tqdm(picked, desc="generate", unit="chunk", disable=not progress):
         try:
-            reply = client.chat.completions.create(
-                model=model,
+            reply = llm.client.chat.completions.create(
+                model=llm.model,
                 messages=[
                     {"role": "user", "content": GENERATE_PROMPT.format(n=per_chunk, passage=doc)}
                 ],
@@ -378,7 +378,7 @@ def generate_pairs(
             if not isinstance(questions, list):
                 raise TypeError("questions is not a list")
         except openai.APIError as exc:
-            raise DataError(f"the LLM failed while writing questions: {exc}") from exc
+            raise DataError(f"writing questions: {llm.reason(exc)}") from exc
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             skipped.append(f"{cid}: malformed reply ({type(exc).__name__}: {exc})")
             continue
