@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from core.datasource import load_rows
 from core.errors import RagError, SourceError
 from core.evalstore import EvalSample
 from core.index.chunks import Meta, iter_pages
@@ -82,28 +83,12 @@ def from_dataset(
 ) -> list[EvalSample]:
     """A `datasets` source (hub name or local .csv/.json/.jsonl/.parquet) mapped by field names;
     defaults fit SciQ. Rows without a question are skipped."""
-    import datasets
-
-    from ingest.sources import _LOCAL_DATASET_FORMATS
-
-    path = Path(spec)
-    fmt = _LOCAL_DATASET_FORMATS.get(path.suffix.lower())
     try:
-        if fmt is not None:
-            if not path.is_file():
-                raise SourceError(f"no such file: {spec}")
-            table = datasets.load_dataset(fmt, data_files=str(path), split=split or "train")
-        else:
-            table = datasets.load_dataset(spec, split=split or "train")
+        table = load_rows(
+            spec, split, columns=(question_field, reference_field, contexts_field, sources_field)
+        )
     except SourceError as exc:
         raise EvalSetError(str(exc)) from exc
-    except Exception as exc:  # datasets raises many unrelated types for one cause: bad input
-        raise EvalSetError(f"cannot load dataset {spec} ({type(exc).__name__}: {exc})") from exc
-    for field in (question_field, reference_field, contexts_field, sources_field):
-        if field and field not in table.column_names:
-            raise EvalSetError(
-                f"{spec} has no column {field!r}; columns: {', '.join(table.column_names)}"
-            )
     samples = []
     for record in table:
         question = str(record.get(question_field) or "").strip()

@@ -21,7 +21,8 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from core.errors import RagError, SourceError
+from core.datasource import load_rows
+from core.errors import RagError
 from core.jobstore import DatasetCard, TeacherGrade
 from core.prompting import chat_messages
 from core.questions import normalise_question, question_key
@@ -257,27 +258,6 @@ def turns_from_log(chatlog: ChatLog, filt: TurnFilter) -> Iterator[Turn]:
             yield turn
 
 
-def _load_rows(source: str, split: str | None) -> Iterable[dict[str, Any]]:
-    import datasets
-
-    path = Path(source)
-    try:
-        if path.exists():
-            kinds = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-            kind = kinds.get(path.suffix.lower())
-            if kind is None:
-                raise DatasetError(f"{source}: use a .jsonl, .json, .csv or .parquet file")
-            return datasets.load_dataset(kind, data_files=str(path), split=split or "train")
-        return datasets.load_dataset(source, split=split or "train")
-    except DatasetError:
-        raise
-    except Exception as exc:  # the datasets library raises many kinds; all mean "cannot read"
-        raise SourceError(
-            f"cannot read the dataset {source!r}: {type(exc).__name__}: {str(exc)[:300]} "
-            "(offline, a hub name must already be in the local cache; or pass a local file)"
-        ) from exc
-
-
 def turns_from_dataset(
     source: str,
     question_field: str = "question",
@@ -289,13 +269,9 @@ def turns_from_dataset(
 ) -> Iterator[Turn]:
     """Rows of a `datasets` source (hub name or local file) as turns: question -> user, answer
     (+ " Explanation: " + explanation) -> assistant, an optional context column -> passages."""
-    rows = _load_rows(source, split)
-    columns = set(getattr(rows, "column_names", None) or [])
-    for name in (question_field, answer_field, explanation_field, context_field):
-        if name and columns and name not in columns:
-            raise DatasetError(
-                f"{source} has no column {name!r}; its columns: {', '.join(sorted(columns))}"
-            )
+    rows = load_rows(
+        source, split, columns=(question_field, answer_field, explanation_field, context_field)
+    )
     for i, row in enumerate(rows):
         if limit is not None and i >= limit:
             return

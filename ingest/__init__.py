@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.datasource import dataset_name
 from ingest.loaders import ALL_FIELDS, RecordFields
 from ingest.pipeline import IngestReport, ingest_sources
-from ingest.sources import dataset_name, dataset_sources, file_sources
+from ingest.sources import dataset_sources, file_sources
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.datasource import dataset_name, load_rows
 from core.errors import SourceError
 from ingest.loaders import (
     ALL_FIELDS,
@@ -105,42 +106,15 @@ def file_sources(
                 yield SourceFailure(str(path), f"cannot read: {exc.strerror or exc}")
 
 
-_LOCAL_DATASET_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-def dataset_name(spec: str) -> str:
-    """The name a dataset is recorded under: the hub name, or the absolute path of local files."""
-    path = Path(spec)
-    return str(path.resolve()) if path.suffix.lower() in _LOCAL_DATASET_FORMATS else spec
-
-
 def dataset_sources(
     spec: str, split: str | None, fields: RecordFields, config: str | None = None
 ) -> Iterator[SourceDoc]:
     """Rows of a `datasets` source, one SourceDoc each, so a changed row re-embeds alone.
 
     `spec` is a hub name (needs internet) or a local .json/.jsonl/.csv/.parquet file."""
-    import datasets
-
-    path = Path(spec)
-    fmt = _LOCAL_DATASET_FORMATS.get(path.suffix.lower())
-    try:
-        if fmt is not None:
-            if not path.is_file():
-                raise SourceError("no such file")
-            table = datasets.load_dataset(fmt, data_files=str(path), split=split or "train")
-        else:
-            table = datasets.load_dataset(spec, config, split=split or "train")
-    except SourceError:
-        raise
-    except Exception as exc:  # datasets raises many unrelated types for one cause: bad input
-        raise SourceError(f"cannot load dataset ({type(exc).__name__}: {exc})") from exc
+    table = load_rows(spec, split, config, (fields.text_field,))
     name = dataset_name(spec)
     split_name = split or "train"
-    if fields.text_field is not None and fields.text_field not in table.column_names:
-        raise SourceError(
-            f"no column {fields.text_field!r}; columns: {', '.join(table.column_names)}"
-        )
     for row, record in enumerate(table):
         error: SourceError | None = None
         try:

@@ -489,13 +489,13 @@ def test_static_dataset_maps_columns_as_flags_say(tmp_path):
         asked = {r["messages"][1]["content"] for r in server.requests}
         assert asked == {f"What gas do plants absorb {i}?" for i in range(3)}
     assert distilled.card.kept == 3 and distilled.card.teacher_model == "teacher-model"
-    with pytest.raises(DatasetError, match="no column 'answer'"):
+    from core.errors import SourceError
+
+    with pytest.raises(SourceError, match="no column 'answer'"):
         list(turns_from_dataset(str(src), "question", "answer"))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "a"}\n{broken\n')
-    from core.errors import SourceError
-
-    with pytest.raises(SourceError, match="cannot read"):
+    with pytest.raises(SourceError, match="cannot load dataset"):
         list(turns_from_dataset(str(bad)))
 
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from core.errors import RagError
+from core.datasource import load_rows
+from core.errors import RagError, SourceError
 from core.index.chunks import Meta, embed_text, iter_pages
 from core.questions import question_key
 
@@ -147,27 +148,10 @@ def from_dataset(
 ) -> PairSet:
     """A `datasets` source (hub name or local .csv/.json/.jsonl/.parquet): each row's question and
     its passage (SciQ: `question` -> `support`). Rows missing either are skipped."""
-    import datasets
-
-    fmt = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(
-        Path(spec).suffix.lower()
-    )
     try:
-        if fmt is not None:
-            if not Path(spec).is_file():
-                raise DataError(f"no such file: {spec}")
-            table = datasets.load_dataset(fmt, data_files=spec, split=split or "train")
-        else:
-            table = datasets.load_dataset(spec, split=split or "train")
-    except DataError:
-        raise
-    except Exception as exc:  # datasets raises many unrelated types for one cause: bad input
-        raise DataError(f"cannot load dataset {spec} ({type(exc).__name__}: {exc})") from exc
-    for field in (question_field, text_field):
-        if field not in table.column_names:
-            raise DataError(
-                f"{spec} has no column {field!r}; columns: {', '.join(table.column_names)}"
-            )
+        table = load_rows(spec, split, columns=(question_field, text_field))
+    except SourceError as exc:
+        raise DataError(str(exc)) from exc
     data = PairSet()
     for i, row in enumerate(table):
         question, text = str(row[question_field] or ""), str(row[text_field] or "").strip()
