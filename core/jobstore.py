@@ -20,6 +20,7 @@ from core.db.base import aware
 from core.db.base import now as utc_now
 from core.db.tables import DatasetRow, JobEventRow, JobRow
 from core.errors import RagError
+from core.records import DatasetCard
 
 if TYPE_CHECKING:
     from core.db.database import Database
@@ -48,31 +49,6 @@ class TeacherGrade(BaseModel):
     @property
     def lowest(self) -> int:
         return min(self.faithfulness, self.correctness, self.helpfulness)
-
-
-class DatasetCard(BaseModel):
-    """Where a dataset came from and what was kept: enough to trace a model back to its turns."""
-
-    name: str
-    source: str = Field(description="`chatlog` or the `datasets` source it was mapped from.")
-    mode: str = Field(description="Teacher mode: none, grade, distill or relabel.")
-    filters: dict[str, Any] = Field(default_factory=dict)
-    teacher_model: str | None = None
-    rubric_version: str | None = None
-    prompt_version: str | None = None
-    seen: int = 0
-    kept: int = 0
-    dropped: dict[str, int] = Field(default_factory=dict, description="Dropped turns by reason.")
-    train_examples: int = 0
-    validation_examples: int = 0
-    preference_pairs: int = 0
-    redactions: dict[str, int] = Field(default_factory=dict, description="Redactions by kind.")
-    source_turn_ids: list[int] = Field(default_factory=list)
-    train_question_keys: list[str] = Field(default_factory=list)
-    files: dict[str, str] = Field(default_factory=dict, description="Role -> file name.")
-    settings: dict[str, Any] = Field(default_factory=dict)
-    content_hash: str = ""
-    created_at: datetime | None = None
 
 
 class DatasetRecord(BaseModel):

@@ -1,11 +1,13 @@
-"""Records that cross package or process boundaries: a retrieved source, a logged turn, feedback."""
+"""Records that cross package or process boundaries: a retrieved source, a logged turn, feedback,
+and the card of a training dataset."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class SourceRef(BaseModel):
@@ -66,3 +68,63 @@ class Turn(BaseModel):
     created_at: datetime | None = None
     answered_at: datetime | None = None
     feedback: Feedback | None = None
+
+
+class DatasetCard(BaseModel):
+    """Where a training dataset came from and what was kept, for either kind: chat examples (from
+    the chat log or a `datasets` source, graded by a teacher) or embedding pairs (question ->
+    passage). Enough to trace a model version back to the turns and files that trained it."""
+
+    kind: Literal["chat", "embedding"] = "chat"
+    name: str
+    source: str = Field(
+        default="chatlog", description="`chatlog`, or the `datasets` source it was mapped from."
+    )
+    mode: str = Field(default="none", description="Teacher mode: none, grade, distill, relabel.")
+    filters: dict[str, Any] = Field(default_factory=dict)
+    teacher_model: str | None = None
+    rubric_version: str | None = None
+    prompt_version: str | None = None
+    seen: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = Field(
+        default_factory=dict, description="What was left out, by reason (turns or pairs)."
+    )
+    train_examples: int = 0
+    validation_examples: int = 0
+    preference_pairs: int = 0
+    pairs: int = Field(default=0, description="Embedding pairs (question -> passages).")
+    by_source: dict[str, int] = Field(
+        default_factory=dict, description="Embedding pairs by the source that made them."
+    )
+    negatives: dict[str, int] = Field(
+        default_factory=dict, description="Hard negatives by how they were found."
+    )
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Collection, chat log range, files and their hashes."
+    )
+    redactions: dict[str, int] = Field(default_factory=dict, description="Redactions by kind.")
+    source_turn_ids: list[int] = Field(default_factory=list)
+    train_question_keys: list[str] = Field(
+        default_factory=list, description="Normalised question hashes (kept out of eval sets)."
+    )
+    files: dict[str, str] = Field(default_factory=dict, description="Role -> file name.")
+    settings: dict[str, Any] = Field(default_factory=dict)
+    content_hash: str = Field(default="", description="sha256 of the data files.")
+    created_at: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_embedding_cards(cls, data: Any) -> Any:
+        # Embedding cards written before the two kinds shared one card.
+        if isinstance(data, dict) and "data_sha256" in data:
+            data = dict(data)
+            data.setdefault("kind", "embedding")
+            data.setdefault("content_hash", data.pop("data_sha256"))
+            if "skipped" in data:
+                data.setdefault("dropped", data.pop("skipped"))
+        return data
+
+    def card_hash(self) -> str:
+        """sha256 of the card itself (what a model version's provenance points at)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()

@@ -23,10 +23,10 @@ import numpy as np
 
 from core.datasource import load_rows
 from core.errors import RagError
-from core.jobstore import DatasetCard, TeacherGrade
+from core.jobstore import TeacherGrade
 from core.prompting import chat_messages
 from core.questions import normalise_question, question_key
-from core.records import SourceRef, Turn
+from core.records import DatasetCard, SourceRef, Turn
 from finetune.redact import redact
 from finetune.teacher import RUBRIC_VERSION, Teacher, TeacherReply
 

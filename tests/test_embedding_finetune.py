@@ -107,7 +107,7 @@ def test_dataset_card_records_sources_and_detects_an_edited_file(tmp_path):
     card = write_dataset(data, tmp_path / "set", "set", skipped={"cited nothing": 2})
     again, card2 = read_dataset(tmp_path / "set")
     assert card2 == card and len(again) == len(data) == card.pairs
-    assert card.by_source == {"file": len(data)} and card.skipped == {"cited nothing": 2}
+    assert card.by_source == {"file": len(data)} and card.dropped == {"cited nothing": 2}
     assert len(card.train_question_keys) == len(data)
     with pytest.raises(DataError, match="no training pairs"):
         write_dataset(PairSet(), tmp_path / "none", "none")

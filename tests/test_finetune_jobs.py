@@ -14,7 +14,8 @@ import respx
 
 from core.db.database import open_database
 from core.errors import ProviderError
-from core.jobstore import DatasetCard, JobError, JobStore
+from core.jobstore import JobError, JobStore
+from core.records import DatasetCard
 from core.registry import Registry
 from core.settings import Settings
 from finetune.jobs import FineTuneContext, cancel, launch, monitor, poll_once, resume

@@ -216,7 +216,7 @@ def test_weight_zero_messages_are_not_trained_and_cancel_needs_no_trainer(setup)
 
 
 def _dataset(ctx) -> int:
-    from core.jobstore import DatasetCard
+    from core.records import DatasetCard
 
     return ctx.store.save_dataset(DatasetCard(name="x", source="chatlog", mode="none"), "/x").id
 

@@ -16,9 +16,10 @@ from core.index.store import index_embedding
 
 if TYPE_CHECKING:
     from core.openai_api import ModelClient
+    from core.records import DatasetCard
     from core.registry import ModelVersion, Registry
     from core.settings import Settings
-    from finetune.embedding.data import DatasetCard, PairSet
+    from finetune.embedding.data import PairSet
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -205,7 +206,7 @@ def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
         settings={"negatives": args.negatives, "seed": args.seed},
     )
     by = ", ".join(f"{k} {v}" for k, v in sorted(card.by_source.items()))
-    skip = ", ".join(f"{v} {k}" for k, v in card.skipped.items()) or "none"
+    skip = ", ".join(f"{v} {k}" for k, v in card.dropped.items()) or "none"
     print(
         f"dataset {name}: {card.pairs} pairs ({by}); skipped: {skip}; negatives {negatives or 0}; "
         f"card {card.card_hash()[:12]}"
@@ -246,7 +247,7 @@ def _provenance(card: DatasetCard, train: PairSet, base: str, extra: dict) -> di
     return {
         "dataset": card.name,
         "dataset_card_sha256": card.card_hash(),
-        "dataset_data_sha256": card.data_sha256,
+        "dataset_data_sha256": card.content_hash,
         "base_model": base,
         # Only the questions it trained on; the held-out ones may judge it.
         "train_question_keys": sorted({question_key(q) for q in train.queries.values()}),

@@ -21,6 +21,7 @@ from core.datasource import load_rows
 from core.errors import RagError, SourceError
 from core.index.chunks import Meta, embed_text, iter_pages
 from core.questions import question_key
+from core.records import DatasetCard
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -441,28 +442,6 @@ def mine_negatives(
 # -- the dataset card --------------------------------------------------------------------------
 
 
-class DatasetCard(BaseModel):
-    """Where a training set came from: counts per source, what was skipped and why, the settings
-    and input hashes, and the normalised keys of its questions (kept out of eval sets)."""
-
-    name: str
-    created_at: datetime
-    pairs: int
-    by_source: dict[str, int]
-    skipped: dict[str, int] = Field(default_factory=dict)
-    negatives: dict[str, int] = Field(default_factory=dict)
-    inputs: dict[str, Any] = Field(
-        default_factory=dict, description="collection, chat log range, files and their hashes"
-    )
-    settings: dict[str, Any] = Field(default_factory=dict)
-    data_sha256: str
-    train_question_keys: list[str] = Field(default_factory=list)
-
-    def card_hash(self) -> str:
-        """sha256 of the card itself (what a model version's provenance points at)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
-
-
 def write_dataset(
     data: PairSet,
     directory: Path,
@@ -482,15 +461,18 @@ def write_dataset(
     save_llamaindex(data, directory / "pairs.json")
     digest = hashlib.sha256((directory / "pairs.json").read_bytes()).hexdigest()
     card = DatasetCard(
+        kind="embedding",
         name=name,
+        source="pairs",
         created_at=datetime.now(UTC),
         pairs=len(data),
+        kept=len(data),
         by_source=dict(Counter(data.sources.values())),
-        skipped=dict(skipped or {}),
+        dropped=dict(skipped or {}),
         negatives=dict(negatives or {}),
         inputs=inputs or {},
         settings=settings or {},
-        data_sha256=digest,
+        content_hash=digest,
         train_question_keys=sorted({question_key(q) for q in data.queries.values()}),
     )
     tmp = directory / "card.json.tmp"
@@ -508,7 +490,7 @@ def read_dataset(directory: Path) -> tuple[PairSet, DatasetCard]:
     except ValidationError as exc:
         raise DataError(f"{directory}/card.json is malformed: {exc.errors()[0]['msg']}") from exc
     digest = hashlib.sha256((directory / "pairs.json").read_bytes()).hexdigest()
-    if digest != card.data_sha256:
+    if digest != card.content_hash:
         raise DataError(f"{directory}/pairs.json does not match its card (edited?); rebuild it")
     data = PairSet.model_validate_json((directory / "pairs.json").read_text())
     return data, card
