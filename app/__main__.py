@@ -84,7 +84,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         from core.jobstore import JobStore
 
         jobs = JobStore(service.chatlog.db)
-        tabs.append(build_finetune_tab(settings, jobs, service.registry, secret))
+        gate = service.pipeline.embeddings.gate
+        tabs.append(build_finetune_tab(settings, jobs, service.registry, secret, gate))
     demo = build_ui(
         service.pipeline,
         service.chatlog,
@@ -113,7 +114,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         # Fine-tuning jobs left unfinished by the last run are watched (or trained) again.
         from finetune.jobs import FineTuneContext, resume_in_background
 
-        resume_in_background(FineTuneContext(settings, jobs, service.registry))
+        resume_in_background(FineTuneContext(settings, jobs, service.registry, gate=gate))
     demo.block_thread()
     return 0
 

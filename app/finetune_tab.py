@@ -1,22 +1,24 @@
-"""The "Fine-tune" admin tab: build a dataset from the chat log with filters, preview the kept and
-dropped turns with the teacher's grades and reasons, validate with the cost estimate, launch a job,
-follow the jobs table with events and a loss plot, cancel. Handlers stay thin: the work is
-finetune's, the stores are core's; a finished job's candidate shows in the Evaluate tab."""
+"""The "Fine-tune" admin tab, chat model: build a dataset from the chat log with filters, preview
+the kept and dropped turns with the teacher's grades and reasons, validate with the cost estimate,
+launch a job, follow the jobs table with events and a loss plot, cancel. Handlers only gather
+the fields and show results: each action is one finetune.service function, the one the command
+line calls; a refusal is a toast and leaves the page as it was."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from app.notices import check_password, handled
+from core.dates import parse_since
 from core.errors import RagError
 
 if TYPE_CHECKING:
+    from core.compute import ComputeGate
     from core.jobstore import JobStore
     from core.registry import Registry
     from core.settings import Settings
@@ -36,6 +38,12 @@ PREVIEW_COLUMNS = [
     "question",
     "answer",
 ]
+MODE_HELP = {
+    "none": "the logged answers as they are (no teacher needed)",
+    "grade": "a teacher model grades each answer; low grades are dropped",
+    "distill": "a teacher model answers each question itself",
+    "relabel": "a teacher model rewrites the answers it grades low",
+}
 
 
 def preview_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
@@ -61,6 +69,12 @@ def preview_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
     return out
 
 
+def _whole(value: float | None, what: str) -> int:
+    if value is None or value != value:  # an empty number box
+        raise RagError(f"type {what} first")
+    return int(value)
+
+
 class FineTuneTab:
     """The tab's actions; `build()` lays them out (called inside the app's Blocks)."""
 
@@ -71,24 +85,23 @@ class FineTuneTab:
         registry: Registry,
         admin_password: str | None,
         openai_client: Any = None,
+        gate: ComputeGate | None = None,
     ):
         from finetune.jobs import FineTuneContext
 
         self.settings = settings
         self.ctx: FineTuneContext = FineTuneContext(
-            settings, store, registry, openai_client=openai_client
+            settings, store, registry, openai_client=openai_client, gate=gate
         )
         self.admin_password = admin_password
         self.threads: dict[int, threading.Thread] = {}
 
     def check(self, password: str | None) -> None:
-        if self.admin_password is not None and not hmac.compare_digest(
-            (password or "").encode(), self.admin_password.encode()
-        ):
-            raise gr.Error("wrong admin password")
+        check_password(self.admin_password, password)
 
     # -- actions -------------------------------------------------------------------------------
 
+    @handled(3)
     def build_dataset(
         self,
         name: str,
@@ -105,120 +118,91 @@ class FineTuneTab:
     ) -> tuple[str, list[list[Any]], int | None]:
         """Build from the chat log; (summary, preview rows, dataset id)."""
         self.check(password)
-        from core.chatlog import ChatLog
-        from core.dates import parse_since
-        from finetune.dataset import (
-            BuildOptions,
-            TurnFilter,
-            build_dataset,
-            embedder,
-            turns_from_log,
+        from finetune.service import BuildRequest, build_chat_dataset
+
+        request = BuildRequest(
+            name=name,
+            mode=mode,
+            feedback=feedback,
+            since=parse_since(since),
+            until=parse_since(until),
+            chat_version_id=int(chat_version) if chat_version else None,
+            min_answer_chars=None if min_chars is None else int(min_chars),
+            near_duplicates=near_dups,
+            grade_threshold=threshold,
         )
-        from rag.prompt import system_prompt
 
-        ft = self.settings.finetune
-        try:
-            filt = TurnFilter(
-                since=parse_since(since),
-                until=parse_since(until),
-                feedback=feedback,
-                chat_version_id=int(chat_version) if chat_version else None,
-                min_answer_chars=ft.min_answer_chars if min_chars is None else int(min_chars),
-            )
-            options = BuildOptions(
-                name=(name or "").strip() or datetime.now(UTC).strftime("ds-%Y%m%d-%H%M%S"),
-                mode=mode,  # type: ignore[arg-type]
-                grade_threshold=threshold,
-                dedup_similarity=ft.dedup_similarity if near_dups else None,
-                validation_share=ft.validation_share,
-                seed=ft.seed,
-                concurrency=ft.teacher.concurrency,
-            )
-            prompt = system_prompt(self.settings)
-            teacher = None
-            if mode != "none":
-                from finetune.teacher import Teacher, connect_teacher
+        def tick(done: int, total: int | None) -> None:
+            if progress is not None:
+                progress((done, total or None), desc="turns", unit="turns")
 
-                teacher = Teacher(connect_teacher(ft.teacher), prompt.text)
-            chatlog = ChatLog(self.ctx.store.db)  # type: ignore[arg-type]  # shares the engine
-            total = chatlog.count_turns()
-            done = [0]
-
-            def tick(n: int) -> None:
-                done[0] += n
-                if progress is not None:
-                    progress((done[0], total or None), desc="turns", unit="turns")
-
-            result = build_dataset(
-                turns_from_log(chatlog, filt),
-                self.settings.finetune_dir / "datasets",
-                options,
-                prompt.text,
-                teacher=teacher,
-                embed=embedder(self.settings) if near_dups else None,
-                filters=filt,
-                prompt_version=prompt.version,
-                progress=tick,
-            )
-        except RagError as exc:
-            raise gr.Error(str(exc)) from exc
-        record = self.ctx.store.save_dataset(result.card, str(result.path))
-        card = result.card
+        built = build_chat_dataset(self.ctx, request, tick)
+        card = built.result.card
         drops = ", ".join(f"{k}: {n}" for k, n in card.dropped.items()) or "none"
         redacted = ", ".join(f"{k}: {n}" for k, n in card.redactions.items()) or "none"
         summary = (
-            f"**Dataset {record.id}** `{card.name}`: kept **{card.kept}** of {card.seen} turns "
-            f"({card.train_examples} train / {card.validation_examples} validation, "
+            f"**Dataset {built.record.id}** `{card.name}`: kept **{card.kept}** of {card.seen} "
+            f"turns ({card.train_examples} train / {card.validation_examples} validation, "
             f"{card.preference_pairs} preference pairs).\n\nDropped: {drops}.\n\n"
             f"Redacted: {redacted}. Teacher: {card.teacher_model or 'none'}. "
             f"Hash `{card.content_hash[:12]}`."
         )
-        rows = [r.as_json() for r in result.preview]
-        return summary, preview_table(rows), record.id
+        rows = [r.as_json() for r in built.result.preview]
+        return summary, preview_table(rows), built.record.id
 
+    @handled(1)
     def validate(
         self, dataset_id: float | None, backend: str, method: str, base_model: str, password: str
     ) -> str:
         """Validation errors and warnings, and the cost estimate, as Markdown."""
         self.check(password)
-        if not dataset_id:
-            raise gr.Error("build a dataset or type its id first")
-        from finetune.jobs import base_model_of, check_dataset
+        from finetune.service import validate_dataset
 
-        try:
-            model = base_model_of(self.settings, backend, base_model or None)
-            dataset = self.ctx.store.dataset(int(dataset_id))
-            report, cost = check_dataset(self.settings, dataset, backend, method, model)
-        except RagError as exc:
-            raise gr.Error(str(exc)) from exc
-        lines = [f"**{report.summary()}**", "", f"Cost estimate on `{model}`: {cost.summary()}"]
+        checked = validate_dataset(
+            self.ctx,
+            _whole(dataset_id, "a dataset id (build one above)"),
+            None,
+            backend,
+            method,
+            base_model or None,
+        )
+        report = checked.report
+        lines = [
+            f"**{report.summary()}**",
+            "",
+            f"Cost estimate on `{checked.model}`: {checked.cost.summary()}",
+        ]
         if report.errors:
             lines += ["", "| line | error | detail |", "|---|---|---|"]
             lines += [f"| {e.line} | {e.kind} | {e.message} |" for e in report.errors[:50]]
         lines += [f"- ⚠️ {w}" for w in report.warnings]
         return "\n".join(lines)
 
+    @handled(2)
     def launch(
         self, dataset_id: float | None, backend: str, method: str, base_model: str, password: str
     ) -> tuple[str, list[list[Any]]]:
         """Start a job: an `openai` job is created now; a `local` one trains in a background
         thread of this process (its progress shows in the jobs table)."""
         self.check(password)
-        if not dataset_id:
-            raise gr.Error("build a dataset or type its id first")
-        from finetune.jobs import launch, run_local
+        from finetune.jobs import run_local
+        from finetune.service import launch_job
 
-        try:
-            job = launch(self.ctx, int(dataset_id), backend, method, base_model or None, wait=False)
-        except RagError as exc:
-            raise gr.Error(str(exc)) from exc
+        job = launch_job(
+            self.ctx,
+            _whole(dataset_id, "a dataset id (build one above)"),
+            backend,
+            method,
+            base_model or None,
+            wait=False,
+        )
         if job.backend == "local":
             thread = threading.Thread(
                 target=self._train, args=(run_local, job.id), daemon=True, name=f"ft-{job.id}"
             )
             self.threads[job.id] = thread
             thread.start()
-        return f"Job {job.id} started on `{job.backend}` ({job.status}).", self.jobs(password)
+        return f"Job {job.id} started on `{job.backend}` ({job.status}).", self._jobs()
 
     def _train(self, run_local: Callable[..., Any], job_id: int) -> None:
         try:
@@ -226,59 +210,67 @@ class FineTuneTab:
         except Exception:  # the job row keeps the reason; nothing else to tell here
             log.exception("fine-tuning job %s failed", job_id)
 
-    def jobs(self, password: str) -> list[list[Any]]:
-        self.check(password)
+    def _jobs(self) -> list[list[Any]]:
         from finetune.report import job_row
 
         return [job_row(j) for j in self.ctx.store.jobs()]
 
+    @handled(1)
+    def jobs(self, password: str) -> list[list[Any]]:
+        self.check(password)
+        return self._jobs()
+
+    @handled(3)
     def show(self, job_id: float | None, password: str):
         """A job's events and loss plot; an unfinished `openai` job is polled first."""
         self.check(password)
-        if not job_id:
-            raise gr.Error("type a job id from the table")
         from finetune.jobs import poll_once
         from finetune.report import events_markdown, loss_figure
 
-        try:
-            job = self.ctx.store.job(int(job_id))
-            if job.backend == "openai" and not job.done:
-                job = poll_once(self.ctx, job.id)
-        except RagError as exc:
-            raise gr.Error(str(exc)) from exc
+        job = self.ctx.store.job(_whole(job_id, "a job id from the table"))
+        if job.backend == "openai" and not job.done:
+            job = poll_once(self.ctx, job.id)
         events = self.ctx.store.events(job.id)
         figure = loss_figure(self.ctx.store.metrics(job.id), f"Job {job.id}: loss per step")
-        return events_markdown(events), figure, self.jobs(password)
+        return events_markdown(events), figure, self._jobs()
 
+    @handled(2)
     def cancel(self, job_id: float | None, password: str) -> tuple[str, list[list[Any]]]:
         self.check(password)
-        if not job_id:
-            raise gr.Error("type a job id from the table")
-        from finetune.jobs import cancel
+        from finetune.service import cancel_job
 
-        try:
-            job = cancel(self.ctx, int(job_id))
-        except RagError as exc:
-            raise gr.Error(str(exc)) from exc
+        job = cancel_job(self.ctx, _whole(job_id, "a job id from the table"))
         note = "cancelled" if job.done else "cancel requested; the trainer stops after this step"
-        return f"Job {job.id}: {note}.", self.jobs(password)
+        return f"Job {job.id}: {note}.", self._jobs()
 
     # -- layout --------------------------------------------------------------------------------
 
     def build(self) -> None:
         from finetune.report import JOB_COLUMNS
+        from finetune.service import default_mode, teacher_configured
 
         ft = self.settings.finetune
+        mode_default = default_mode(self.settings)
         with gr.Tab("Fine-tune"):
             password = gr.Textbox(
                 label="Admin password", type="password", visible=self.admin_password is not None
             )
-            gr.Markdown("### 1. Build a dataset from the chat log")
+            gr.Markdown("## Chat model\n### 1. Build a dataset from the chat log")
+            teacher_note = (
+                "A teacher model is configured."
+                if teacher_configured(self.settings)
+                else "No teacher model is configured (RAG_FINETUNE__TEACHER__MODEL), so only "
+                "mode **none** works here."
+            )
+            gr.Markdown(
+                teacher_note
+                + " Modes: "
+                + "; ".join(f"**{m}**: {help}" for m, help in MODE_HELP.items())
+                + "."
+            )
             with gr.Row():
                 name = gr.Textbox(label="Name", placeholder="default: a time stamp")
-                mode = gr.Radio(
-                    ["grade", "distill", "relabel", "none"], value="grade", label="Teacher mode"
-                )
+                mode = gr.Radio(list(MODE_HELP), value=mode_default, label="Teacher mode")
                 feedback = gr.Radio(
                     ["all", "any", "up", "down", "none"], value="all", label="Feedback"
                 )
@@ -301,7 +293,11 @@ class FineTuneTab:
                 interactive=False,
                 elem_id="ft-preview",
             )
-            gr.Markdown("### 2. Validate and launch")
+            gr.Markdown(
+                "### 2. Validate and launch\n**local** trains a LoRA adapter on this machine and "
+                "needs a Hugging Face causal LM folder here as the base model; **openai** runs "
+                "an OpenAI or Azure OpenAI job with the chat model's key."
+            )
             with gr.Row():
                 dataset = gr.Number(label="Dataset id", precision=0, elem_id="ft-dataset")
                 backend = gr.Radio(["local", "openai"], value=ft.backend, label="Backend")
@@ -309,7 +305,7 @@ class FineTuneTab:
                 base = gr.Textbox(
                     label="Base model",
                     value=ft.base_model or "",
-                    placeholder="HF model directory (local) or OpenAI model name",
+                    placeholder="local: a model folder on this machine; openai: a model name",
                 )
             with gr.Row():
                 validate_btn = gr.Button("Validate and estimate cost", elem_id="ft-validate")
@@ -350,7 +346,11 @@ class FineTuneTab:
 
 
 def build_finetune_tab(
-    settings: Settings, store: JobStore, registry: Registry, admin_password: str | None
+    settings: Settings,
+    store: JobStore,
+    registry: Registry,
+    admin_password: str | None,
+    gate: ComputeGate | None = None,
 ) -> Callable[[], None]:
     """A builder for the tab, called inside the app's Blocks (see app.ui.build_ui)."""
-    return FineTuneTab(settings, store, registry, admin_password).build
+    return FineTuneTab(settings, store, registry, admin_password, gate=gate).build

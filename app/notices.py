@@ -3,9 +3,15 @@ browser, one line in the server log, no traceback and no error badge left on any
 
 from __future__ import annotations
 
+import functools
+import hmac
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
+
+from core.errors import RagError
 
 log = logging.getLogger("app.ui")
 
@@ -21,3 +27,30 @@ def refusal(message: str) -> gr.Error:
     never as a traceback."""
     log.warning("refused: %s", message)
     return gr.Error(message, print_exception=False)
+
+
+def handled(outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """For a handler with `outputs` output components: a RagError it raises (a refusal: bad
+    input, a missing setting, an unknown id) becomes one warning toast and one log line, and every
+    output keeps what it showed (no error badge, no traceback)."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except RagError as exc:
+                mistake(str(exc))
+                return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+
+        return run
+
+    return wrap
+
+
+def check_password(expected: str | None, given: str | None) -> None:
+    """RagError("wrong admin password") unless the admin password matches (or none is set)."""
+    if expected is not None and not hmac.compare_digest(
+        (given or "").encode(), expected.encode()
+    ):
+        raise RagError("wrong admin password")

@@ -14,7 +14,7 @@ def parse_since(text: str | None) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise RagError(f"--since {text!r} is not an ISO date like 2026-11-01") from exc
+        raise RagError(f"{text!r} is not an ISO date like 2026-11-01") from exc
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

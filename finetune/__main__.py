@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 from core.dates import parse_since
 from core.db.database import open_database
 from core.errors import RagError
+from finetune.dataset import MODES
 
 if TYPE_CHECKING:
     from core.settings import Settings
     from finetune.jobs import FineTuneContext
 
-MODES = ("none", "grade", "distill", "relabel")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build a dataset from the chat log or a `datasets` source")
     b.add_argument("--name", help="dataset name (default: a time stamp)")
-    b.add_argument("--mode", choices=MODES, default="grade", help="teacher mode (none: no teacher)")
+    b.add_argument(
+        "--mode",
+        choices=MODES,
+        help="teacher mode (default: grade with a teacher configured, else none)",
+    )
     b.add_argument("--since", help="only turns at or after this ISO date/time")
     b.add_argument("--until", help="only turns before this ISO date/time")
     b.add_argument(
@@ -95,160 +99,68 @@ def _context(settings: Settings) -> FineTuneContext:
     from core.registry import Registry
     from finetune.jobs import FineTuneContext
 
-    store = JobStore(open_database(settings.database_url))
-    return FineTuneContext(settings, store, Registry(store.db))
+    db = open_database(settings.database_url)
+    return FineTuneContext(settings, JobStore(db), Registry(db))
 
 
 def build(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     from tqdm import tqdm
 
-    from finetune.dataset import (
-        BuildOptions,
-        TurnFilter,
-        build_dataset,
-        embedder,
-        turns_from_dataset,
-    )
-    from rag.prompt import system_prompt
+    from finetune.service import BuildRequest, build_chat_dataset
 
-    ft = settings.finetune
-    ctx = _context(settings)
-    name = args.name or datetime.now(UTC).strftime("ds-%Y%m%d-%H%M%S")
-    options = BuildOptions(
-        name=name,
+    request = BuildRequest(
+        name=args.name,
         mode=args.mode,
-        grade_threshold=args.grade_threshold or ft.teacher.grade_threshold,
-        dedup_similarity=None
-        if args.no_embedding_dedup
-        else (args.dedup_similarity or ft.dedup_similarity),
-        validation_share=ft.validation_share
-        if args.validation_share is None
-        else args.validation_share,
-        seed=ft.seed,
-        concurrency=ft.teacher.concurrency,
-    )
-    filt = TurnFilter(
+        feedback=args.feedback,
         since=parse_since(args.since),
         until=parse_since(args.until),
-        feedback=args.feedback,
         chat_version_id=args.chat_version,
-        answered_only=not args.include_failed,
-        min_answer_chars=ft.min_answer_chars
-        if args.min_answer_chars is None
-        else args.min_answer_chars,
+        include_failed=args.include_failed,
+        min_answer_chars=args.min_answer_chars,
+        near_duplicates=not args.no_embedding_dedup,
+        dedup_similarity=args.dedup_similarity,
+        grade_threshold=args.grade_threshold,
+        validation_share=args.validation_share,
+        dataset=args.dataset,
+        question_field=args.question_field,
+        answer_field=args.answer_field,
+        explanation_field=args.explanation_field or None,
+        context_field=args.context_field,
+        split=args.split,
+        limit=args.limit,
     )
-    prompt = system_prompt(settings)
-    teacher = None
-    if args.mode != "none":
-        from finetune.teacher import Teacher, connect_teacher
+    with tqdm(unit="turn", desc="building", file=sys.stderr) as bar:
 
-        teacher = Teacher(connect_teacher(ft.teacher), prompt.text)
-    if args.dataset:
-        turns = turns_from_dataset(
-            args.dataset,
-            args.question_field,
-            args.answer_field,
-            args.explanation_field or None,
-            args.context_field,
-            args.split,
-            args.limit,
-        )
-        total, source = args.limit, args.dataset
-    else:
-        from core.chatlog import ChatLog
-        from finetune.dataset import turns_from_log
+        def progress(done: int, total: int | None) -> None:
+            bar.total, bar.n = total, done
+            bar.refresh()
 
-        log = ChatLog(open_database(settings.database_url))
-        turns = turns_from_log(log, filt)
-        total, source = log.count_turns(), "chatlog"
-    embed = None if options.dedup_similarity is None else embedder(settings)
-    with tqdm(total=total, unit="turn", desc="building", file=sys.stderr) as bar:
-        result = build_dataset(
-            turns,
-            settings.finetune_dir / "datasets",
-            options,
-            prompt.text,
-            teacher=teacher,
-            embed=embed,
-            filters=filt,
-            source=source,
-            plain_questions=bool(args.dataset) and not args.context_field,
-            prompt_version=prompt.version,
-            progress=bar.update,
-        )
-    record = ctx.store.save_dataset(result.card, str(result.path))
-    card = result.card
-    drops = ", ".join(f"{k} {n}" for k, n in card.dropped.items()) or "none"
-    redacted = ", ".join(f"{k} {n}" for k, n in card.redactions.items()) or "none"
-    print(
-        f"dataset {record.id} {card.name!r}: kept {card.kept} of {card.seen} (dropped: {drops}); "
-        f"{card.train_examples} train / {card.validation_examples} validation, "
-        f"{card.preference_pairs} preference pairs; redacted: {redacted}; "
-        f"hash {card.content_hash[:12]} in {result.path}"
-    )
+        built = build_chat_dataset(_context(settings), request, progress)
+    print(f"{built.summary()} in {built.result.path}")
     return 0
 
 
 def validate(settings: Settings, args: argparse.Namespace) -> int:
-    from finetune.jobs import base_model_of, check_dataset, token_limit
-    from finetune.validate import (
-        estimate_cost,
-        hf_token_counter,
-        lookup,
-        openai_token_counter,
-        validate_file,
-    )
+    from finetune.service import validate_dataset
 
     if not args.file and args.dataset is None:
         raise RagError("name a dataset id, or --file FILE.jsonl")
-    backend = args.backend or settings.finetune.backend
-    method = args.method or settings.finetune.method
-    model = base_model_of(settings, backend, args.base_model)
-    if args.file:
-        counter = hf_token_counter(model) if backend == "local" else openai_token_counter()
-        report = validate_file(args.file, counter, token_limit(settings, backend, model), method)
-        price = (
-            0.0 if backend == "local" else lookup(settings.finetune.price_per_million_tokens, model)
-        )
-        cost = estimate_cost(report, settings.finetune.epochs, price)
-    elif args.dataset is not None:
-        ctx = _context(settings)
-        report, cost = check_dataset(
-            settings, ctx.store.dataset(args.dataset), backend, method, model
-        )
-    else:
-        raise RagError("name a dataset id, or --file FILE.jsonl")
-    for e in report.errors:
-        print(f"line {e.line}: {e.kind}: {e.message}")
-    for w in report.warnings:
-        print(f"warning: {w}")
-    print(f"{report.summary()}; {cost.summary()} on {model}")
-    return 0 if report.ok else 1
-
-
-def _job_line(job) -> str:
-    extra = ""
-    if job.fine_tuned_model:
-        extra += f" model {job.fine_tuned_model}"
-    if job.adapter_path:
-        extra += f" adapter {job.adapter_path}"
-    if job.candidate_version_id:
-        extra += f" -> candidate chat v{job.candidate_version_id}"
-    if job.error:
-        extra += f" ({job.error})"
-    return (
-        f"job {job.id} [{job.backend} {job.method}] {job.status} on {job.base_model}, "
-        f"dataset {job.dataset_id}" + extra
+    checked = validate_dataset(
+        _context(settings), args.dataset, args.file, args.backend, args.method, args.base_model
     )
+    for e in checked.report.errors:
+        print(f"line {e.line}: {e.kind}: {e.message}")
+    for w in checked.report.warnings:
+        print(f"warning: {w}")
+    print(checked.summary())
+    return 0 if checked.report.ok else 1
 
 
 def launch(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from finetune.jobs import launch as launch_job
     from finetune.jobs import monitor
+    from finetune.service import job_line, launch_job
 
     ctx = _context(settings)
     backend = args.backend or settings.finetune.backend
@@ -270,49 +182,51 @@ def launch(settings: Settings, args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     if backend == "openai" and not args.detach and not job.done:
-        print(_job_line(job), file=sys.stderr)
-        job = monitor(ctx, job.id, on_poll=lambda j: print(_job_line(j), file=sys.stderr))
-    print(_job_line(job))
+        print(job_line(job), file=sys.stderr)
+        job = monitor(ctx, job.id, on_poll=lambda j: print(job_line(j), file=sys.stderr))
+    print(job_line(job))
     return 0 if job.status in ("succeeded", "queued", "running", "validating_files") else 1
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
     from finetune.jobs import monitor, poll_once
+    from finetune.service import job_line
 
     ctx = _context(settings)
     job = ctx.store.job(args.job)
     if args.watch:
-        job = monitor(ctx, job.id, on_poll=lambda j: print(_job_line(j), file=sys.stderr))
+        job = monitor(ctx, job.id, on_poll=lambda j: print(job_line(j), file=sys.stderr))
     elif job.backend == "openai" and not job.done:
         job = poll_once(ctx, job.id)
     for event in ctx.store.events(job.id)[-15:]:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in event.metrics.items())
         print(f"{event.created_at:%Y-%m-%d %H:%M:%S} {event.level:7} {event.message} {metrics}")
-    print(_job_line(job))
+    print(job_line(job))
     return 0
 
 
 def resume(settings: Settings) -> int:
-    from finetune.jobs import resume as resume_jobs
+    from finetune.service import job_line, resume_jobs
 
-    ctx = _context(settings)
-    jobs = resume_jobs(ctx)
+    jobs = resume_jobs(_context(settings))
     for job in jobs:
-        print(_job_line(job), file=sys.stderr)
+        print(job_line(job), file=sys.stderr)
     done = sum(j.done for j in jobs)
     print(f"resumed {len(jobs)} unfinished jobs; {done} now final")
     return 0
 
 
 def cancel(settings: Settings, args: argparse.Namespace) -> int:
-    from finetune.jobs import cancel as cancel_job
+    from finetune.service import cancel_job, job_line
 
     job = cancel_job(_context(settings), args.job)
-    print(_job_line(job) + ("" if job.done else " (cancel requested; the trainer stops soon)"))
+    print(job_line(job) + ("" if job.done else " (cancel requested; the trainer stops soon)"))
     return 0
 
 
 def list_all(settings: Settings) -> int:
+    from finetune.service import job_line
+
     ctx = _context(settings)
     datasets, jobs = ctx.store.datasets(), ctx.store.jobs()
     for d in datasets:
@@ -323,7 +237,7 @@ def list_all(settings: Settings) -> int:
             f"{d.created_at:%Y-%m-%d %H:%M}"
         )
     for j in jobs:
-        print(_job_line(j))
+        print(job_line(j))
     print(f"{len(datasets)} datasets, {len(jobs)} jobs")
     return 0
 

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from finetune.validate import (
 )
 
 if TYPE_CHECKING:
+    from core.compute import ComputeGate
     from core.registry import Registry
     from core.settings import Settings
     from finetune.validate import CostEstimate
@@ -50,6 +51,9 @@ class FineTuneContext:
     registry: Registry
     openai_client: Any = None  # built from settings on first use unless given (tests pass one)
     holder: str = field(default_factory=holder_id)
+    # The process's compute gate, when it serves chat too (the app): local training takes it
+    # one step at a time, so questions queue for at most a step instead of the whole job.
+    gate: ComputeGate | None = None
 
     def client(self) -> Any:
         if self.openai_client is None:
@@ -66,17 +70,31 @@ class FineTuneContext:
         if name == "local":
             from finetune.local_jobs import LocalBackend
 
-            return LocalBackend(self.store, self.settings.finetune_dir, self.holder)
+            return LocalBackend(self.store, self.settings.finetune_dir, self.holder, gate=self.gate)
         raise RagError(f"unknown fine-tuning backend {name!r}; known: local, openai")
 
 
 def base_model_of(settings: Settings, backend: str, base_model: str | None = None) -> str:
-    model = base_model or settings.finetune.base_model or settings.llm.model
-    if backend == "local" and not Path(model).is_dir():
-        raise RagError(
-            f"the local backend trains a Hugging Face model directory; {model!r} is not one: "
-            "set RAG_FINETUNE__BASE_MODEL or pass --base-model DIR"
-        )
+    """The model a job fine-tunes: the one asked for, else RAG_FINETUNE__BASE_MODEL, else (on
+    `openai`, or when the chat model itself is a local folder) the chat model. A `local` job needs
+    a Hugging Face model folder on this machine."""
+    if backend not in ("local", "openai"):
+        raise RagError(f"unknown fine-tuning backend {backend!r}; known: local, openai")
+    model = (base_model or "").strip() or settings.finetune.base_model
+    if not model and (backend == "openai" or settings.llm.provider == "local"):
+        model = settings.llm.model
+    if backend == "local":
+        if not model:
+            raise RagError(
+                "the local backend fine-tunes a Hugging Face causal LM folder on this machine, "
+                "and no base model is chosen: name that folder as the base model (or set "
+                "RAG_FINETUNE__BASE_MODEL)"
+            )
+        if not Path(model).is_dir():
+            raise RagError(
+                f"the local backend fine-tunes a Hugging Face causal LM folder on this machine; "
+                f"{model!r} is not a folder here: name one as the base model"
+            )
     return model
 
 
@@ -127,6 +145,21 @@ def training_file(dataset: DatasetRecord, method: str) -> Path:
     return path
 
 
+def check_file(
+    settings: Settings, path: Path, backend: str, method: str, base_model: str
+) -> tuple[ValidationReport, CostEstimate]:
+    """Validate a chat-format JSONL file for this backend and method, with the cost estimate
+    (a `local` job costs nothing but time: its price is 0)."""
+    counter = hf_token_counter(base_model) if backend == "local" else openai_token_counter()
+    report = validate_file(path, counter, token_limit(settings, backend, base_model), method)
+    price = (
+        0.0
+        if backend == "local"
+        else lookup(settings.finetune.price_per_million_tokens, base_model)
+    )
+    return report, estimate_cost(report, settings.finetune.epochs, price)
+
+
 def check_dataset(
     settings: Settings,
     dataset: DatasetRecord,
@@ -136,15 +169,7 @@ def check_dataset(
 ) -> tuple[ValidationReport, CostEstimate]:
     """Validate the dataset's training file for this backend and method, with the cost estimate
     (a `local` job costs nothing but time: its price is 0)."""
-    path = training_file(dataset, method)
-    counter = hf_token_counter(base_model) if backend == "local" else openai_token_counter()
-    report = validate_file(path, counter, token_limit(settings, backend, base_model), method)
-    price = (
-        0.0
-        if backend == "local"
-        else lookup(settings.finetune.price_per_million_tokens, base_model)
-    )
-    return report, estimate_cost(report, settings.finetune.epochs, price)
+    return check_file(settings, training_file(dataset, method), backend, method, base_model)
 
 
 def _settings_snapshot(settings: Settings) -> dict[str, Any]:
@@ -176,6 +201,14 @@ def launch(
     if not report.ok:
         first = "; ".join(f"line {e.line}: {e.kind}: {e.message}" for e in report.errors[:5])
         raise JobError(f"dataset {dataset_id} is not valid for training: {first}")
+    if backend == "openai":
+        from finetune.openai_jobs import JobRefused, creation_refusal
+
+        # Refused before a job exists: no credentials, or the provider no longer takes jobs.
+        ctx.client()
+        refusal = creation_refusal(model, today or datetime.now(UTC).date())
+        if refusal:
+            raise JobRefused(refusal)
     job = ctx.store.create_job(
         backend,
         method,
@@ -295,14 +328,20 @@ def resume(
     max_polls: int | None = None,
 ) -> list[FineTuneJob]:
     """Pick up every unfinished job (after a restart): poll `openai` ones, re-train `local` ones
-    whose trainer is gone. A job that cannot be resumed (a rejected key, say) is logged and
-    skipped, so the others still are."""
+    whose trainer is gone. A job that cannot be resumed (its key was removed, its base model
+    folder is gone) is marked failed with the reason, once, so the next start does not try it
+    again; the other jobs are resumed all the same."""
     resumed = []
     for job in ctx.store.unfinished():
         try:
             resumed.append(monitor(ctx, job.id, sleep, max_polls))
-        except Exception:
-            log.exception("could not resume fine-tuning job %s", job.id)
+        except RagError as exc:
+            log.warning("fine-tuning job %s cannot be resumed: %s", job.id, exc)
+            resumed.append(ctx.store.update(job.id, status="failed", error=f"not resumed: {exc}"))
+        except Exception as exc:
+            log.exception("fine-tuning job %s cannot be resumed", job.id)
+            error = f"not resumed: {type(exc).__name__}: {str(exc)[:300]}"
+            resumed.append(ctx.store.update(job.id, status="failed", error=error))
     return resumed
 
 
@@ -330,6 +369,8 @@ def cancel(ctx: FineTuneContext, job_id: int) -> FineTuneJob:
     trainer sees after the current step (or at once when no trainer is running)."""
     job = ctx.store.request_cancel(job_id)
     if job.backend == "openai":
+        if job.external_id is None:  # it never reached the provider: nothing to call
+            return ctx.store.update(job_id, status="cancelled", error="cancelled by an admin")
         return ctx.backend("openai").cancel(job)
     if ctx.store.claim(job_id, ctx.holder, 1.0):  # nobody trains it: nothing will see the flag
         ctx.store.release(job_id, ctx.holder)

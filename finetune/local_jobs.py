@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from core.errors import ConfigError
 from core.jobstore import FineTuneJob, JobStore
 
 if TYPE_CHECKING:
+    from core.compute import ComputeGate
     from core.jobstore import DatasetRecord
 
 log = logging.getLogger(__name__)
@@ -80,11 +82,19 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, store: JobStore, root: Path, holder: str, lease_s: float = 120.0):
+    def __init__(
+        self,
+        store: JobStore,
+        root: Path,
+        holder: str,
+        lease_s: float = 120.0,
+        gate: ComputeGate | None = None,
+    ):
         self.store = store
         self.root = root
         self.holder = holder
         self.lease_s = lease_s
+        self.gate = gate  # the app's compute gate: each training step queues with the chat
 
     def job_dir(self, job: FineTuneJob) -> Path:
         return self.root / "jobs" / str(job.id)
@@ -143,9 +153,16 @@ class LocalBackend:
         job_dir = self.job_dir(job)
         trainer_dir = job_dir / "trainer"
         store, job_id, holder, lease = self.store, job.id, self.holder, self.lease_s
+        gate, held = self.gate, ExitStack()
 
         class Watch(TrainerCallback):
-            """Per-step losses into the job's events; an admin's cancel stops training."""
+            """Per-step losses into the job's events; an admin's cancel stops training. In a
+            process that also answers questions, each step holds the compute gate, so chat and
+            training take turns on the cores step by step."""
+
+            def on_step_begin(self, args, state, control, **kwargs):
+                if gate is not None:
+                    held.enter_context(gate.hold())
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 metrics = {
@@ -159,6 +176,7 @@ class LocalBackend:
                     )
 
             def on_step_end(self, args, state, control, **kwargs):
+                held.close()
                 if store.job(job_id).cancel_requested:
                     control.should_training_stop = True
                 if progress is not None:
@@ -235,6 +253,7 @@ class LocalBackend:
         try:
             trainer.train(resume_from_checkpoint=True if resume else None)
         finally:
+            held.close()  # a step that raised still lets the gate go
             stop.set()
         if evaluation is not None and not self.store.job(job.id).cancel_requested:
             final = trainer.evaluate()

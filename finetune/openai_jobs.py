@@ -32,9 +32,9 @@ RETIREMENTS: dict[str, date] = {
 }
 WIND_DOWN = (
     "OpenAI is winding down self-serve fine-tuning (new organisations refused since 2026-05-07, "
-    "no new jobs after 2027-01-06): train with the `local` backend instead (--backend local, "
-    "or RAG_FINETUNE__BACKEND=local), then serve the adapter with the `local` provider or "
-    "from vLLM through RAG_LLM__BASE_URL"
+    "no new jobs after 2027-01-06): train with the `local` backend instead (the default, "
+    "RAG_FINETUNE__BACKEND=local), then serve the adapter with the `local` provider or from "
+    "vLLM through RAG_LLM__BASE_URL"
 )
 STATUSES = {"validating_files", "queued", "running", "succeeded", "failed", "cancelled"}
 

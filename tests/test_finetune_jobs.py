@@ -209,12 +209,13 @@ def test_refused_creation_names_the_local_backend(ctx):
             launch(ctx, ctx.dataset_id, backend="openai", today=TODAY)
     assert "not available for new organizations" in str(refused.value)
     assert ctx.store.jobs()[0].status == "failed"
-    # After the last day no request is even made.
+    # After the last day no request is even made, and no job is created.
     with respx.mock(assert_all_called=False) as router:
         fake.mount(router)
         with pytest.raises(JobRefused, match="no new OpenAI fine-tuning jobs after 2027-01-06"):
             launch(ctx, ctx.dataset_id, backend="openai", today=date(2027, 1, 7))
         assert not router.calls
+    assert len(ctx.store.jobs()) == 1
 
 
 def test_retirement_dates():
