@@ -69,6 +69,9 @@ def build_evaluate_tab(
     admin_password: str | None,
 ) -> Callable[[], None]:
     """A builder for the tab, called inside the app's Blocks (see app.ui.build_ui)."""
+    from eval.runner import EvalContext
+
+    ctx = EvalContext(settings, registry, store)
 
     def check(password: str) -> None:
         if admin_password is not None and not hmac.compare_digest(
@@ -127,47 +130,28 @@ def build_evaluate_tab(
         check(password)
         if not champion or not candidate:
             raise refusal("type the champion's and the candidate's run ids")
-        from eval.gate import compare_runs, decide_promotion
         from eval.report import delta_figure
-        from eval.runner import policy_from
+        from eval.service import judge_runs
 
-        policy = policy_from(settings.eval)
         try:
-            a, b = store.run(int(champion)), store.run(int(candidate))
+            decision = judge_runs(ctx, int(champion), int(candidate))
         except RagError as exc:
             raise refusal(str(exc)) from exc
-        if a.set_hash != b.set_hash:
-            raise refusal("those runs answered different sets; compare runs of one set")
-        comparison = compare_runs(store.samples(a.id), store.samples(b.id), policy)
-        promote, reasons = decide_promotion(comparison, policy)
-        from core.evalstore import GateDecision
-
-        decision = store.save_decision(
-            GateDecision(
-                champion_run_id=a.id,
-                candidate_run_id=b.id,
-                candidate_version_id=b.chat_version_id
-                if b.chat_version_id != a.chat_version_id
-                else b.embedding_version_id,
-                promote=promote,
-                reasons=reasons,
-                comparison={k: v.model_dump() for k, v in comparison.items()},
-                policy=policy.model_dump(),
-            )
+        verdict = "**PROMOTE**" if decision.promote else "**REJECT**"
+        text = f"Decision {decision.id}: {verdict}\n\n" + "\n".join(
+            f"- {r}" for r in decision.reasons
         )
-        verdict = "**PROMOTE**" if promote else "**REJECT**"
-        text = f"Decision {decision.id}: {verdict}\n\n" + "\n".join(f"- {r}" for r in reasons)
         return text, delta_figure(decision)
 
     def promote(version: float | None, password: str):
         check(password)
         if not version:
             raise refusal("type the version id to promote")
-        try:
-            from ingest.reembed import promote_version
+        from eval.service import promote as promote_version
 
+        try:
             # An embedding version with its own collection is re-embedded first (blue/green).
-            event, _ = promote_version(settings, registry, int(version), "admin", progress=False)
+            event, _ = promote_version(ctx, int(version), "admin", progress=False)
         except RagError as exc:
             raise refusal(str(exc)) from exc
         return (
@@ -178,8 +162,10 @@ def build_evaluate_tab(
 
     def rollback(kind: str, password: str):
         check(password)
+        from eval.service import rollback as roll_back
+
         try:
-            event = registry.rollback(kind, reason="admin")
+            event = roll_back(ctx, kind, reason="admin")
         except RagError as exc:
             raise refusal(str(exc)) from exc
         return (

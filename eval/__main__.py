@@ -5,21 +5,15 @@ with a one-line summary."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.dates import parse_since
-from core.db.database import open_database
-from core.errors import RagError
 
 if TYPE_CHECKING:
-    from core.evalstore import EvalRun, GateDecision
-    from core.openai_api import ModelClient
     from eval.runner import EvalContext
 
-HEADLINE = ("semantic_similarity", "answer_contains_reference", "rouge_l", "hit_at_5", "mrr_at_10")
 
 
 def _set_options(p: argparse.ArgumentParser) -> None:
@@ -96,116 +90,37 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
     """Store the set the options name; returns its id."""
-    from eval import sets
+    from eval.service import SetRequest, store_set
 
-    if args.generate:
-        samples, skipped = _generate(ctx, args.generate)
-        if skipped:
-            print(f"note: {len(skipped)} chunks skipped: {skipped[0]}", file=sys.stderr)
-        name = f"generated from the index ({len(samples)})"
-    elif args.from_log:
-        from core.chatlog import ChatLog
-
-        teacher = None
-        if args.teacher:
-            teacher = sets.openai_teacher(_judge_llm(ctx))
-        samples = sets.from_chatlog(
-            ChatLog(open_database(ctx.settings.database_url)),
-            size=args.size,
-            since=parse_since(args.since),
-            feedback=args.feedback,
-            seed=ctx.settings.eval.seed,
-            teacher=teacher,
-        )
-        name = f"chat log sample ({args.feedback}, {len(samples)})"
-    elif args.dataset:
-        samples = sets.from_dataset(
-            args.dataset,
-            args.question_field,
-            args.reference_field or None,
-            args.contexts_field or None,
-            args.sources_field,
-            args.split,
-            args.limit,
-        )
-        name = f"dataset {args.dataset}"
-    else:
-        path = args.set_path or ctx.settings.eval.golden_set
-        if path is None:
-            raise RagError(
-                "no evaluation set: pass --set FILE.jsonl, --dataset, or --from-log, or set "
-                "RAG_EVAL__GOLDEN_SET"
-            )
-        samples = sets.load_jsonl(Path(path))
-        name = str(path)
-    if args.limit:
-        samples = samples[: args.limit]
-    return ctx.save_set(name, samples)
-
-
-def _judge_llm(ctx: EvalContext) -> ModelClient:
-    """The configured judge's client, which also writes test sets and references."""
-    from core.openai_api import connect
-
-    judge = ctx.settings.eval.judge
-    if not judge.model and not judge.azure_deployment:
-        raise RagError(
-            "writing questions or references needs an LLM: set RAG_EVAL__JUDGE__MODEL and "
-            "RAG_EVAL__JUDGE__BASE_URL (or OPENAI_API_KEY)"
-        )
-    return connect(judge)
-
-
-def _generate(ctx: EvalContext, size: int):
-    from core.embedding.providers import embedding_id
-    from core.index.store import chroma_client, index_embedding, open_collection
-    from core.registry import apply_spec
-    from eval.sets import generate_from_chunks
-
-    applied = apply_spec(ctx.settings, ctx.registry.active("embedding"))
-    chroma = chroma_client(applied)
-    collection = open_collection(
-        chroma,
-        applied.chroma.collection,
-        embedding_id(index_embedding(applied, chroma)),
-        create=False,
+    request = SetRequest(
+        path=args.set_path,
+        dataset=args.dataset,
+        question_field=args.question_field,
+        reference_field=args.reference_field or None,
+        contexts_field=args.contexts_field or None,
+        sources_field=args.sources_field,
+        split=args.split,
+        from_log=args.from_log,
+        size=args.size,
+        feedback=args.feedback,
+        since=parse_since(args.since),
+        teacher=args.teacher,
+        generate=args.generate,
+        limit=args.limit,
     )
-    return generate_from_chunks(collection, _judge_llm(ctx), size, seed=ctx.settings.eval.seed)
-
-
-def summary_line(run: EvalRun) -> str:
-    versions = f"chat v{run.chat_version_id} + embedding v{run.embedding_version_id}"
-    parts = []
-    for name in HEADLINE:
-        m = run.summary.get(name)
-        if m is not None:
-            value = "n/a" if m.mean is None else f"{m.mean:.3f}"
-            parts.append(f"{name}={value}" + (f" (nan {m.nan})" if m.nan else ""))
-    nan = sum(m.nan for m in run.summary.values())
-    n = max((m.measured + m.nan for m in run.summary.values()), default=0)
-    return (
-        f"run {run.id}: {versions} on set {run.set_hash[:12]} ({n} samples) in "
-        f"{run.duration_s:.1f} s: " + ", ".join(parts) + f"; nan total {nan}"
-    )
-
-
-def decision_line(decision: GateDecision) -> str:
-    verdict = "PROMOTE" if decision.promote else "REJECT"
-    applied = " (applied)" if decision.applied else ""
-    return (
-        f"decision {decision.id}: {verdict}{applied} v{decision.candidate_version_id}: "
-        + "; ".join(decision.reasons)
-    )
+    set_id, notes = store_set(ctx, request)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return set_id
 
 
 def _context(settings) -> EvalContext:
-    from eval.judge import build_judge
-    from eval.runner import EvalContext
+    from eval.service import open_context
 
-    judge = build_judge(settings.eval.judge)
-    if judge is None:
+    ctx = open_context(settings)
+    if ctx.judge is None:
         print("note: no judge LLM configured: LLM metrics are not scored", file=sys.stderr)
-    return EvalContext.open(settings, judge=judge)
+    return ctx
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,25 +130,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(settings, args) -> int:
-    from eval.runner import run_eval
+    from eval.service import evaluate, run_line
 
     ctx = _context(settings)
-    run = run_eval(ctx, load_set(ctx, args), args.chat, args.embedding)
+    run = evaluate(ctx, load_set(ctx, args), args.chat, args.embedding)
     if args.report:
         from eval.report import write_report
 
         write_report(ctx, run.id, args.report)
-    print(summary_line(run))
+    print(run_line(run))
     return 0
 
 
 def cmd_compare(settings, args) -> int:
-    from eval.runner import compare
+    from eval.service import compare_candidate, decision_line, run_line
 
     ctx = _context(settings)
-    decision, champ, cand = compare(ctx, load_set(ctx, args), args.candidate, args.auto_promote)
-    print(summary_line(champ))
-    print(summary_line(cand))
+    set_id = load_set(ctx, args)
+    decision, champ, cand = compare_candidate(ctx, set_id, args.candidate, args.auto_promote)
+    print(run_line(champ))
+    print(run_line(cand))
     if args.report:
         from eval.report import write_report
 
@@ -243,23 +159,23 @@ def cmd_compare(settings, args) -> int:
 
 
 def cmd_promote(settings, args) -> int:
-    from core.registry import Registry
-    from ingest.reembed import promote_version
+    from eval.runner import EvalContext
+    from eval.service import promote
 
     # An embedding version with its own collection is re-embedded first; the switch follows.
-    event, report = promote_version(
-        settings, Registry(open_database(settings.database_url)), args.version, reason=args.reason
-    )
+    event, report = promote(EvalContext.open(settings), args.version, reason=args.reason)
     if report is not None:
         print(report.summary())
-    print(f"{event.kind} v{event.version_id} is active (was v{event.previous_id}): {event.reason}")
+    was = f"was v{event.previous_id}" if event.previous_id else "the first of its kind"
+    print(f"{event.kind} v{event.version_id} is active ({was}): {event.reason}")
     return 0
 
 
 def cmd_rollback(settings, args) -> int:
-    from core.registry import Registry
+    from eval.runner import EvalContext
+    from eval.service import rollback
 
-    event = Registry(open_database(settings.database_url)).rollback(args.kind, reason=args.reason)
+    event = rollback(EvalContext.open(settings), args.kind, reason=args.reason)
     print(
         f"rolled back {event.kind}: v{event.version_id} is active again (was v{event.previous_id})"
     )
@@ -267,11 +183,11 @@ def cmd_rollback(settings, args) -> int:
 
 
 def cmd_history(settings, args) -> int:
-    from core.evalstore import EvalStore
-    from core.registry import Registry
+    from eval.runner import EvalContext
+    from eval.service import run_line
 
-    reg = Registry(open_database(settings.database_url))
-    reg.seed(settings)
+    ctx = EvalContext.open(settings)
+    reg = ctx.registry
     print("versions:")
     for v in reg.versions(args.kind):
         print(f"  {v.kind:9} v{v.id:<4} {v.status:9} {v.name}  (parent {v.parent_id})")
@@ -283,10 +199,9 @@ def cmd_history(settings, args) -> int:
             + (f"(was v{e.previous_id})" if e.previous_id else "(first)")
             + f": {e.reason}"
         )
-    runs = EvalStore(reg.db).runs(limit=10)
     print("recent runs:")
-    for r in runs:
-        print("  " + (summary_line(r) if r.status == "done" else f"run {r.id}: {r.status}"))
+    for r in ctx.store.runs(limit=10):
+        print("  " + (run_line(r) if r.status == "done" else f"run {r.id}: {r.status}"))
     active = reg.active_all()
     print(
         f"{len(events)} events; active: "
@@ -296,15 +211,12 @@ def cmd_history(settings, args) -> int:
 
 
 def cmd_register(settings, args) -> int:
-    from core.registry import Registry
+    from eval.runner import EvalContext
+    from eval.service import register
 
-    try:
-        spec, provenance = json.loads(args.spec), json.loads(args.provenance)
-    except json.JSONDecodeError as exc:
-        raise RagError(f"--spec and --provenance must be JSON objects: {exc}") from exc
-    reg = Registry(open_database(settings.database_url))
-    reg.seed(settings)
-    v = reg.register(args.kind, args.name, spec, args.parent, provenance)
+    v = register(
+        EvalContext.open(settings), args.kind, args.name, args.spec, args.parent, args.provenance
+    )
     print(f"registered {v.label} ({v.name}) as a candidate")
     return 0
 

@@ -251,11 +251,12 @@ def apply_decision(ctx: EvalContext, decision: GateDecision) -> None:
     if decision.candidate_version_id is None or decision.applied:
         return
     if decision.promote:
-        from ingest.reembed import prepare_version
+        from ingest.reembed import promote_version
 
         # Blue/green: the candidate's collection is complete before the registry switches to it.
-        prepare_version(ctx.settings, ctx.registry, ctx.registry.get(decision.candidate_version_id))
-        ctx.registry.promote(decision.candidate_version_id, reason=f"decision:{decision.id}")
+        promote_version(
+            ctx.settings, ctx.registry, decision.candidate_version_id, f"decision:{decision.id}"
+        )
     else:
         ctx.registry.reject(decision.candidate_version_id)
     ctx.store.mark_applied(decision.id)

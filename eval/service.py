@@ -1,0 +1,246 @@
+"""One function per evaluation admin action, called alike by the command line (`python -m eval`)
+and the Evaluate tab: store an evaluation set from any source, run versions on it, compare a
+candidate with the champion through the gate (or judge two stored runs), promote, roll back and
+register. The checks and messages are these; the CLI and the tab only gather arguments."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import RagError
+
+if TYPE_CHECKING:
+    from core.evalstore import EvalRun, EvalSample, GateDecision
+    from core.openai_api import ModelClient
+    from core.registry import ModelVersion, RegistryEvent
+    from core.settings import Settings
+    from eval.runner import EvalContext
+    from ingest.reembed import ReembedReport
+
+HEADLINE = ("semantic_similarity", "answer_contains_reference", "rouge_l", "hit_at_5", "mrr_at_10")
+
+
+def open_context(settings: Settings) -> EvalContext:
+    """The evaluation context of these settings, with the judge when one is configured."""
+    from eval.judge import build_judge
+    from eval.runner import EvalContext
+
+    return EvalContext.open(settings, judge=build_judge(settings.eval.judge))
+
+
+@dataclass
+class SetRequest:
+    """Where an evaluation set comes from: exactly one of `path` (JSONL with Ragas fields),
+    `dataset` (a `datasets` source mapped by field names), `from_log` (a sample of logged turns),
+    `generate` (questions the judge writes from indexed passages); none: the configured golden
+    set."""
+
+    path: Path | None = None
+    dataset: str | None = None
+    question_field: str = "question"
+    reference_field: str | None = "correct_answer"
+    contexts_field: str | None = "support"
+    sources_field: str | None = None
+    split: str | None = None
+    from_log: bool = False
+    size: int = 100
+    feedback: str = "all"
+    since: datetime | None = None
+    teacher: bool = False  # from_log: the judge writes references of turns not rated up
+    generate: int | None = None
+    limit: int | None = None
+
+
+def judge_llm(settings: Settings) -> ModelClient:
+    """The configured judge's client, which also writes test sets and references."""
+    from core.openai_api import connect
+
+    judge = settings.eval.judge
+    if not judge.model and not judge.azure_deployment:
+        raise RagError(
+            "writing questions or references needs an LLM: set RAG_EVAL__JUDGE__MODEL and "
+            "RAG_EVAL__JUDGE__BASE_URL (or OPENAI_API_KEY)"
+        )
+    return connect(judge)
+
+
+def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
+    """Read the set the request names and store it (once per content); (its id, notes)."""
+    from eval import sets
+
+    notes: list[str] = []
+    if request.generate:
+        samples, skipped = _generate(ctx, request.generate)
+        if skipped:
+            notes.append(f"{len(skipped)} chunks skipped: {skipped[0]}")
+        name = f"generated from the index ({len(samples)})"
+    elif request.from_log:
+        from core.chatlog import ChatLog
+
+        teacher = sets.openai_teacher(judge_llm(ctx.settings)) if request.teacher else None
+        samples = sets.from_chatlog(
+            ChatLog(ctx.registry.db),
+            size=request.size,
+            since=request.since,
+            feedback=request.feedback,
+            seed=ctx.settings.eval.seed,
+            teacher=teacher,
+        )
+        name = f"chat log sample ({request.feedback}, {len(samples)})"
+    elif request.dataset:
+        samples = sets.from_dataset(
+            request.dataset,
+            request.question_field,
+            request.reference_field or None,
+            request.contexts_field or None,
+            request.sources_field,
+            request.split,
+            request.limit,
+        )
+        name = f"dataset {request.dataset}"
+    else:
+        path = request.path or ctx.settings.eval.golden_set
+        if path is None:
+            raise RagError(
+                "no evaluation set: give a JSONL golden set, a `datasets` source, a sample of the "
+                "chat log or generated questions, or set RAG_EVAL__GOLDEN_SET"
+            )
+        samples = sets.load_jsonl(Path(path))
+        name = Path(path).name
+    if request.limit:
+        samples = samples[: request.limit]
+    return ctx.save_set(name, samples), notes
+
+
+def _generate(ctx: EvalContext, size: int) -> tuple[list[EvalSample], list[str]]:
+    from core.embedding.providers import embedding_id
+    from core.index.store import chroma_client, index_embedding, open_collection
+    from core.registry import apply_spec
+    from eval.sets import generate_from_chunks
+
+    llm = judge_llm(ctx.settings)
+    applied = apply_spec(ctx.settings, ctx.registry.active("embedding"))
+    chroma = chroma_client(applied)
+    collection = open_collection(
+        chroma,
+        applied.chroma.collection,
+        embedding_id(index_embedding(applied, chroma)),
+        create=False,
+    )
+    return generate_from_chunks(collection, llm, size, seed=ctx.settings.eval.seed)
+
+
+def evaluate(
+    ctx: EvalContext,
+    set_id: int,
+    chat_id: int | None = None,
+    embedding_id: int | None = None,
+    progress: bool = True,
+) -> EvalRun:
+    """The given versions (default: the active ones) answer and are scored on stored set
+    `set_id`; the run is stored."""
+    from eval.runner import run_eval
+
+    return run_eval(ctx, set_id, chat_id, embedding_id, progress)
+
+
+def compare_candidate(
+    ctx: EvalContext,
+    set_id: int,
+    candidate_id: int,
+    auto_promote: bool = False,
+    progress: bool = True,
+) -> tuple[GateDecision, EvalRun, EvalRun]:
+    """Champion and candidate answer the same set; the gate decides (and with `auto_promote`
+    the winner is promoted, the loser rejected)."""
+    from eval.runner import compare
+
+    return compare(ctx, set_id, candidate_id, auto_promote, progress)
+
+
+def judge_runs(ctx: EvalContext, champion_run_id: int, candidate_run_id: int) -> GateDecision:
+    """The gate's decision on two stored runs of one set (the candidate is the version that
+    differs between them); stored like any other decision."""
+    from eval.runner import decide, policy_from
+
+    champion, candidate = ctx.store.run(champion_run_id), ctx.store.run(candidate_run_id)
+    if champion.set_hash != candidate.set_hash:
+        raise RagError("those runs answered different sets; compare two runs of one set")
+    if candidate.chat_version_id != champion.chat_version_id:
+        version = candidate.chat_version_id
+    else:
+        version = candidate.embedding_version_id
+    return decide(ctx, champion, candidate, version, policy_from(ctx.settings.eval))
+
+
+def apply(ctx: EvalContext, decision: GateDecision) -> GateDecision:
+    """Act on a decision: promote a winner (an embedding candidate is re-embedded first),
+    reject a loser; returns the decision as stored afterwards."""
+    from eval.runner import apply_decision
+
+    apply_decision(ctx, decision)
+    return ctx.store.decision(decision.id) if decision.id is not None else decision
+
+
+def promote(
+    ctx: EvalContext, version_id: int, reason: str = "admin", progress: bool = True
+) -> tuple[RegistryEvent, ReembedReport | None]:
+    """Make a version active; an embedding version with its own collection is re-embedded into
+    it first (blue/green), and the registry switches only once it is complete."""
+    from ingest.reembed import promote_version
+
+    return promote_version(ctx.settings, ctx.registry, version_id, reason, progress)
+
+
+def rollback(ctx: EvalContext, kind: str, reason: str = "admin") -> RegistryEvent:
+    """Restore the version of `kind` that was active before the current one."""
+    return ctx.registry.rollback(kind, reason=reason)  # type: ignore[arg-type]
+
+
+def register(
+    ctx: EvalContext,
+    kind: str,
+    name: str,
+    spec: str | dict[str, Any] = "{}",
+    parent_id: int | None = None,
+    provenance: str | dict[str, Any] = "{}",
+) -> ModelVersion:
+    """Add a candidate version; its spec is checked against the settings it overrides."""
+    try:
+        spec = json.loads(spec) if isinstance(spec, str) else spec
+        provenance = json.loads(provenance) if isinstance(provenance, str) else provenance
+    except json.JSONDecodeError as exc:
+        raise RagError(f"the spec and the provenance must be JSON objects: {exc}") from exc
+    if not isinstance(spec, dict) or not isinstance(provenance, dict):
+        raise RagError("the spec and the provenance must be JSON objects")
+    return ctx.registry.register(kind, name, spec, parent_id, provenance)  # type: ignore[arg-type]
+
+
+def run_line(run: EvalRun) -> str:
+    """One line about a run: versions, set, samples, headline metrics, unmeasured samples."""
+    versions = f"chat v{run.chat_version_id} + embedding v{run.embedding_version_id}"
+    parts = []
+    for name in HEADLINE:
+        m = run.summary.get(name)
+        if m is not None:
+            value = "n/a" if m.mean is None else f"{m.mean:.3f}"
+            parts.append(f"{name}={value}" + (f" (nan {m.nan})" if m.nan else ""))
+    nan = sum(m.nan for m in run.summary.values())
+    n = max((m.measured + m.nan for m in run.summary.values()), default=0)
+    return (
+        f"run {run.id}: {versions} on set {run.set_hash[:12]} ({n} samples) in "
+        f"{run.duration_s:.1f} s: " + ", ".join(parts) + f"; nan total {nan}"
+    )
+
+
+def decision_line(decision: GateDecision) -> str:
+    verdict = "PROMOTE" if decision.promote else "REJECT"
+    applied = " (applied)" if decision.applied else ""
+    return (
+        f"decision {decision.id}: {verdict}{applied} v{decision.candidate_version_id}: "
+        + "; ".join(decision.reasons)
+    )
