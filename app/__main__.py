@@ -112,7 +112,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"error: could not load the models: {exc}", file=sys.stderr, flush=True)
     if admin:
         # Fine-tuning jobs left unfinished by the last run are watched (or trained) again.
-        from finetune.jobs import FineTuneContext, resume_in_background
+        from finetune.context import FineTuneContext
+        from finetune.jobs import resume_in_background
 
         resume_in_background(FineTuneContext(settings, jobs, service.registry, gate=gate))
     demo.block_thread()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from core.jobstore import JobStore
     from core.registry import Registry
     from core.settings import Settings
-    from finetune.jobs import FineTuneContext
+    from finetune.context import FineTuneContext
 
 log = logging.getLogger(__name__)
 PREVIEW_COLUMNS = [
@@ -87,7 +87,7 @@ class FineTuneTab:
         openai_client: Any = None,
         gate: ComputeGate | None = None,
     ):
-        from finetune.jobs import FineTuneContext
+        from finetune.context import FineTuneContext
 
         self.settings = settings
         self.ctx: FineTuneContext = FineTuneContext(

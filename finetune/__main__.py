@@ -16,7 +16,7 @@ from finetune.dataset import MODES
 
 if TYPE_CHECKING:
     from core.settings import Settings
-    from finetune.jobs import FineTuneContext
+    from finetune.context import FineTuneContext
 
 
 
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 def _context(settings: Settings) -> FineTuneContext:
     from core.jobstore import JobStore
     from core.registry import Registry
-    from finetune.jobs import FineTuneContext
+    from finetune.context import FineTuneContext
 
     db = open_database(settings.database_url)
     return FineTuneContext(settings, JobStore(db), Registry(db))

@@ -6,19 +6,16 @@ resumes every unfinished job; cancel works from any process through the database
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import RagError
-from core.jobstore import DatasetRecord, FineTuneJob, JobError, JobStore
+from core.jobstore import DatasetRecord, FineTuneJob, JobError
+from finetune.context import FineTuneContext
 from finetune.validate import (
     ValidationReport,
     estimate_cost,
@@ -29,49 +26,10 @@ from finetune.validate import (
 )
 
 if TYPE_CHECKING:
-    from core.compute import ComputeGate
-    from core.registry import Registry
     from core.settings import Settings
     from finetune.validate import CostEstimate
 
 log = logging.getLogger(__name__)
-
-
-def holder_id() -> str:
-    """Who watches a job: this host and process, unique per start."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-@dataclass
-class FineTuneContext:
-    """What every job operation needs; built once per entry point."""
-
-    settings: Settings
-    store: JobStore
-    registry: Registry
-    openai_client: Any = None  # built from settings on first use unless given (tests pass one)
-    holder: str = field(default_factory=holder_id)
-    # The process's compute gate, when it serves chat too (the app): local training takes it
-    # one step at a time, so questions queue for at most a step instead of the whole job.
-    gate: ComputeGate | None = None
-
-    def client(self) -> Any:
-        if self.openai_client is None:
-            from finetune.openai_jobs import openai_client
-
-            self.openai_client = openai_client(self.settings.llm)
-        return self.openai_client
-
-    def backend(self, name: str) -> Any:
-        if name == "openai":
-            from finetune.openai_jobs import OpenAIBackend
-
-            return OpenAIBackend(self.client(), self.store)
-        if name == "local":
-            from finetune.local_jobs import LocalBackend
-
-            return LocalBackend(self.store, self.settings.finetune_dir, self.holder, gate=self.gate)
-        raise RagError(f"unknown fine-tuning backend {name!r}; known: local, openai")
 
 
 def base_model_of(settings: Settings, backend: str, base_model: str | None = None) -> str:

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError
 from core.jobstore import FineTuneJob, JobStore
+from finetune.watch import Cancelled, claim_kept, job_callback
 
 if TYPE_CHECKING:
     from core.compute import ComputeGate
     from core.jobstore import DatasetRecord
 
 log = logging.getLogger(__name__)
-METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
 
 
 def _messages_to_prompt(tokenizer: Any, messages: list[dict[str, Any]]) -> str:
@@ -73,10 +71,6 @@ def dpo_rows(tokenizer: Any, lines: Any) -> list[dict[str, str]]:
     return rows
 
 
-class Cancelled(Exception):
-    """Training stopped because an admin cancelled the job."""
-
-
 class LocalBackend:
     """Trains one job in this process (the CLI's `launch`, or the admin tab's worker thread)."""
 
@@ -120,7 +114,7 @@ class LocalBackend:
         import torch
         from datasets import Dataset
         from peft import LoraConfig
-        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         hp = job.hyperparameters
         folder = Path(dataset.path)
@@ -152,36 +146,7 @@ class LocalBackend:
                 evaluation = Dataset.from_list(to_rows(tokenizer, f)) or None
         job_dir = self.job_dir(job)
         trainer_dir = job_dir / "trainer"
-        store, job_id, holder, lease = self.store, job.id, self.holder, self.lease_s
-        gate, held = self.gate, ExitStack()
-
-        class Watch(TrainerCallback):
-            """Per-step losses into the job's events; an admin's cancel stops training. In a
-            process that also answers questions, each step holds the compute gate, so chat and
-            training take turns on the cores step by step."""
-
-            def on_step_begin(self, args, state, control, **kwargs):
-                if gate is not None:
-                    held.enter_context(gate.hold())
-
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                metrics = {
-                    METRIC_NAMES.get(k, k): float(v)
-                    for k, v in (logs or {}).items()
-                    if isinstance(v, int | float) and k in (*METRIC_NAMES, "learning_rate")
-                }
-                if any(k in metrics for k in ("train_loss", "valid_loss")):
-                    store.add_event(
-                        job_id, f"step {state.global_step}", step=state.global_step, metrics=metrics
-                    )
-
-            def on_step_end(self, args, state, control, **kwargs):
-                held.close()
-                if store.job(job_id).cancel_requested:
-                    control.should_training_stop = True
-                if progress is not None:
-                    progress(state.global_step, state.max_steps)
-
+        watch = job_callback(self.store, job.id, self.gate, progress)
         common: dict[str, Any] = {
             "output_dir": str(trainer_dir),
             "num_train_epochs": hp.get("n_epochs", 1),
@@ -223,7 +188,7 @@ class LocalBackend:
                 eval_dataset=evaluation,
                 processing_class=tokenizer,
                 peft_config=peft_config,
-                callbacks=[Watch()],
+                callbacks=[watch],
             )
         else:
             from trl import SFTConfig, SFTTrainer
@@ -235,26 +200,16 @@ class LocalBackend:
                 eval_dataset=evaluation,
                 processing_class=tokenizer,
                 peft_config=peft_config,
-                callbacks=[Watch()],
+                callbacks=[watch],
             )
         resume = trainer_dir.is_dir() and any(trainer_dir.glob("checkpoint-*"))
         if resume:
             self.store.add_event(job.id, "resuming from the last checkpoint")
-        # Keep this process's claim on the job alive however long one step takes, so that no
-        # other process (a `resume`) starts training it too; a crash lets the claim run out.
-        stop = threading.Event()
-
-        def heartbeat() -> None:
-            while not stop.wait(self.lease_s / 4):
-                self.store.claim(job_id, holder, lease)
-
-        beat = threading.Thread(target=heartbeat, daemon=True, name=f"ft-lease-{job.id}")
-        beat.start()
         try:
-            trainer.train(resume_from_checkpoint=True if resume else None)
+            with claim_kept(self.store, job.id, self.holder, self.lease_s):
+                trainer.train(resume_from_checkpoint=True if resume else None)
         finally:
-            held.close()  # a step that raised still lets the gate go
-            stop.set()
+            watch.release()
         if evaluation is not None and not self.store.job(job.id).cancel_requested:
             final = trainer.evaluate()
             if "eval_loss" in final:

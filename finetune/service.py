@@ -18,8 +18,8 @@ from finetune.dataset import MODES
 if TYPE_CHECKING:
     from core.jobstore import DatasetRecord, FineTuneJob
     from core.settings import Settings
+    from finetune.context import FineTuneContext
     from finetune.dataset import BuildResult
-    from finetune.jobs import FineTuneContext
     from finetune.validate import CostEstimate, ValidationReport
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from core.jobstore import JobError, JobStore
 from core.records import DatasetCard
 from core.registry import Registry
 from core.settings import Settings
-from finetune.jobs import FineTuneContext, cancel, launch, monitor, poll_once, resume
+from finetune.context import FineTuneContext
+from finetune.jobs import cancel, launch, monitor, poll_once, resume
 from finetune.openai_jobs import JobRefused, creation_refusal, retirement_date
 from tests.fakes import error
 from tests.finetunefake import FakeFineTuning

@@ -16,8 +16,9 @@ from core.jobstore import JobStore
 from core.openai_api import ModelClient
 from core.registry import Registry, apply_spec
 from core.settings import Settings, TeacherSettings
+from finetune.context import FineTuneContext
 from finetune.dataset import BuildOptions, TurnFilter, build_dataset, turns_from_log
-from finetune.jobs import FineTuneContext, cancel, launch
+from finetune.jobs import cancel, launch
 from finetune.local_jobs import sft_rows
 from finetune.teacher import Teacher
 from rag.prompt import system_prompt

@@ -1,0 +1,80 @@
+"""What every local training job does while it trains, whichever model it trains (a LoRA chat
+model, the embedding model): per-step losses into the job's events, an admin's cancel seen after
+the step, the compute gate held one step at a time (in a process that also answers questions),
+progress for a bar, and the job's claim kept alive so that no other process trains it too."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.compute import ComputeGate
+    from core.jobstore import JobStore
+
+METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
+
+
+class Cancelled(Exception):
+    """Training stopped because an admin cancelled the job."""
+
+
+def job_callback(
+    store: JobStore,
+    job_id: int,
+    gate: ComputeGate | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Any:
+    """A transformers TrainerCallback (sentence-transformers' and TRL's trainers take it) that
+    watches the job; call its `release()` when training ends, however it ends."""
+    from transformers import TrainerCallback
+
+    held = ExitStack()
+
+    class Watch(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if gate is not None:
+                held.enter_context(gate.hold())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            held.close()
+            if store.job(job_id).cancel_requested:
+                control.should_training_stop = True
+            if progress is not None:
+                progress(state.global_step, state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            metrics = {
+                METRIC_NAMES.get(k, k): float(v)
+                for k, v in (logs or {}).items()
+                if isinstance(v, int | float) and k in (*METRIC_NAMES, "learning_rate")
+            }
+            if any(k in metrics for k in ("train_loss", "valid_loss")):
+                store.add_event(
+                    job_id, f"step {state.global_step}", step=state.global_step, metrics=metrics
+                )
+
+        def release(self) -> None:
+            held.close()  # a step that raised still lets the gate go
+
+    return Watch()
+
+
+@contextmanager
+def claim_kept(store: JobStore, job_id: int, holder: str, lease_s: float) -> Iterator[None]:
+    """Renew this process's claim on the job while the block runs, however long one step takes;
+    a crash lets the claim run out, so a restarted process resumes the job."""
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(lease_s / 4):
+            store.claim(job_id, holder, lease_s)
+
+    beat = threading.Thread(target=heartbeat, daemon=True, name=f"ft-lease-{job_id}")
+    beat.start()
+    try:
+        yield
+    finally:
+        stop.set()
