@@ -65,7 +65,9 @@ class FineTuneJob(BaseModel):
 
     id: int
     backend: Literal["local", "openai"]
-    method: Literal["supervised", "dpo"]
+    method: Literal["supervised", "dpo", "embedding"] = Field(
+        description="What it trains: the chat model (`supervised`, `dpo`) or the embedding model."
+    )
     status: JobStatus
     base_model: str
     dataset_id: int

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from finetune.context import FineTuneContext
 
 
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -160,7 +159,8 @@ def launch(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from finetune.jobs import monitor
-    from finetune.service import job_line, launch_job
+    from finetune.report import job_line
+    from finetune.service import launch_job
 
     ctx = _context(settings)
     backend = args.backend or settings.finetune.backend
@@ -190,7 +190,7 @@ def launch(settings: Settings, args: argparse.Namespace) -> int:
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
     from finetune.jobs import monitor, poll_once
-    from finetune.service import job_line
+    from finetune.report import job_line
 
     ctx = _context(settings)
     job = ctx.store.job(args.job)
@@ -206,7 +206,8 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def resume(settings: Settings) -> int:
-    from finetune.service import job_line, resume_jobs
+    from finetune.report import job_line
+    from finetune.service import resume_jobs
 
     jobs = resume_jobs(_context(settings))
     for job in jobs:
@@ -217,7 +218,8 @@ def resume(settings: Settings) -> int:
 
 
 def cancel(settings: Settings, args: argparse.Namespace) -> int:
-    from finetune.service import cancel_job, job_line
+    from finetune.report import job_line
+    from finetune.service import cancel_job
 
     job = cancel_job(_context(settings), args.job)
     print(job_line(job) + ("" if job.done else " (cancel requested; the trainer stops soon)"))
@@ -225,7 +227,7 @@ def cancel(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def list_all(settings: Settings) -> int:
-    from finetune.service import job_line
+    from finetune.report import job_line
 
     ctx = _context(settings)
     datasets, jobs = ctx.store.datasets(), ctx.store.jobs()

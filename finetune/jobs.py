@@ -192,6 +192,10 @@ def run_local(
 ) -> FineTuneJob:
     """Train a `local` job in this process (resuming from its checkpoint), then register it."""
     job = ctx.store.job(job_id)
+    if job.method == "embedding":  # the embedding model: trained and registered there
+        from finetune.embedding.job import run_training
+
+        return run_training(ctx, job_id, progress)
     dataset = ctx.store.dataset(job.dataset_id)
     job = ctx.backend("local").run(job, dataset, progress)
     return finish(ctx, job)
@@ -200,6 +204,8 @@ def run_local(
 def finish(ctx: FineTuneContext, job: FineTuneJob) -> FineTuneJob:
     """Register a succeeded job's model as a candidate `chat` version (once)."""
     if job.status != "succeeded" or job.candidate_version_id is not None:
+        return job
+    if job.method == "embedding":  # registered by its trainer, or asked not to be
         return job
     dataset = ctx.store.dataset(job.dataset_id)
     spec, extra = ctx.backend(job.backend).candidate(job)

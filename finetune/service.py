@@ -240,20 +240,3 @@ def resume_jobs(ctx: FineTuneContext) -> list[FineTuneJob]:
     from finetune.jobs import resume
 
     return resume(ctx)
-
-
-def job_line(job: FineTuneJob) -> str:
-    """One line about a job: where it trains, its status, its model and its candidate."""
-    extra = ""
-    if job.fine_tuned_model:
-        extra += f" model {job.fine_tuned_model}"
-    if job.adapter_path:
-        extra += f" adapter {job.adapter_path}"
-    if job.candidate_version_id:
-        extra += f" -> candidate chat v{job.candidate_version_id}"
-    if job.error:
-        extra += f" ({job.error})"
-    return (
-        f"job {job.id} [{job.backend} {job.method}] {job.status} on {job.base_model}, "
-        f"dataset {job.dataset_id}" + extra
-    )

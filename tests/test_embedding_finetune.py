@@ -12,6 +12,7 @@ import pytest
 
 from core.db.database import open_database
 from core.embedding.window import packaged_model_dir
+from core.jobstore import JobStore
 from core.openai_api import ModelClient
 from core.settings import LLMSettings
 from finetune.embedding.data import (
@@ -296,12 +297,12 @@ def test_candidates_are_read_at_the_window_the_app_reads_the_active_model_at():
     """The packaged model is read at 512 by the app, though its folder says 256: a candidate
     trained from it is evaluated and registered at 512 too, unless a window is asked for."""
     from core.settings import Settings
-    from finetune.embedding.cli import _window
+    from finetune.embedding.service import read_window
 
-    assert _window(Settings()) == 512
+    assert read_window(Settings()) == 512
     settings = Settings()
     settings.embedding.max_seq_length = 128
-    assert _window(settings) == 128
+    assert read_window(settings) == 128
 
 
 @pytest.mark.slow
@@ -321,21 +322,34 @@ def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch, caps
 
     args = ["--no-progress", "train", "cn", "--epochs", "1", "--batch-size", "8"]
     assert main([*args, "--max-seq-length", "64", "--holdout", "0.25"]) == 0
-    reg = Registry(open_database(f"sqlite:///{(data_dir / 'rag.db').resolve()}"))
+    db = open_database(f"sqlite:///{(data_dir / 'rag.db').resolve()}")
+    reg = Registry(db)
     (cand,) = reg.versions("embedding", status="candidate")
     assert cand.spec["chroma"]["collection"].startswith("docs-ft-")
     assert cand.spec["embedding"]["max_seq_length"] == 64  # read as it was evaluated
+    # Served on the active model's backend (int8 ONNX unless the CPU has AMX), so the gate
+    # compares the fine-tuning alone.
+    from core.embedding.providers import DEFAULT_BACKEND
+
+    assert cand.spec["embedding"]["backend"] == DEFAULT_BACKEND
     model_dir = Path(cand.spec["embedding"]["model"])
-    assert (model_dir / "model.safetensors").is_file() and (model_dir / "heldout.jsonl").is_file()
+    assert (model_dir / "model.safetensors").is_file() and (model_dir / "heldout.json").is_file()
     assert cand.provenance["dataset_card_sha256"] == card.card_hash()
-    held = [json.loads(line)["user_input"] for line in (model_dir / "heldout.jsonl").open()]
+    assert cand.provenance["recipe"] == ["file"]
+    held = list(load_llamaindex(model_dir / "heldout.json").queries.values())
     trained = set(cand.provenance["train_question_keys"])
     assert len(trained) == 36 and len(held) == 12
-    assert not trained & {question_key(q) for q in held}  # held-out questions may judge it
+    assert not trained & {question_key(q) for q in held}
+    # It trained as a job in the job store, with a loss per step and its candidate.
+    (job,) = JobStore(db).jobs()
+    assert job.method == "embedding" and job.status == "succeeded"
+    assert job.candidate_version_id == cand.id and JobStore(db).metrics(job.id)
+    out = capsys.readouterr().out
+    assert "diagnostic on 12 held-out pairs" in out and "not evidence" in out
 
-    # Held-out figures of champion vs candidate, from the candidate's own hold-out.
+    # Held-out figures of champion vs candidate: shown as a diagnostic, not as evidence.
     assert main(["evaluate", str(cand.id)]) == 0
-    assert "12 held-out questions: mrr_at_10" in capsys.readouterr().out
+    assert "training diagnostic, not evidence" in capsys.readouterr().out
 
     # The adapter variant: registered over the active model, on the active collection.
     assert main(["--no-progress", "adapter", "cn", "--epochs", "5", "--holdout", "0.25"]) == 0
@@ -345,7 +359,8 @@ def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch, caps
 
     assert main(["build", "--file", str(tmp_path / "absent.json")]) == 2  # a clear error, exit 2
     assert main(["train", "no-such-dataset"]) == 2
-    assert "no dataset at" in capsys.readouterr().err
+    assert "no dataset named 'no-such-dataset'" in capsys.readouterr().err
+    assert len(JobStore(db).jobs()) == 1  # a refused launch leaves no job behind
 
 
 # -- LLM sources, through the real openai SDK against HTTP-level fakes ---------------------------

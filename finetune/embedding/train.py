@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_STEPS = 20  # a killed job loses at most this many steps
 Loss = Literal["mnrl", "symmetric", "cached", "cached-symmetric"]
 LOSSES: tuple[str, ...] = ("mnrl", "symmetric", "cached", "cached-symmetric")
 
@@ -122,9 +123,15 @@ def train_model(
     out_dir: Path,
     cfg: TrainConfig,
     progress: bool = True,
+    checkpoints: Path | None = None,
+    callbacks: list[Any] | None = None,
+    max_steps: int | None = None,
 ) -> TrainResult:
     """Train a copy of the model at `base` on `data` and save it to `out_dir` together with
-    `loss_curve.json` and `train_config.json`. The base model is never modified."""
+    `loss_curve.json` and `train_config.json`. The base model is never modified. With
+    `checkpoints`, a checkpoint is kept there every few steps and a run killed midway resumes
+    from the last one; `callbacks` watch the trainer (a job's events, cancel, the compute gate);
+    `max_steps` stops early (a quick candidate)."""
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
@@ -140,9 +147,11 @@ def train_model(
     loss = build_loss(model, cfg)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="embed-train-") as scratch:
+        keep = checkpoints is not None
         args = SentenceTransformerTrainingArguments(
-            output_dir=scratch,
+            output_dir=str(checkpoints) if keep else scratch,
             num_train_epochs=cfg.epochs,
+            max_steps=max_steps or -1,
             per_device_train_batch_size=min(cfg.batch_size, len(table)),
             learning_rate=cfg.learning_rate,
             warmup_steps=cfg.warmup_ratio,  # a float below 1: a share of the steps
@@ -151,14 +160,19 @@ def train_model(
             # Two questions about one passage in a batch would be each other's false negative.
             batch_sampler=BatchSamplers.NO_DUPLICATES,
             logging_steps=1,
-            save_strategy="no",
+            save_strategy="steps" if keep else "no",
+            save_steps=CHECKPOINT_STEPS,
+            save_total_limit=1,
             report_to="none",
             disable_tqdm=not progress,
             use_cpu=True,
             dataloader_drop_last=False,
         )
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=table, loss=loss)
-        trainer.train()
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=table, loss=loss, callbacks=callbacks or None
+        )
+        resume = keep and any(Path(checkpoints).glob("checkpoint-*"))
+        trainer.train(resume_from_checkpoint=True if resume else None)
         history = trainer.state.log_history
         steps = int(trainer.state.global_step)
     seconds = time.perf_counter() - started
