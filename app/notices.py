@@ -50,7 +50,5 @@ def handled(outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 def check_password(expected: str | None, given: str | None) -> None:
     """RagError("wrong admin password") unless the admin password matches (or none is set)."""
-    if expected is not None and not hmac.compare_digest(
-        (given or "").encode(), expected.encode()
-    ):
+    if expected is not None and not hmac.compare_digest((given or "").encode(), expected.encode()):
         raise RagError("wrong admin password")

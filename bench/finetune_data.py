@@ -141,8 +141,10 @@ def child(url: str, out: Path, teacher_url: str, what: str) -> None:
 
     from core.chatlog import ChatLog, export_jsonl
     from core.settings import Settings, TeacherSettings
-    from finetune.dataset import BuildOptions, TurnFilter, build_dataset, embedder, turns_from_log
+    from finetune.dataset import BuildOptions, TurnFilter, build_dataset
+    from finetune.dedup import embedder
     from finetune.teacher import Teacher, connect_teacher
+    from finetune.turns import turns_from_log
     from finetune.validate import openai_token_counter, validate_file
     from rag.prompt import system_prompt
 

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from eval.runner import EvalContext
 
 
-
 def _set_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation set (default: RAG_EVAL__GOLDEN_SET)")
     g.add_argument("--set", type=Path, dest="set_path", help="JSONL golden set (Ragas fields)")

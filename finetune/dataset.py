@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,24 +19,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
-from core.datasource import load_rows
 from core.errors import RagError
 from core.jobstore import TeacherGrade
 from core.prompting import chat_messages
-from core.questions import normalise_question, question_key
-from core.records import DatasetCard, SourceRef, Turn
+from core.questions import question_key
+from core.records import DatasetCard, Turn
+from finetune.dedup import Embed, NearDuplicates
 from finetune.redact import redact
 from finetune.teacher import RUBRIC_VERSION, Teacher, TeacherReply
 
 if TYPE_CHECKING:
-    from core.chatlog import ChatLog
-    from core.settings import Settings
+    pass
 
 Mode = Literal["none", "grade", "distill", "relabel"]
 MODES: tuple[str, ...] = ("none", "grade", "distill", "relabel")
-Embed = Callable[[list[str]], np.ndarray]
 
 FILES = {
     "train": "train.jsonl",
@@ -180,125 +176,6 @@ def preference_pair(
     return openai_pair, trl_pair
 
 
-class NearDuplicates:
-    """Questions seen so far: exact matches of the normalised text, then embedding cosine
-    similarity at or above a threshold. Holds one key and one vector per kept question."""
-
-    def __init__(self, embed: Embed | None, threshold: float | None):
-        self.embed = embed if threshold is not None else None
-        self.threshold = threshold
-        self.keys: set[str] = set()
-        self._vectors = np.zeros((0, 0), np.float32)
-        self._n = 0
-
-    def _add_vector(self, v: np.ndarray) -> None:
-        if self._vectors.shape[0] == self._n:  # grow by doubling, like a list
-            grown = np.zeros((max(256, 2 * self._n), v.shape[0]), np.float32)
-            if self._n:
-                grown[: self._n] = self._vectors[: self._n]
-            self._vectors = grown
-        self._vectors[self._n] = v
-        self._n += 1
-
-    def check(self, questions: list[str]) -> list[str | None]:
-        """For each question in order: None if new (it is then remembered), else the reason."""
-        out: list[str | None] = [None] * len(questions)
-        fresh: list[tuple[int, str]] = []
-        batch_keys: set[str] = set()
-        for i, q in enumerate(questions):
-            key = normalise_question(q)
-            if key in self.keys or key in batch_keys:
-                out[i] = "duplicate_question"
-            else:
-                batch_keys.add(key)
-                fresh.append((i, key))
-        if self.embed is None or not fresh:
-            self.keys.update(key for _, key in fresh)
-            return out
-        vectors = np.asarray(self.embed([questions[i] for i, _ in fresh]), np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-        known = self._vectors[: self._n]
-        best = (vectors @ known.T).max(axis=1) if self._n else np.full(len(fresh), -1.0)
-        within = vectors @ vectors.T  # against questions kept earlier in this batch
-        kept: list[int] = []
-        for j, (i, key) in enumerate(fresh):
-            if best[j] >= self.threshold or (kept and within[j, kept].max() >= self.threshold):
-                out[i] = "near_duplicate_question"
-                continue
-            kept.append(j)
-            self.keys.add(key)
-            self._add_vector(vectors[j])
-        return out
-
-
-def embedder(settings: Settings) -> Embed:
-    """The configured embedding model as a near-duplicate detector (see
-    RAG_FINETUNE__DEDUP_BACKEND), loaded once."""
-    from core.embedding.providers import build_embedding
-
-    cfg = settings.embedding.model_copy()
-    if cfg.provider == "local":
-        cfg.backend = settings.finetune.dedup_backend
-    cfg.batch_size = max(cfg.batch_size or 0, 256)
-    model = build_embedding(cfg, cache_dir=cfg.cache_dir or settings.data_dir / "models")
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return np.asarray(model.get_text_embedding_batch(texts), np.float32)
-
-    return embed
-
-
-# -- sources ---------------------------------------------------------------------------------------
-
-
-def turns_from_log(chatlog: ChatLog, filt: TurnFilter) -> Iterator[Turn]:
-    """Logged turns in id order that the filters select (streamed from the database)."""
-    for turn in chatlog.turns(since=filt.since, feedback=filt.feedback):
-        if in_selection(turn, filt):
-            yield turn
-
-
-def turns_from_dataset(
-    source: str,
-    question_field: str = "question",
-    answer_field: str = "correct_answer",
-    explanation_field: str | None = "support",
-    context_field: str | None = None,
-    split: str | None = None,
-    limit: int | None = None,
-) -> Iterator[Turn]:
-    """Rows of a `datasets` source (hub name or local file) as turns: question -> user, answer
-    (+ " Explanation: " + explanation) -> assistant, an optional context column -> passages."""
-    rows = load_rows(
-        source, split, columns=(question_field, answer_field, explanation_field, context_field)
-    )
-    for i, row in enumerate(rows):
-        if limit is not None and i >= limit:
-            return
-        answer = str(row.get(answer_field) or "").strip()
-        explanation = str(row.get(explanation_field) or "").strip() if explanation_field else ""
-        if explanation:
-            answer = f"{answer} Explanation: {explanation}"
-        contexts = []
-        if context_field:
-            value = row.get(context_field)
-            texts = value if isinstance(value, list) else [value]
-            contexts = [
-                SourceRef(chunk_id=f"{i}-{k}", source=source, score=1.0, text=str(t))
-                for k, t in enumerate(texts)
-                if t
-            ]
-        yield Turn(
-            id=None,
-            session_id=f"dataset:{source}",
-            user_input=str(row.get(question_field) or ""),
-            retrieved_contexts=contexts,
-            response=answer,
-            status="answered",
-            provider="dataset",
-        )
-
-
 # -- the build -------------------------------------------------------------------------------------
 
 
@@ -430,11 +307,13 @@ def build_dataset(
     if options.mode not in MODES:
         raise DatasetError(f"unknown mode {options.mode!r}; known: {', '.join(MODES)}")
     if options.mode != "none" and teacher is None:
-        raise DatasetError(f"mode {options.mode!r} needs a teacher model; or use --mode none")
+        raise DatasetError(
+            f"teacher mode {options.mode!r} needs a teacher model; or choose teacher mode 'none'"
+        )
     filt = filters or TurnFilter()
     final = out_dir / options.name
     if final.exists():
-        raise DatasetError(f"{final} exists already; choose another --name")
+        raise DatasetError(f"a dataset named {options.name!r} exists already; choose another name")
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f".{options.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -559,7 +438,10 @@ def build_dataset(
     pool.shutdown()
     if seen == 0:
         shutil.rmtree(partial, ignore_errors=True)
-        raise DatasetError("no turns match those filters; widen them (--since, --feedback, ...)")
+        raise DatasetError(
+            "no logged turns match those filters; widen them (the dates, the feedback, the chat "
+            "version), or chat and rate some answers first"
+        )
     digest = hashlib.sha256()
     for name in FILES.values():
         digest.update(name.encode())

@@ -86,15 +86,10 @@ def build_chat_dataset(
     """Training data from the chat log (or a `datasets` source), checked by the teacher when the
     mode has one, written to the datasets folder and recorded in the job store. Raises RagError
     (nothing written) when it cannot be built as asked."""
-    from finetune.dataset import (
-        BuildOptions,
-        TurnFilter,
-        build_dataset,
-        embedder,
-        turns_from_dataset,
-        turns_from_log,
-    )
+    from finetune.dataset import BuildOptions, TurnFilter, build_dataset
+    from finetune.dedup import embedder
     from finetune.teacher import Teacher, connect_teacher
+    from finetune.turns import turns_from_dataset, turns_from_log
     from rag.prompt import system_prompt
 
     settings = ctx.settings

@@ -19,16 +19,15 @@ from core.settings import TeacherSettings
 from finetune.dataset import (
     BuildOptions,
     DatasetError,
-    NearDuplicates,
     TurnFilter,
     build_dataset,
     read_preview,
     split_of,
-    turns_from_dataset,
-    turns_from_log,
 )
+from finetune.dedup import NearDuplicates
 from finetune.redact import redact
 from finetune.teacher import Teacher, TeacherError
+from finetune.turns import turns_from_dataset, turns_from_log
 from finetune.validate import estimate_cost, lookup, validate_lines
 from rag.prompt import BUNDLED_PROMPT
 from tests.ftlog import PASSAGES, log_turn
@@ -382,7 +381,7 @@ def test_filters_select_by_feedback_time_and_version(log, tmp_path):
         filt=TurnFilter(until=datetime.now(UTC) + timedelta(hours=1)),
     )
     assert past.card.seen == 3
-    with pytest.raises(DatasetError, match="no turns"):
+    with pytest.raises(DatasetError, match="no logged turns match"):
         build(
             log,
             tmp_path,

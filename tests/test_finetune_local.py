@@ -17,10 +17,11 @@ from core.openai_api import ModelClient
 from core.registry import Registry, apply_spec
 from core.settings import Settings, TeacherSettings
 from finetune.context import FineTuneContext
-from finetune.dataset import BuildOptions, TurnFilter, build_dataset, turns_from_log
+from finetune.dataset import BuildOptions, TurnFilter, build_dataset
 from finetune.jobs import cancel, launch
 from finetune.local_jobs import sft_rows
 from finetune.teacher import Teacher
+from finetune.turns import turns_from_log
 from rag.prompt import system_prompt
 from tests.fakes import make_tiny_lm
 from tests.ftlog import log_turn

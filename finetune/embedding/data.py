@@ -454,8 +454,8 @@ def write_dataset(
     """Save `data` as `pairs.json` and its card as `card.json` under `directory`."""
     if not data.queries:
         raise DataError(
-            "no training pairs: rate some answers up in the chat, add --headings or --cloze, "
-            "or give --dataset / --file"
+            "no training pairs: rate some answers up in the chat (their cited passages are the "
+            "pairs), or choose another source"
         )
     directory.mkdir(parents=True, exist_ok=True)
     save_llamaindex(data, directory / "pairs.json")
