@@ -228,9 +228,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     sizes = [int(s) for s in args.sizes.split(",")]
     results = {}
-    # The fake teacher (tests/teacherfake.py) in its own process, as a real server would be.
+    # The fake teacher (tests/support/teacherfake.py) in its own process, as a real server would be.
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.teacherfake"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "tests.support.teacherfake"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         teacher_url = server.stdout.readline().strip()

@@ -44,8 +44,15 @@ class ComputeGate:
             self._queue.append(ticket)
             if self._queue[0] != ticket or self._running >= self.slots:
                 self.waited += 1
-            while self._queue[0] != ticket or self._running >= self.slots:
-                self._cond.wait()
+            try:
+                while self._queue[0] != ticket or self._running >= self.slots:
+                    self._cond.wait()
+            except BaseException:
+                # Interrupted while waiting (Ctrl-C, a stopped answer): give the place in line
+                # back, or everyone behind this ticket would wait for it forever.
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+                raise
             self._queue.popleft()
             self._running += 1
             self._cond.notify_all()  # the next in line may take a free slot too

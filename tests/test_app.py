@@ -15,8 +15,9 @@ import pytest
 from app.markup import safe_markdown
 from core.chatlog import ChatLog
 from core.db.database import open_database
-from tests.conftest import ROOT, free_port, port_open, stop, wait_until_up
-from tests.corpus import make_pdf
+from tests.support.corpus import make_pdf
+from tests.support.paths import ROOT
+from tests.support.servers import free_port, port_open, stop, wait_until_up
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 QUESTION = "Who is the lighthouse keeper of Velmora?"
@@ -379,7 +380,7 @@ def test_browser_new_chat_stops_a_streaming_answer_and_logs_it_as_stopped(tmp_pa
     from playwright.sync_api import expect, sync_playwright
 
     from rag.pipeline import STOPPED
-    from tests.chatfake import ChatServer
+    from tests.support.chatfake import ChatServer
 
     data, log_path = tmp_path / "data", tmp_path / "app.log"
     with ChatServer(delay_s=0.25) as server:

@@ -110,3 +110,39 @@ def test_concurrent_writers_lose_nothing(db_url):
         list(pool.map(chat, range(8)))
     assert log.count_turns() == 80 and log.count_turns("answered") == 80
     log.db.dispose()
+
+
+def test_processes_starting_one_new_session_at_the_same_moment_lose_no_turn(sql_url):
+    """Six engines (as six app processes would have) log the first turn of the same new session at
+    the same moment, twenty times over: every turn is logged, and the session once."""
+    import threading
+
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from core.db.tables import ChatSessionRow
+
+    dbs = [open_database(sql_url) for _ in range(6)]
+    logs = [ChatLog(db) for db in dbs]
+    errors: list[BaseException] = []
+    for n in range(20):
+        start = threading.Barrier(len(logs))
+
+        def first_turn(log: ChatLog, start=start, session: str = f"shared-{n}") -> None:
+            start.wait(5)
+            try:
+                log.start_turn(session, "what changed?")
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_turn, args=(log,)) for log in logs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert errors == []
+    assert logs[0].count_turns() == 20 * len(logs)
+    with Session(dbs[0].engine) as s:
+        assert s.scalar(select(func.count(ChatSessionRow.id))) == 20
+    for db in dbs:
+        db.dispose()

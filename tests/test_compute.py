@@ -62,6 +62,35 @@ def test_gate_is_reentrant():
         pass
 
 
+def test_ctrl_c_while_waiting_gives_the_place_in_line_back():
+    """A Ctrl-C (SIGINT) that lands while a caller waits in the gate must not leave its ticket in
+    the queue: everyone behind it would wait forever."""
+    gate = ComputeGate(slots=1)
+    holding, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with gate.hold():
+            holding.set()
+            done.wait(5)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert holding.wait(5)
+    previous = signal.signal(signal.SIGALRM, signal.default_int_handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)  # "Ctrl-C" while the main thread waits below
+    try:
+        with pytest.raises(KeyboardInterrupt), gate.hold():
+            pytest.fail("the gate let a second holder in beside the first")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert list(gate._queue) == []
+    done.set()
+    t.join(5)
+    with gate.hold():  # the next caller gets in at once
+        pass
+
+
 class Counting:
     def __init__(self, embed_model):
         self.model = embed_model

@@ -19,8 +19,8 @@ from ingest.documents import list_documents, remove_document
 from rag.pipeline import RagPipeline
 from rag.prompt import system_prompt
 from rag.providers import build_chat_model
-from tests.conftest import ROOT
-from tests.corpus import make_corpus, make_pdf
+from tests.support.corpus import make_corpus, make_pdf
+from tests.support.paths import ROOT
 
 QUESTION = "Who is the lighthouse keeper of Velmora?"
 

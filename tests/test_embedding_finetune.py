@@ -29,7 +29,7 @@ from finetune.embedding.data import (
 )
 from finetune.embedding.evaluate import evaluate_model, holdout_split, retrieval_metrics
 from finetune.embedding.train import TrainConfig, load_model, train_model
-from tests.embedding_pairs import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, codename_pairs
+from tests.support.embedding_pairs import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, codename_pairs
 
 WINDOW = 64  # word pieces: the test texts are short, and short sequences train fast
 
@@ -377,7 +377,7 @@ def test_llm_questions_per_chunk_a_malformed_reply_loses_only_its_chunk(indexed)
     import respx
 
     from finetune.embedding.data import generate_pairs
-    from tests import fakes
+    from tests.support import fakes
 
     _, collection = indexed
 
@@ -413,7 +413,7 @@ def test_teacher_grades_unrated_turns_and_errors_stop_with_a_reason(indexed, tmp
     from core.chatlog import ChatLog
     from core.records import SourceRef
     from finetune.embedding.data import from_chatlog, openai_teacher
-    from tests import fakes
+    from tests.support import fakes
 
     _, collection = indexed
     got = collection.get(include=["documents"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.evalcorpus import make_eval_corpus
+from tests.support.evalcorpus import make_eval_corpus
 
 QUESTION = "What is the name of the Carrow lighthouse cat?"  # its answer is the third passage
 

@@ -15,7 +15,7 @@ from core.db.database import open_database
 from core.openai_api import ModelClient, connect
 from core.settings import JudgeSettings
 from eval.sets import EvalSetError, generate_from_chunks
-from tests import fakes
+from tests.support import fakes
 
 LONG = (
     "The harbour of Velmora was rebuilt after the storm of 1911, when the old wooden piers were "

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from core.evalstore import EvalSample, ScoredSample, summarise
 from core.settings import JudgeSettings
 from eval.judge import JUDGE_METRICS, Judge, build_judge
-from tests import fakes
-from tests.judgefake import judge
+from tests.support import fakes
+from tests.support.judgefake import judge
 
 URL = "https://judge.test/v1/chat/completions"
 

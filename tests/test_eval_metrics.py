@@ -13,7 +13,7 @@ from core.db.database import open_database
 from core.evalstore import EvalSample, EvalStore, GateDecision, ScoredSample
 from eval.metrics import answer_text, contains_reference, relevance, retrieval_scores
 from rag.synthesis import EXTRACTIVE_LABEL
-from tests.evalcorpus import make_eval_corpus
+from tests.support.evalcorpus import make_eval_corpus
 
 
 def test_answer_text_drops_the_label_quotes_and_citations():

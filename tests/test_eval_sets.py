@@ -20,7 +20,7 @@ from eval.sets import (
     load_jsonl,
     question_key,
 )
-from tests.conftest import SHARED_DATA
+from tests.support.paths import SHARED_DATA
 
 
 def test_golden_set_with_ragas_fields(tmp_path):

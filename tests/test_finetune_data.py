@@ -30,8 +30,8 @@ from finetune.teacher import Teacher, TeacherError
 from finetune.turns import turns_from_dataset, turns_from_log
 from finetune.validate import estimate_cost, lookup, validate_lines
 from rag.prompt import BUNDLED_PROMPT
-from tests.ftlog import PASSAGES, log_turn
-from tests.teacherfake import TeacherServer
+from tests.support.ftlog import PASSAGES, log_turn
+from tests.support.teacherfake import TeacherServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = load_prompt(BUNDLED_PROMPT)
@@ -397,7 +397,7 @@ def test_filters_select_by_feedback_time_and_version(log, tmp_path):
 def test_a_teacher_that_cannot_be_used_stops_the_build_and_leaves_nothing(log, tmp_path):
     import respx
 
-    from tests.fakes import error
+    from tests.support.fakes import error
 
     log_turn(log, "Who kept the lighthouse?")
     client = openai.OpenAI(api_key="sk-bad", base_url="http://teacher.test/v1", max_retries=0)

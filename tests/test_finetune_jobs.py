@@ -21,8 +21,8 @@ from core.settings import Settings
 from finetune.context import FineTuneContext
 from finetune.jobs import cancel, launch, monitor, poll_once, resume
 from finetune.openai_jobs import JobRefused, creation_refusal, retirement_date
-from tests.fakes import error
-from tests.finetunefake import FakeFineTuning
+from tests.support.fakes import error
+from tests.support.finetunefake import FakeFineTuning
 
 TODAY = date(2026, 11, 21)
 

@@ -23,9 +23,9 @@ from finetune.local_jobs import sft_rows
 from finetune.teacher import Teacher
 from finetune.turns import turns_from_log
 from rag.prompt import system_prompt
-from tests.fakes import make_tiny_lm
-from tests.ftlog import log_turn
-from tests.teacherfake import TeacherServer
+from tests.support.fakes import make_tiny_lm
+from tests.support.ftlog import log_turn
+from tests.support.teacherfake import TeacherServer
 
 pytestmark = pytest.mark.slow
 
@@ -185,10 +185,21 @@ def test_a_local_job_whose_process_died_resumes_from_its_checkpoint(setup):
         launch(ctx, dataset_id, backend="local", progress=die_at_step_6)
     [job] = ctx.store.jobs()
     assert job.status == "running"  # nobody finished it
+    from core.compute import ComputeGate
     from finetune.jobs import resume
 
+    class CountingGate(ComputeGate):
+        holds = 0
+
+        def hold(self):
+            CountingGate.holds += 1
+            return super().hold()
+
+    # Resumed by the app: each step queues in the app's compute gate with the chat's work.
+    ctx.gate = CountingGate(slots=1)
     [job] = resume(ctx)
     assert job.status == "succeeded" and job.candidate_version_id is not None
+    assert CountingGate.holds == 12 - 4 and not ctx.gate._queue and ctx.gate._running == 0
     messages = [e.message for e in ctx.store.events(job.id)]
     assert "resuming from the last checkpoint" in messages
     steps = [e.step for e in ctx.store.metrics(job.id) if "train_loss" in e.metrics]

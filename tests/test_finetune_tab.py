@@ -18,9 +18,9 @@ from core.db.database import open_database
 from core.jobstore import JobStore
 from core.registry import Registry
 from core.settings import Settings
-from tests.finetunefake import FakeFineTuning
-from tests.ftlog import log_turn
-from tests.teacherfake import TeacherServer
+from tests.support.finetunefake import FakeFineTuning
+from tests.support.ftlog import log_turn
+from tests.support.teacherfake import TeacherServer
 
 
 @pytest.fixture

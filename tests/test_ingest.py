@@ -10,8 +10,8 @@ import respx
 from core.errors import ConfigError, EmbeddingMismatchError
 from ingest import RecordFields, ingest_paths
 from ingest.pipeline import read_state
-from tests.conftest import SHARED_DATA
-from tests.corpus import make_corpus, make_pdf
+from tests.support.corpus import make_corpus, make_pdf
+from tests.support.paths import SHARED_DATA
 
 
 def top_hit(collection, embed_model, question: str) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 PACKAGES = ("app", "core", "eval", "finetune", "ingest", "rag")
 LINT = Path(sys.executable).parent / "lint-imports"

@@ -17,8 +17,9 @@ from core.settings import Settings
 from ingest import ingest_paths
 from rag.live import EmbeddingCache, LivePipeline
 from rag.prompt import system_prompt
-from tests.conftest import ROOT, pg_database
-from tests.corpus import make_corpus
+from tests.support.corpus import make_corpus
+from tests.support.paths import ROOT
+from tests.support.postgres import pg_database
 
 QUESTION = "Who is the lighthouse keeper of Velmora?"
 
@@ -97,7 +98,7 @@ def test_two_app_processes_on_postgres_both_switch(corpus_settings, tmp_path):
         }
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "tests.live_worker"],
+                [sys.executable, "-m", "tests.support.live_worker"],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.PIPE,

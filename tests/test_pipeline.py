@@ -17,8 +17,8 @@ from rag.pipeline import RagPipeline
 from rag.prompt import system_prompt
 from rag.providers import build_chat_model
 from rag.synthesis import EXTRACTIVE_LABEL, NO_ANSWER
-from tests import fakes
-from tests.corpus import make_corpus
+from tests.support import fakes
+from tests.support.corpus import make_corpus
 
 FACT = "The lighthouse keeper of Velmora is named Orsolya Brandt"
 

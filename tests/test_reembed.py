@@ -26,7 +26,7 @@ from ingest.reembed import (
 )
 from rag.live import EmbeddingCache, LivePipeline
 from rag.prompt import system_prompt
-from tests.corpus import make_corpus
+from tests.support.corpus import make_corpus
 
 QUESTION = "Who is the lighthouse keeper of Velmora?"
 GREEN = "docs-green"

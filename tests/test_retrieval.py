@@ -12,8 +12,8 @@ import pytest
 
 from core.index.lexical import current_stamp, lexical_dir, load_lexical
 from ingest import ingest_paths
-from tests.conftest import ROOT
-from tests.corpus import make_corpus
+from tests.support.corpus import make_corpus
+from tests.support.paths import ROOT
 
 # The PostgreSQL manual (Debian's postgresql-doc-15), used when installed: real HTML pages.
 MANUAL = Path("/usr/share/doc/postgresql-doc-15/html")
@@ -120,7 +120,7 @@ def test_structured_documents_carry_heading_paths(
     embedded_settings, embed_model, embed_id, tmp_path
 ):
     from core.index.store import chroma_client, open_collection
-    from tests.corpus import make_docx
+    from tests.support.corpus import make_docx
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -392,7 +392,7 @@ def test_onnx_backends_agree_with_torch_and_reuse_their_export(tmp_path):
     from core.embedding.providers import build_embedding, embedding_id
     from core.embedding.window import packaged_model_dir
     from core.settings import EmbeddingSettings
-    from tests.conftest import MODEL_CACHE
+    from tests.support.paths import MODEL_CACHE
 
     sentences = [
         "The lighthouse keeper of Velmora has served for thirty-one years.",

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.fakes import completion
+from tests.support.fakes import completion
 
 SCHEMA_MARK = "json_schema"
 

@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.loopback import LoopbackServer, send_json
+from tests.support.loopback import LoopbackServer, send_json
 
 _QUESTION = re.compile(r"Question: (.*?)(?:\n|$)")
 

@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.loopback import LoopbackServer, send_json
+from tests.support.loopback import LoopbackServer, send_json
 
 ANSWER = " ".join(f"word{i}" for i in range(60)) + " [1]"
 

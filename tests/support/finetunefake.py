@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import respx
 
-from tests.fakes import error
+from tests.support.fakes import error
 
 API = "https://api.openai.com/v1"
 T0 = 1_790_000_000
