@@ -346,3 +346,28 @@ def test_every_fine_tuning_setting_is_described_and_read_from_the_environment(mo
     assert settings.finetune.teacher.model == "gpt-4.1"
     assert settings.finetune.teacher.api_key.get_secret_value() == "sk-env"
     assert settings.finetune.price_per_million_tokens == {"my-model": 2.5}
+
+
+def test_a_refused_launch_leaves_nothing_and_a_job_that_never_reached_openai_needs_no_key(
+    ctx, caplog
+):
+    """With no key, an openai launch is refused before any job exists. A job created earlier
+    that never reached OpenAI (its process died before the upload) is cancelled without a key;
+    one that cannot be resumed is marked failed once, with its reason, and not tried again."""
+    from core.errors import ConfigError
+
+    ctx.openai_client = None  # no client given: built from settings, which hold no key
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        launch(ctx, ctx.dataset_id, backend="openai", today=TODAY)
+    assert ctx.store.jobs() == []
+    stranded = ctx.store.create_job("openai", "supervised", "gpt-4o-mini", ctx.dataset_id, {}, {})
+    assert cancel(ctx, stranded.id).status == "cancelled"
+    unresumable = ctx.store.create_job(
+        "openai", "supervised", "gpt-4o-mini", ctx.dataset_id, {}, {}
+    )
+    ctx.store.update(unresumable.id, external_id="ftjob-gone", status="running")
+    with caplog.at_level("WARNING"):
+        [job] = resume(ctx, sleep=lambda s: None, max_polls=1)
+    assert job.status == "failed" and "not resumed" in job.error and "OPENAI_API_KEY" in job.error
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]
+    assert resume(ctx, sleep=lambda s: None, max_polls=1) == []  # not tried again
