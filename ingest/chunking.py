@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.index.chunks import embed_text
+from core.index.chunks import Meta, embed_text
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -133,7 +133,7 @@ def _place(metadata: dict[str, Any]) -> tuple:
     return tuple(sorted((k, str(v)) for k, v in metadata.items() if k not in _PATH_KEYS))
 
 
-_PATH_KEYS = ("heading_path", "section")
+_PATH_KEYS = (Meta.HEADING_PATH, Meta.SECTION)
 
 
 def pack_sections(sections: list[Section], plan: ChunkPlan) -> list[Section]:
@@ -145,7 +145,7 @@ def pack_sections(sections: list[Section], plan: ChunkPlan) -> list[Section]:
 
     packs: list[_Pack] = []
     for section in sections:
-        path = [p for p in (section.metadata.get("heading_path") or "").split(" > ") if p]
+        path = [p for p in (section.metadata.get(Meta.HEADING_PATH) or "").split(" > ") if p]
         if packs and _place(packs[-1].metadata) == _place(section.metadata):
             trial = _Pack(packs[-1].metadata, [*packs[-1].parts, (path, section.text)])
             common, text = trial.render()
@@ -158,11 +158,11 @@ def pack_sections(sections: list[Section], plan: ChunkPlan) -> list[Section]:
         common, text = pack.render()
         meta = {k: v for k, v in pack.metadata.items() if k not in _PATH_KEYS}
         if common:
-            meta["heading_path"] = common
+            meta[Meta.HEADING_PATH] = common
             if len(common.split(" > ")) > 1:
-                meta["section"] = common.split(" > ")[-1]
+                meta[Meta.SECTION] = common.split(" > ")[-1]
         paths = list(dict.fromkeys(" > ".join(p) for p, _ in pack.parts if p))
         if len(paths) > 1:  # the sections merged into this chunk, for the documents' outline
-            meta["sections"] = "\n".join(paths)
+            meta[Meta.SECTIONS] = "\n".join(paths)
         packed.append(Section(text, meta))
     return packed

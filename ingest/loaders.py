@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import SourceError
+from core.index.chunks import Meta
 
 
 @dataclass
@@ -62,9 +63,9 @@ def heading_path(*parts: str | None) -> str:
 def structured_section(text: str, title: str, path: Sequence[str] = (), **extra: Any) -> Section:
     """A section of a structured document: its title and heading path travel with every chunk,
     are embedded with it, and are shown as the citation."""
-    meta: dict[str, Any] = {"title": title, "heading_path": heading_path(title, *path)}
+    meta: dict[str, Any] = {Meta.TITLE: title, Meta.HEADING_PATH: heading_path(title, *path)}
     if path:
-        meta["section"] = path[-1]
+        meta[Meta.SECTION] = path[-1]
     meta.update(extra)
     return Section(text, meta)
 
