@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.cli import add_turn_filters
 from core.dates import parse_since
 from core.db.database import open_database
 
@@ -20,13 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 7860)")
     sub = p.add_subparsers(dest="command")
     exp = sub.add_parser("export-logs", help="write logged turns as JSONL")
-    exp.add_argument("--since", help="only turns at or after this ISO date/time")
-    exp.add_argument(
-        "--feedback",
-        choices=["all", "any", "up", "down", "none"],
-        default="all",
-        help="any: rated turns; up/down: that rating; none: unrated",
-    )
+    add_turn_filters(exp)
     exp.add_argument("--out", type=Path, help="output file (default: standard output)")
     return p
 

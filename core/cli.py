@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import RagError
 from core.offline import stay_offline
@@ -18,6 +18,33 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 Command = Callable[["Settings", argparse.Namespace], int]
+T = TypeVar("T")
+FEEDBACK = ("all", "any", "up", "down", "none")  # as the chat log filters turns by their rating
+
+
+def add_turn_filters(parser: Any, scope: str = "") -> None:
+    """`--since` and `--feedback`, the filters every command that reads logged turns takes
+    (`scope` prefixes their help: the option they refine)."""
+    parser.add_argument("--since", help=f"{scope}only turns at or after this ISO date/time")
+    parser.add_argument(
+        "--feedback",
+        choices=FEEDBACK,
+        default="all",
+        help=f"{scope}any: rated turns; up/down: that rating; none: unrated",
+    )
+
+
+def request_from(args: argparse.Namespace, cls: type[T], **overrides: Any) -> T:
+    """A service's request dataclass from parsed options: each field from the option of the same
+    name, `overrides` for the rest (options named otherwise, values parsed first)."""
+    import dataclasses
+
+    values = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if hasattr(args, f.name)
+    }
+    return cls(**{**values, **overrides})
 
 
 def run_command(

@@ -114,6 +114,23 @@ class ModelClient:
     def reason(self, exc: BaseException) -> str:
         return api_reason(exc, self.endpoint)
 
+    def ask(self, prompt: str, temperature: float = 0.0, json_reply: bool = False) -> str:
+        """The reply to one user message (a JSON object when `json_reply`); a failed call, after
+        the SDK's retries, raises ProviderError saying what to do."""
+        import openai
+
+        extra: dict[str, Any] = {"response_format": {"type": "json_object"}} if json_reply else {}
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": prompt}],
+                temperature=temperature,
+                **extra,
+            )
+        except openai.APIError as exc:
+            raise api_error(exc, self.endpoint) from exc
+        return reply.choices[0].message.content or ""
+
 
 def connect(
     endpoint: OpenAIEndpoint, asynchronous: bool = False, http_client: Any = None

@@ -46,8 +46,9 @@ class EmbeddingSettings(BaseModel):
         description="How the `local` model runs: `torch`, `torch-bf16` (torch under bfloat16 "
         "autocast), `onnx` (ONNX Runtime) or `onnx-int8` (ONNX Runtime, weights quantized to "
         "int8). Default: the backend that built the collection, else `torch-bf16` on a CPU "
-        "with native bfloat16 (AMX or AVX512-BF16) and `onnx-int8` elsewhere. Part of the "
-        "collection's embedding id: vectors of two backends never mix in one collection.",
+        "with Intel AMX and `onnx-int8` elsewhere (AVX512-BF16 alone measured faster in "
+        "int8). Part of the collection's embedding id: vectors of two backends never mix in "
+        "one collection.",
     )
     cache_dir: Path | None = Field(
         default=None,

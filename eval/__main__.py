@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.cli import add_turn_filters, request_from
 from core.dates import parse_since
 
 if TYPE_CHECKING:
@@ -27,13 +28,7 @@ def _set_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=int, help="use only the first N samples")
     g.add_argument("--from-log", action="store_true", help="a sample of logged turns")
     g.add_argument("--size", type=int, default=100, help="turns to sample with --from-log")
-    g.add_argument(
-        "--feedback",
-        choices=["all", "any", "up", "down", "none"],
-        default="all",
-        help="--from-log filter, as in export-logs",
-    )
-    g.add_argument("--since", help="--from-log: only turns at or after this ISO date")
+    add_turn_filters(g, "--from-log: ")
     g.add_argument(
         "--teacher",
         action="store_true",
@@ -91,21 +86,13 @@ def load_set(ctx: EvalContext, args: argparse.Namespace) -> int:
     """Store the set the options name; returns its id."""
     from eval.service import SetRequest, store_set
 
-    request = SetRequest(
+    request = request_from(
+        args,
+        SetRequest,
         path=args.set_path,
-        dataset=args.dataset,
-        question_field=args.question_field,
         reference_field=args.reference_field or None,
         contexts_field=args.contexts_field or None,
-        sources_field=args.sources_field,
-        split=args.split,
-        from_log=args.from_log,
-        size=args.size,
-        feedback=args.feedback,
         since=parse_since(args.since),
-        teacher=args.teacher,
-        generate=args.generate,
-        limit=args.limit,
     )
     set_id, notes = store_set(ctx, request)
     for note in notes:
@@ -129,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(settings, args) -> int:
-    from eval.service import evaluate, run_line
+    from eval.runner import run_eval
+    from eval.service import run_line
 
     ctx = _context(settings)
-    run = evaluate(ctx, load_set(ctx, args), args.chat, args.embedding)
+    run = run_eval(ctx, load_set(ctx, args), args.chat, args.embedding)
     if args.report:
         from eval.report import write_report
 
@@ -142,11 +130,11 @@ def cmd_run(settings, args) -> int:
 
 
 def cmd_compare(settings, args) -> int:
-    from eval.service import compare_candidate, decision_line, run_line
+    from eval.runner import compare
+    from eval.service import decision_line, run_line
 
     ctx = _context(settings)
-    set_id = load_set(ctx, args)
-    decision, champ, cand = compare_candidate(ctx, set_id, args.candidate, args.auto_promote)
+    decision, champ, cand = compare(ctx, load_set(ctx, args), args.candidate, args.auto_promote)
     print(run_line(champ))
     print(run_line(cand))
     if args.report:

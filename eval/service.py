@@ -1,7 +1,8 @@
 """One function per evaluation admin action, called alike by the command line (`python -m eval`)
-and the Evaluate tab: store an evaluation set from any source, run versions on it, compare a
-candidate with the champion through the gate (or judge two stored runs), promote, roll back and
-register. The checks and messages are these; the CLI and the tab only gather arguments."""
+and the Evaluate tab: store an evaluation set from any source, judge two stored runs through the
+gate, apply a decision, promote, roll back and register. Running versions on a set and comparing
+a candidate with the champion are eval.runner's `run_eval` and `compare`. The checks and messages
+are these; the CLI and the tab only gather arguments."""
 
 from __future__ import annotations
 
@@ -132,34 +133,6 @@ def _generate(ctx: EvalContext, size: int) -> tuple[list[EvalSample], list[str]]
         create=False,
     )
     return generate_from_chunks(collection, llm, size, seed=ctx.settings.eval.seed)
-
-
-def evaluate(
-    ctx: EvalContext,
-    set_id: int,
-    chat_id: int | None = None,
-    embedding_id: int | None = None,
-    progress: bool = True,
-) -> EvalRun:
-    """The given versions (default: the active ones) answer and are scored on stored set
-    `set_id`; the run is stored."""
-    from eval.runner import run_eval
-
-    return run_eval(ctx, set_id, chat_id, embedding_id, progress)
-
-
-def compare_candidate(
-    ctx: EvalContext,
-    set_id: int,
-    candidate_id: int,
-    auto_promote: bool = False,
-    progress: bool = True,
-) -> tuple[GateDecision, EvalRun, EvalRun]:
-    """Champion and candidate answer the same set; the gate decides (and with `auto_promote`
-    the winner is promoted, the loser rejected)."""
-    from eval.runner import compare
-
-    return compare(ctx, set_id, candidate_id, auto_promote, progress)
 
 
 def judge_runs(ctx: EvalContext, champion_run_id: int, candidate_run_id: int) -> GateDecision:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from core.datasource import load_rows
-from core.errors import RagError, SourceError
+from core.errors import ProviderError, RagError, SourceError
 from core.evalstore import EvalSample
 from core.index.chunks import Meta, iter_pages
 from core.questions import question_key
@@ -162,26 +162,15 @@ TEACHER_PROMPT = (
 def openai_teacher(llm: ModelClient) -> Callable[[str, list[str]], str | None]:
     """A teacher on an OpenAI-compatible endpoint: writes the reference answer of a logged
     question from the passages that were retrieved for it. API errors stop with a clear message."""
-    import openai
 
     def write(question: str, passages: list[str]) -> str | None:
         if not passages:
             return None
         text = "\n\n".join(f"[{i}] {p}" for i, p in enumerate(passages, start=1))
         try:
-            reply = llm.client.chat.completions.create(
-                model=llm.model,
-                messages=[
-                    {
-                        "role": "user",
-                        "content": TEACHER_PROMPT.format(passages=text, question=question),
-                    }
-                ],
-                temperature=0.0,
-            )
-        except openai.APIError as exc:
-            raise EvalSetError(f"writing references: {llm.reason(exc)}") from exc
-        answer = (reply.choices[0].message.content or "").strip()
+            answer = llm.ask(TEACHER_PROMPT.format(passages=text, question=question)).strip()
+        except ProviderError as exc:
+            raise EvalSetError(f"writing references: {exc}") from exc
         return None if not answer or answer.upper() == "NONE" else answer
 
     return write
@@ -232,7 +221,6 @@ def generate_from_chunks(
     from `size` randomly chosen indexed chunks of at least `min_words` words: one question and
     answer per chunk, the chunk as reference context and its file as reference source. Returns
     the samples and the reasons chunks were skipped (a malformed reply loses only its chunk)."""
-    import openai
     from tqdm import tqdm
 
     chunks, total = [], 0
@@ -253,18 +241,14 @@ def generate_from_chunks(
     samples, skipped = [], []
     for doc, meta in tqdm(picked, desc="generate", unit="q", disable=not progress):
         try:
-            reply = llm.client.chat.completions.create(
-                model=llm.model,
-                messages=[{"role": "user", "content": GENERATE_PROMPT.format(passage=doc)}],
-                temperature=0.2,
-                response_format={"type": "json_object"},
-            )
-            data = json.loads(reply.choices[0].message.content or "")
+            reply = llm.ask(GENERATE_PROMPT.format(passage=doc), 0.2, json_reply=True)
+        except ProviderError as exc:
+            raise EvalSetError(f"writing the test set: {exc}") from exc
+        try:
+            data = json.loads(reply)
             question, answer = str(data["question"]).strip(), str(data["answer"]).strip()
             if not question:
                 raise ValueError("empty question")
-        except openai.APIError as exc:
-            raise EvalSetError(f"writing the test set: {llm.reason(exc)}") from exc
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             skipped.append(f"malformed reply ({type(exc).__name__}: {exc})")
             continue

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.cli import add_turn_filters, request_from
 from core.dates import parse_since
 from core.db.database import open_database
 from core.errors import RagError
@@ -29,14 +30,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=MODES,
         help="teacher mode (default: grade with a teacher configured, else none)",
     )
-    b.add_argument("--since", help="only turns at or after this ISO date/time")
+    add_turn_filters(b)
     b.add_argument("--until", help="only turns before this ISO date/time")
-    b.add_argument(
-        "--feedback",
-        choices=["all", "any", "up", "down", "none"],
-        default="all",
-        help="any: rated turns; up/down: that rating; none: unrated",
-    )
     b.add_argument("--chat-version", type=int, help="only turns answered by this registry version")
     b.add_argument(
         "--include-failed", action="store_true", help="also look at turns that were not answered"
@@ -107,26 +102,14 @@ def build(settings: Settings, args: argparse.Namespace) -> int:
 
     from finetune.service import BuildRequest, build_chat_dataset
 
-    request = BuildRequest(
-        name=args.name,
-        mode=args.mode,
-        feedback=args.feedback,
+    request = request_from(
+        args,
+        BuildRequest,
         since=parse_since(args.since),
         until=parse_since(args.until),
         chat_version_id=args.chat_version,
-        include_failed=args.include_failed,
-        min_answer_chars=args.min_answer_chars,
         near_duplicates=not args.no_embedding_dedup,
-        dedup_similarity=args.dedup_similarity,
-        grade_threshold=args.grade_threshold,
-        validation_share=args.validation_share,
-        dataset=args.dataset,
-        question_field=args.question_field,
-        answer_field=args.answer_field,
         explanation_field=args.explanation_field or None,
-        context_field=args.context_field,
-        split=args.split,
-        limit=args.limit,
     )
     with tqdm(unit="turn", desc="building", file=sys.stderr) as bar:
 

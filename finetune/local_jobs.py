@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import ConfigError
 from core.jobstore import FineTuneJob, JobStore
 from finetune.watch import Cancelled, claim_kept, job_callback
+from rag.local_llm import load_causal_lm
 
 if TYPE_CHECKING:
     from core.compute import ComputeGate
@@ -114,19 +115,11 @@ class LocalBackend:
         import torch
         from datasets import Dataset
         from peft import LoraConfig
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         hp = job.hyperparameters
         folder = Path(dataset.path)
         files = dataset.card.files
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(job.base_model, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(job.base_model, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot load a causal LM from {job.base_model}: {exc}; set "
-                "RAG_FINETUNE__BASE_MODEL to a Hugging Face model directory"
-            ) from exc
+        tokenizer, model = load_causal_lm(job.base_model, "RAG_FINETUNE__BASE_MODEL")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         dpo = job.method == "dpo"

@@ -20,6 +20,22 @@ from pydantic import PrivateAttr
 from core.errors import ConfigError
 
 
+def load_causal_lm(model_dir: str, setting: str) -> tuple[Any, Any]:
+    """(tokenizer, model) of a Hugging Face causal LM folder, never from the hub; ConfigError
+    naming `setting` (the variable that points at the folder) when it cannot be loaded."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot load a causal LM from {model_dir}: {exc}; point {setting} at a Hugging Face "
+            "model directory"
+        ) from exc
+    return tokenizer, model
+
+
 class LocalLLM(CustomLLM):
     model_dir: str
     adapter_path: str | None = None
@@ -32,16 +48,7 @@ class LocalLLM(CustomLLM):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(self.model_dir, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot load a causal LM from {self.model_dir}: {exc}; point RAG_LLM__MODEL at a "
-                "Hugging Face model directory"
-            ) from exc
+        self._tokenizer, model = load_causal_lm(self.model_dir, "RAG_LLM__MODEL")
         if self.adapter_path:
             from peft import PeftModel
 

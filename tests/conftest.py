@@ -97,5 +97,3 @@ def sql_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'rag.db'}"
         return
     yield from pg_database()
-
-

@@ -1,10 +1,9 @@
 """The `torch-bf16` backend: the local sentence-transformers model with its weights in bfloat16,
 run under bfloat16 autocast (layer norms and softmax in float32) and normalised in float32.
 
-On a CPU with native bfloat16 (Intel AMX, AVX512-BF16) this embeds well over twice as fast as
-float32 torch, and its vectors agree with float32's to a cosine above 0.999. Elsewhere bfloat16 is
-emulated and slow, which is why it is the default only where the CPU has it
-(core.embedding.providers)."""
+On a CPU with Intel AMX this embeds well over twice as fast as float32 torch, and its vectors
+agree with float32's to a cosine above 0.999. Elsewhere bfloat16 is slower than int8 ONNX (or
+emulated), which is why it is the default only where the CPU has AMX (core.embedding.providers)."""
 
 from __future__ import annotations
 

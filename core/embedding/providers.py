@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 DEFAULT_OPENAI_EMBEDDING = "text-embedding-3-small"
 # The backend of new collections: the fastest whose retrieval quality stays within 0.01 hit@5
-# of torch on bench/speed.py (see the README's figures). On a CPU with Intel AMX that is torch
+# of torch on bench/speed.py (figures in bench/README.md). On a CPU with Intel AMX that is torch
 # under bfloat16 autocast, which embeds as torch does (mean cosine to fp32 above 0.9999); elsewhere
 # int8 ONNX Runtime. AVX512-BF16 without AMX (AMD Zen 4) was measured slower in bfloat16 than int8:
 # 173 s against 117 s for the manual's 4,680 chunks at 512 pieces. Collections built with another

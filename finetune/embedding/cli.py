@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.cli import request_from
 from core.dates import parse_since
 from core.db.database import open_database
 
@@ -115,23 +116,7 @@ def _summary(m: dict[str, float]) -> str:
 def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
     from finetune.embedding.service import PairsRequest, build_pairs
 
-    request = PairsRequest(
-        name=args.name,
-        chatlog=args.chatlog,
-        since=parse_since(args.since),
-        teacher=args.teacher,
-        headings=args.headings,
-        cloze=args.cloze,
-        generate=args.generate,
-        dataset=args.dataset,
-        question_field=args.question_field,
-        text_field=args.text_field,
-        split=args.split,
-        limit=args.limit,
-        files=args.file,
-        negatives=args.negatives,
-        seed=args.seed,
-    )
+    request = request_from(args, PairsRequest, since=parse_since(args.since), files=args.file)
     print(build_pairs(_context(settings), request, progress=not args.no_progress).summary())
     return 0
 
@@ -142,17 +127,11 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from finetune.embedding.job import TrainRequest, launch_training
     from finetune.report import job_line
 
-    request = TrainRequest(
+    request = request_from(
+        args,
+        TrainRequest,
         dataset_id=args.dataset,
-        loss=args.loss,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        mini_batch_size=args.mini_batch_size,
         learning_rate=args.lr,
-        max_seq_length=args.max_seq_length,
-        holdout=args.holdout,
-        max_steps=args.max_steps,
-        seed=args.seed,
         register=not args.no_register,
     )
     ctx = _context(settings)
@@ -186,15 +165,7 @@ def cmd_adapter(settings: Settings, args: argparse.Namespace) -> int:
 
     version, line = train_query_adapter(
         _context(settings),
-        AdapterRequest(
-            dataset=args.dataset,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            holdout=args.holdout,
-            seed=args.seed,
-            register=not args.no_register,
-        ),
+        request_from(args, AdapterRequest, learning_rate=args.lr, register=not args.no_register),
         progress=not args.no_progress,
     )
     print(line)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, ValidationError
 
 from core.datasource import load_rows
-from core.errors import RagError, SourceError
+from core.errors import ProviderError, RagError, SourceError
 from core.index.chunks import Meta, embed_text, iter_pages
 from core.questions import question_key
 from core.records import DatasetCard
@@ -201,25 +201,15 @@ TEACHER_PROMPT = (
 def openai_teacher(llm: ModelClient) -> Callable[[str, str], float | None]:
     """A grader on any OpenAI-compatible server: (question, passage) -> 1..5, or None when the
     reply is malformed. An API error (401, 429 after the SDK's retries, 500) raises DataError."""
-    import openai
 
     def grade(question: str, passage: str) -> float | None:
+        prompt = TEACHER_PROMPT.format(question=question, passage=passage)
         try:
-            reply = llm.client.chat.completions.create(
-                model=llm.model,
-                messages=[
-                    {
-                        "role": "user",
-                        "content": TEACHER_PROMPT.format(question=question, passage=passage),
-                    }
-                ],
-                temperature=0,
-                response_format={"type": "json_object"},
-            )
-        except openai.APIError as exc:
-            raise DataError(f"the teacher LLM failed: {llm.reason(exc)}") from exc
+            reply = llm.ask(prompt, json_reply=True)
+        except ProviderError as exc:
+            raise DataError(f"the teacher LLM failed: {exc}") from exc
         try:
-            score = float(json.loads(reply.choices[0].message.content or "")["score"])
+            score = float(json.loads(reply)["score"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
         return score if 1 <= score <= 5 else None
@@ -341,7 +331,6 @@ def generate_pairs(
     """Questions written by an LLM (on any OpenAI-compatible endpoint)
     for `size` random chunks of at least `min_words` words. A malformed reply loses only its chunk
     (returned as a reason); an API error stops with a RagError that says so."""
-    import openai
     from tqdm import tqdm
 
     chunks = [c for c in _chunks(collection) if len(c[1].split()) >= min_words]
@@ -350,20 +339,15 @@ def generate_pairs(
     picked = random.Random(seed).sample(chunks, min(size, len(chunks)))
     data, skipped = PairSet(), []
     for cid, doc, meta in tqdm(picked, desc="generate", unit="chunk", disable=not progress):
+        prompt = GENERATE_PROMPT.format(n=per_chunk, passage=doc)
         try:
-            reply = llm.client.chat.completions.create(
-                model=llm.model,
-                messages=[
-                    {"role": "user", "content": GENERATE_PROMPT.format(n=per_chunk, passage=doc)}
-                ],
-                temperature=0.2,
-                response_format={"type": "json_object"},
-            )
-            questions = json.loads(reply.choices[0].message.content or "")["questions"]
+            reply = llm.ask(prompt, 0.2, json_reply=True)
+        except ProviderError as exc:
+            raise DataError(f"writing questions: {exc}") from exc
+        try:
+            questions = json.loads(reply)["questions"]
             if not isinstance(questions, list):
                 raise TypeError("questions is not a list")
-        except openai.APIError as exc:
-            raise DataError(f"writing questions: {llm.reason(exc)}") from exc
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             skipped.append(f"{cid}: malformed reply ({type(exc).__name__}: {exc})")
             continue
