@@ -120,7 +120,37 @@ def check_spec(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
         )
     if strip_secrets(spec) != spec:
         raise RegistryError("API keys are never stored in the registry; keep them in settings")
+    for section, overrides in spec.items():
+        _check_section(section, overrides)
     return spec
+
+
+def _check_section(section: str, overrides: Any) -> None:
+    """Every key of a spec section must be a setting of that section, with a value it accepts: a
+    typo ("top_kk") would otherwise change nothing, or something else, without a word."""
+    from pydantic import BaseModel, ValidationError
+
+    from core.settings import Settings
+
+    field = Settings.model_fields.get(section)
+    model = field.annotation if field is not None else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise RegistryError(f"there is no settings section {section!r} to override")
+    if not isinstance(overrides, dict):
+        raise RegistryError(f"the spec's {section!r} must be an object of settings")
+    unknown = sorted(set(overrides) - set(model.model_fields))
+    if unknown:
+        known = ", ".join(sorted(model.model_fields))
+        raise RegistryError(
+            f"unknown setting {', '.join(f'{section}.{k}' for k in unknown)} in the spec; "
+            f"{section} has: {known}"
+        )
+    try:
+        model.model_validate(overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in (section, *first["loc"]))
+        raise RegistryError(f"{where} in the spec: {first['msg']}") from exc
 
 
 def apply_spec(settings: Settings, *versions: ModelVersion | None) -> Settings:

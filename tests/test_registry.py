@@ -128,3 +128,29 @@ def test_apply_spec_overrides_only_the_named_fields(tmp_path, sql_url):
     assert applied.retrieval.top_k == 1 and applied.llm.provider == "extractive"
     assert applied.retrieval.similarity_cutoff == settings.retrieval.similarity_cutoff
     assert applied.chroma.collection == "docs-v2" and settings.chroma.collection == "docs"
+
+
+@pytest.mark.parametrize(
+    ("spec", "refusal"),
+    [
+        ({"retrieval": {"top_kk": 8}}, r"unknown setting retrieval\.top_kk in the spec"),
+        ({"retrieval": {"top_k": "many"}}, r"retrieval\.top_k in the spec: Input should be"),
+        ({"llm": {"temperature": 7}}, r"llm\.temperature in the spec"),
+        ({"llm": "gpt-4o"}, r"the spec's 'llm' must be an object"),
+    ],
+)
+def test_a_spec_with_a_typo_or_a_wrong_type_is_refused_naming_the_key(sql_url, spec, refusal):
+    reg = Registry(open_database(sql_url))
+    with pytest.raises(RegistryError, match=refusal):
+        reg.register("chat", "typo", spec)
+    assert reg.versions("chat") == []  # nothing registered
+    assert reg.register("chat", "fine", {"retrieval": {"top_k": 8}}).spec["retrieval"]["top_k"] == 8
+
+
+def test_eval_register_refuses_a_typo_with_the_key_named(tmp_path, monkeypatch, capsys):
+    from eval.__main__ import main
+
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    spec = '{"retrieval": {"top_kk": 8}}'
+    assert main(["register", "--kind", "chat", "--name", "typo", "--spec", spec]) == 2
+    assert "unknown setting retrieval.top_kk" in capsys.readouterr().err
