@@ -27,6 +27,7 @@ from core.records import DatasetCard, Turn
 from finetune.dedup import Embed, NearDuplicates
 from finetune.redact import redact
 from finetune.teacher import RUBRIC_VERSION, Teacher, TeacherReply
+from rag.synthesis import says_not_covered
 
 if TYPE_CHECKING:
     pass
@@ -129,7 +130,13 @@ def skip_reason(turn: Turn, filt: TurnFilter) -> str | None:
         return "not_answered"
     if len((turn.response or "").strip()) < filt.min_answer_chars:
         return "answer_too_short"
+    if says_not_covered(turn.response or ""):
+        return "not_covered"  # "the documents do not cover it" teaches nothing about them
     return None
+
+
+def rated_down(turn: Turn) -> bool:
+    return turn.feedback is not None and turn.feedback.rating == "down"
 
 
 def in_selection(turn: Turn, filt: TurnFilter) -> bool:
@@ -232,7 +239,7 @@ def _teach(teacher: Teacher | None, work: _Work, mode: Mode, threshold: float) -
     """The teacher calls one turn needs in `mode` (run in a worker thread)."""
     if teacher is None or mode == "none":
         return
-    down = work.turn.feedback is not None and work.turn.feedback.rating == "down"
+    down = rated_down(work.turn)
     if mode == "grade":
         work.reply = teacher.grade(work.question, work.contexts or [], work.answer, work.comment)
     elif mode == "distill":
@@ -367,6 +374,10 @@ def build_dataset(
         for work, verdict in zip(works, verdicts, strict=True):
             if verdict:
                 drop(work.turn, work.question, verdict, answer=work.answer)
+            elif rated_down(work.turn) and options.mode in ("none", "grade"):
+                # A thumbs-down answer is never a target; distill and relabel answer it anew
+                # (and keep it as the rejected side of a preference pair).
+                drop(work.turn, work.question, "rated_down", answer=work.answer)
             else:
                 fresh.append(work)
         if teacher is not None and options.mode != "none":

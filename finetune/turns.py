@@ -14,11 +14,18 @@ if TYPE_CHECKING:
     from core.chatlog import ChatLog
 
 
+# Among repeated questions the first one seen is kept: rated turns come before unrated ones, a
+# thumbs-up before a thumbs-down, so a person's judgement always decides which copy counts.
+ORDER = {"all": ("up", "down", "none"), "any": ("up", "down")}
+
+
 def turns_from_log(chatlog: ChatLog, filt: TurnFilter) -> Iterator[Turn]:
-    """Logged turns in id order that the filters select (streamed from the database)."""
-    for turn in chatlog.turns(since=filt.since, feedback=filt.feedback):
-        if in_selection(turn, filt):
-            yield turn
+    """The logged turns the filters select, streamed from the database: rated up, then rated
+    down, then unrated, each in id order."""
+    for feedback in ORDER.get(filt.feedback, (filt.feedback,)):
+        for turn in chatlog.turns(since=filt.since, feedback=feedback):
+            if in_selection(turn, filt):
+                yield turn
 
 
 def turns_from_dataset(

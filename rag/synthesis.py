@@ -30,10 +30,22 @@ NO_ANSWER = (
     "I could not find anything relevant to that in the indexed documents, so I cannot answer it "
     "from them. Try rephrasing, or add documents that cover it."
 )
+# How an answer says the documents do not hold the answer: the app's own words, and what the
+# system prompt asks a chat model to say.
+_NOT_COVERED = re.compile(
+    r"(could not find anything relevant|(documents?|passages?|context)\s+(do|does)\s+not\s+"
+    r"(cover|contain|mention|say)|not covered (by|in) the (documents|passages))",
+    re.IGNORECASE,
+)
 EXTRACTIVE_LABEL = (
     "**Extracted passages** (no language model is configured: these are the sentences of your "
     "documents closest to the question, quoted verbatim)"
 )
+
+
+def says_not_covered(answer: str) -> bool:
+    """Whether an answer says the documents do not cover the question (so it answers nothing)."""
+    return answer.strip().startswith(NO_ANSWER[:40]) or bool(_NOT_COVERED.search(answer[:400]))
 
 
 def _stop(stream: Any) -> None:

@@ -251,22 +251,24 @@ def test_grade_mode_keeps_good_turns_and_drops_the_rest_with_reasons(log, tmp_pa
     log_turn(log, "who kept the velmora lighthouse?  Mail jane@example.com")  # a repeat
     log_turn(log, "Is it open?", answer="Yes.")  # too short to learn from
     log_turn(log, "Did it fail?", answer=None)  # the model failed: nothing to learn
-    down = log_turn(log, "Where is Velmora?", rating="down", comment="it cites the wrong passage")
+    # A thumbs-down answer is never a training target (nor sent to be graded).
+    log_turn(log, "Where is Velmora?", rating="down", comment="it cites the wrong passage")
     result = build(log, tmp_path, teacher_for(teacher_server), "grade")
     card = result.card
-    assert card.seen == 9 and card.kept == 3
+    assert card.seen == 9 and card.kept == 2
     assert card.dropped == {
         "answer_too_short": 1,
         "duplicate_question": 1,
         "grade_below_threshold": 1,
         "malformed_teacher_output": 1,
         "not_answered": 1,
+        "rated_down": 1,
         "teacher_refused": 1,
     }
-    assert card.source_turn_ids == [good_id, retried, down]
+    assert card.source_turn_ids == [good_id, retried]
     assert card.redactions == {"email": 2} and card.teacher_model == "teacher-model"
     assert card.rubric_version and card.prompt_version == PROMPT.version
-    assert card.train_examples + card.validation_examples == 3
+    assert card.train_examples + card.validation_examples == 2
     # The user message carries the passages exactly as the app sends them.
     examples = read_jsonl(result.path / "train.jsonl")
     if (result.path / "validation.jsonl").exists():
@@ -280,11 +282,10 @@ def test_grade_mode_keeps_good_turns_and_drops_the_rest_with_reasons(log, tmp_pa
     first = next(e for e in examples if "lighthouse" in e["messages"][1]["content"])
     assert [m["content"] for m in first["messages"][:2]] == [m.content for m in app_messages]
     assert first["messages"][2]["role"] == "assistant"
-    # Every teacher call asked for strict JSON-schema output; a thumbs-down comment reached it;
-    # no address ever left the machine.
+    # Every teacher call asked for strict JSON-schema output; no address ever left the machine.
     sent = teacher_server.requests
     assert all(r["response_format"]["json_schema"]["strict"] for r in sent)
-    assert any("it cites the wrong passage" in json.dumps(r) for r in sent)
+    assert not any("it cites the wrong passage" in json.dumps(r) for r in sent)
     assert not any("jane@example.com" in json.dumps(r) for r in sent)
     # The malformed-once turn was asked twice and kept; the malformed one twice and dropped.
     asked = [json.dumps(r) for r in sent]
@@ -542,3 +543,21 @@ def test_embed_subcommand_goes_to_the_embedding_cli(monkeypatch):
     monkeypatch.setitem(sys.modules, "finetune.embedding.cli", cli)
     assert main(["embed", "train", "--epochs", "1"]) == 0
     assert seen == [["train", "--epochs", "1"]]
+
+
+def test_a_rated_copy_of_a_question_wins_and_a_thumbs_down_is_never_a_target(log, tmp_path):
+    """Among repeated questions a rated turn wins over its unrated twins, whichever came first:
+    a thumbs-up copy is the example; a thumbs-down copy makes its unrated twin a duplicate, and
+    is not a target itself. Answers saying the documents do not cover the question are not
+    targets either; the card counts each reason."""
+    from rag.synthesis import NO_ANSWER
+
+    log_turn(log, "Who kept the lighthouse?", answer="Someone kept it, I think, long ago.")
+    liked = log_turn(log, "who kept the lighthouse", rating="up")
+    log_turn(log, "When is the festival?", answer="The festival is in May, every year [2].")
+    log_turn(log, "When is the festival", answer="It is in May, every year [2].", rating="down")
+    log_turn(log, "What colour is the tower?", answer=NO_ANSWER)
+    log_turn(log, "Who built it?", answer="The passages do not cover who built the lighthouse.")
+    card = build(log, tmp_path, None, "none").card
+    assert card.source_turn_ids == [liked] and card.kept == 1
+    assert card.dropped == {"duplicate_question": 2, "not_covered": 2, "rated_down": 1}

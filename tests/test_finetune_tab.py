@@ -57,9 +57,10 @@ def test_build_preview_validate_launch_follow_and_cancel(tab):
         "tab", "grade", "all", "", "", None, 20, 4.0, False, "pw"
     )
     assert dataset_id == 1 and "kept **12** of 14" in summary
-    assert "grade_below_threshold: 2" in summary
-    dropped = [r for r in preview if r[1] == "dropped"]
-    assert len(dropped) == 2 and dropped[0][2] == "grade_below_threshold" and dropped[0][5] == 2
+    assert "grade_below_threshold: 1" in summary and "rated_down: 1" in summary
+    dropped = {r[2]: r for r in preview if r[1] == "dropped"}
+    assert set(dropped) == {"grade_below_threshold", "rated_down"}
+    assert dropped["grade_below_threshold"][5] == 2  # the teacher's grade is shown
     assert all(r[5] == 5 for r in preview if r[1] == "kept")  # the teacher's grades are shown
     checked = tab.validate(dataset_id, "openai", "supervised", "", "pw")
     card = tab.ctx.store.dataset(dataset_id).card
