@@ -276,6 +276,12 @@ def monitor(
             return job
         if job.backend == "local":
             return run_local(ctx, job_id)
+        if job.external_id is None:  # its launcher died before OpenAI had the job: no key needed
+            return ctx.store.update(
+                job_id,
+                status="failed",
+                error="the launch stopped before the job reached OpenAI; launch the dataset again",
+            )
         job = poll_once(ctx, job_id)
         polls += 1
         if on_poll is not None:

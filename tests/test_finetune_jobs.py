@@ -371,3 +371,7 @@ def test_a_refused_launch_leaves_nothing_and_a_job_that_never_reached_openai_nee
     assert job.status == "failed" and "not resumed" in job.error and "OPENAI_API_KEY" in job.error
     assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.exc_info]
     assert resume(ctx, sleep=lambda s: None, max_polls=1) == []  # not tried again
+    # A job whose launcher died before OpenAI had it: failed with its reason, no key asked.
+    orphan = ctx.store.create_job("openai", "supervised", "gpt-4o-mini", ctx.dataset_id, {}, {})
+    [job] = resume(ctx, sleep=lambda s: None, max_polls=1)
+    assert job.id == orphan.id and job.status == "failed" and "reached OpenAI" in job.error
