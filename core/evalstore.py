@@ -43,6 +43,25 @@ class EvalSample(BaseModel):
     )
 
 
+class EvalSetInfo(BaseModel):
+    """A stored evaluation set: its name, size and where its questions came from."""
+
+    id: int
+    name: str
+    content_hash: str
+    n_samples: int
+    origin: dict[str, Any] = Field(
+        default_factory=dict,
+        description="kind: file | upload | dataset | chatlog | generated, with what made it",
+    )
+    created_at: datetime | None = None
+
+    @property
+    def label(self) -> str:
+        kind = self.origin.get("kind", "set")
+        return f"set {self.id}: {self.name} ({self.n_samples} questions, {kind})"
+
+
 class ScoredSample(BaseModel):
     """A sample as one model version answered it, with its scores (None: not measured)."""
 
@@ -108,6 +127,17 @@ def summarise(samples: list[ScoredSample]) -> dict[str, MetricSummary]:
     return out
 
 
+def _set_info(row: EvalSetRow) -> EvalSetInfo:
+    return EvalSetInfo(
+        id=row.id,
+        name=row.name,
+        content_hash=row.content_hash,
+        n_samples=row.n_samples,
+        origin=row.origin or {},
+        created_at=aware(row.created_at),
+    )
+
+
 def _run(row: EvalRunRow, set_hash: str) -> EvalRun:
     return EvalRun(
         id=row.id,
@@ -156,7 +186,13 @@ class EvalStore:
 
     # -- sets ------------------------------------------------------------------------------------
 
-    def save_set(self, name: str, content_hash: str, samples: list[EvalSample]) -> int:
+    def save_set(
+        self,
+        name: str,
+        content_hash: str,
+        samples: list[EvalSample],
+        origin: dict[str, Any] | None = None,
+    ) -> int:
         """Store a set once per content hash; returns its id (the existing one if known)."""
         with Session(self.engine) as s:
             found = s.scalar(select(EvalSetRow.id).where(EvalSetRow.content_hash == content_hash))
@@ -169,6 +205,7 @@ class EvalStore:
                     name=name,
                     n_samples=len(samples),
                     samples=[x.model_dump() for x in samples],
+                    origin=origin or {},
                 )
                 s.add(row)
                 s.flush()
@@ -186,6 +223,19 @@ class EvalStore:
             if row is None:
                 raise RagError(f"no evaluation set {set_id}")
             return row.name, row.content_hash, [EvalSample(**x) for x in row.samples]
+
+    def set_info(self, set_id: int) -> EvalSetInfo:
+        with Session(self.engine) as s:
+            row = s.get(EvalSetRow, set_id)
+            if row is None:
+                raise RagError(f"no evaluation set {set_id}")
+            return _set_info(row)
+
+    def sets(self, limit: int = 200) -> list[EvalSetInfo]:
+        """Stored sets, newest first."""
+        with Session(self.engine) as s:
+            rows = s.scalars(select(EvalSetRow).order_by(EvalSetRow.id.desc()).limit(limit))
+            return [_set_info(r) for r in rows]
 
     # -- runs ------------------------------------------------------------------------------------
 

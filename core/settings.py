@@ -249,6 +249,11 @@ class EvalSettings(BaseModel):
         default="semantic_similarity",
         description="Metric a candidate must improve to be promoted.",
     )
+    retrieval_primary_metric: str = Field(
+        default="mrr_at_10",
+        description="Metric an embedding or reranker candidate must improve (they change which "
+        "passages are retrieved; the answers follow from those).",
+    )
     margin: float = Field(
         default=0.01, ge=0, description="Least mean improvement of the primary metric."
     )

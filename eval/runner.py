@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.errors import RagError
 from core.evalstore import EvalRun, EvalSample, EvalStore, GateDecision, ScoredSample
 from core.registry import Registry, RegistryError, apply_spec, strip_secrets
+from eval.evidence import check_evidence
 from eval.gate import GatePolicy, compare_runs, decide_promotion
 from eval.metrics import score_offline
 from eval.sets import check_no_training_overlap, content_hash
@@ -27,9 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def policy_from(cfg: EvalSettings) -> GatePolicy:
+def policy_from(cfg: EvalSettings, kind: str = "chat") -> GatePolicy:
+    """The gate's policy for a candidate of `kind`: an embedding or reranker candidate changes
+    what is retrieved, so it must improve the retrieval metric; a chat candidate the answers."""
+    primary = cfg.primary_metric if kind == "chat" else cfg.retrieval_primary_metric
     return GatePolicy(
-        primary_metric=cfg.primary_metric,
+        primary_metric=primary,
         margin=cfg.margin,
         guard_metrics=list(cfg.guard_metrics),
         guard_tolerance=cfg.guard_tolerance,
@@ -59,8 +63,10 @@ class EvalContext:
         registry.seed(settings)
         return cls(settings, registry, EvalStore(db), judge=judge)
 
-    def save_set(self, name: str, samples: list[EvalSample]) -> int:
-        return self.store.save_set(name, content_hash(samples), samples)
+    def save_set(
+        self, name: str, samples: list[EvalSample], origin: dict[str, Any] | None = None
+    ) -> int:
+        return self.store.save_set(name, content_hash(samples), samples, origin)
 
 
 def warm_up(pipeline: RagPipeline, samples: list[EvalSample], batch: int = 256) -> None:
@@ -191,15 +197,17 @@ def compare(
 ) -> tuple[GateDecision, EvalRun, EvalRun]:
     """Champion (the active versions) and candidate answer the same set; the gate decides.
     With `auto_promote` a winner is promoted (reason: the decision id) and a loser rejected."""
-    policy = policy or policy_from(ctx.settings.eval)
     candidate = ctx.registry.get(candidate_id)
+    policy = policy or policy_from(ctx.settings.eval, candidate.kind)
     if candidate.kind == "reranker":
         raise RegistryError("reranker versions are reserved; nothing can evaluate them yet")
     champion = ctx.registry.active(candidate.kind)
     if champion is not None and champion.id == candidate.id:
         raise RegistryError(f"{candidate.label} is already the champion")
     _, _, samples = ctx.store.load_set(set_id)
-    check_no_training_overlap(samples, candidate, champion)  # before spending anything
+    # Before spending anything: never its training questions, and evidence its recipe did not make.
+    check_no_training_overlap(samples, candidate, champion)
+    check_evidence(candidate, samples, ctx.store.set_info(set_id).origin)
     if candidate.kind == "embedding":
         from ingest.reembed import prepare_version
 

@@ -78,16 +78,22 @@ def _verdict(d: GateDecision) -> str:
 
 def evaluate_all(ctx: EvalContext, set_id: int, auto_promote: bool) -> ScheduleOutcome:
     """Evaluate the active versions on the set, then every candidate not yet judged on it."""
+    from eval.evidence import evidence_refusal
     from eval.runner import apply_decision, decide, policy_from, run_eval
 
     outcome = ScheduleOutcome(fired_at=datetime.now(UTC), ran=True)
-    policy = policy_from(ctx.settings.eval)
     champion = run_eval(ctx, set_id, progress=False)
     outcome.runs.append(champion.id)
-    _, digest, _ = ctx.store.load_set(set_id)
+    _, digest, samples = ctx.store.load_set(set_id)
+    origin = ctx.store.set_info(set_id).origin
     for candidate in ctx.registry.versions(status="candidate"):
         if candidate.kind == "reranker" or ctx.store.decided(candidate.id, digest):
             continue
+        why = evidence_refusal(candidate, samples, origin)
+        if why:
+            log.warning("candidate %s not evaluated: %s", candidate.label, why)
+            continue
+        policy = policy_from(ctx.settings.eval, candidate.kind)
         try:
             if candidate.kind == "chat":
                 run = run_eval(ctx, set_id, chat_id=candidate.id, progress=False)

@@ -54,6 +54,8 @@ class SetRequest:
     teacher: bool = False  # from_log: the judge writes references of turns not rated up
     generate: int | None = None
     limit: int | None = None
+    kind: str = "file"  # a JSONL set: `file` from disk, `upload` from the Evaluate tab
+    name: str | None = None  # the name it is listed under (default: the file's)
 
 
 def judge_llm(settings: Settings) -> ModelClient:
@@ -79,6 +81,7 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
         if skipped:
             notes.append(f"{len(skipped)} chunks skipped: {skipped[0]}")
         name = f"generated from the index ({len(samples)})"
+        origin = {"kind": "generated", "generator": judge_llm(ctx.settings).model}
     elif request.from_log:
         from core.chatlog import ChatLog
 
@@ -92,6 +95,12 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
             teacher=teacher,
         )
         name = f"chat log sample ({request.feedback}, {len(samples)})"
+        origin = {
+            "kind": "chatlog",
+            "feedback": request.feedback,
+            "since": request.since.isoformat() if request.since else None,
+            "references_by": judge_llm(ctx.settings).model if request.teacher else None,
+        }
     elif request.dataset:
         samples = sets.from_dataset(
             request.dataset,
@@ -103,6 +112,7 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
             request.limit,
         )
         name = f"dataset {request.dataset}"
+        origin = {"kind": "dataset", "source": request.dataset}
     else:
         path = request.path or ctx.settings.eval.golden_set
         if path is None:
@@ -111,10 +121,11 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
                 "chat log or generated questions, or set RAG_EVAL__GOLDEN_SET"
             )
         samples = sets.load_jsonl(Path(path))
-        name = Path(path).name
+        name = request.name or Path(path).name
+        origin = {"kind": request.kind, "path": str(path)}
     if request.limit:
         samples = samples[: request.limit]
-    return ctx.save_set(name, samples), notes
+    return ctx.save_set(name, samples, origin), notes
 
 
 def _generate(ctx: EvalContext, size: int) -> tuple[list[EvalSample], list[str]]:
@@ -138,16 +149,23 @@ def _generate(ctx: EvalContext, size: int) -> tuple[list[EvalSample], list[str]]
 def judge_runs(ctx: EvalContext, champion_run_id: int, candidate_run_id: int) -> GateDecision:
     """The gate's decision on two stored runs of one set (the candidate is the version that
     differs between them); stored like any other decision."""
+    from eval.evidence import check_evidence
     from eval.runner import decide, policy_from
 
     champion, candidate = ctx.store.run(champion_run_id), ctx.store.run(candidate_run_id)
     if champion.set_hash != candidate.set_hash:
         raise RagError("those runs answered different sets; compare two runs of one set")
     if candidate.chat_version_id != champion.chat_version_id:
-        version = candidate.chat_version_id
+        version_id = candidate.chat_version_id
     else:
-        version = candidate.embedding_version_id
-    return decide(ctx, champion, candidate, version, policy_from(ctx.settings.eval))
+        version_id = candidate.embedding_version_id
+    kind = "chat"
+    if version_id is not None:
+        version = ctx.registry.get(version_id)
+        kind = version.kind
+        _, _, samples = ctx.store.load_set(candidate.set_id)
+        check_evidence(version, samples, ctx.store.set_info(candidate.set_id).origin)
+    return decide(ctx, champion, candidate, version_id, policy_from(ctx.settings.eval, kind))
 
 
 def apply(ctx: EvalContext, decision: GateDecision) -> GateDecision:

@@ -351,6 +351,17 @@ def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch, caps
     assert main(["evaluate", str(cand.id)]) == 0
     assert "training diagnostic, not evidence" in capsys.readouterr().out
 
+    # The held-out pairs may not decide its promotion: the gate refuses them, saying why.
+    from eval.__main__ import main as eval_main
+
+    heldout_set = tmp_path / "heldout.jsonl"
+    heldout_set.write_text(
+        "".join(json.dumps({"user_input": q}) + "\n" for q in held), encoding="utf-8"
+    )
+    assert eval_main(["compare", "--candidate", str(cand.id), "--set", str(heldout_set)]) == 2
+    assert "training diagnostic, not evidence" in capsys.readouterr().err
+    assert reg.get(cand.id).status == "candidate"
+
     # The adapter variant: registered over the active model, on the active collection.
     assert main(["--no-progress", "adapter", "cn", "--epochs", "5", "--holdout", "0.25"]) == 0
     adapter = reg.versions("embedding", status="candidate")[-1]

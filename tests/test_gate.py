@@ -124,3 +124,41 @@ def test_unmeasured_primary_and_guards():
     policy = POLICY.model_copy(update={"primary_metric": "faithfulness"})
     promote, reasons = decide_promotion(compare_runs(champion, candidate, policy), policy)
     assert not promote and reasons == ["primary metric faithfulness was not measured on this set"]
+
+
+def test_only_evidence_its_recipe_did_not_make_may_judge_a_retrieval_candidate():
+    """An embedding (or reranker) candidate is never judged on the held-out split of its own
+    training pairs, nor on questions from the generator that wrote its training questions; a
+    golden set, a dataset or rated chat turns are evidence. Chat candidates are not affected."""
+    from datetime import UTC, datetime
+
+    from core.evalstore import EvalSample
+    from core.questions import question_key
+    from core.registry import ModelVersion
+    from eval.evidence import evidence_refusal
+
+    def version(kind: str, **provenance) -> ModelVersion:
+        return ModelVersion(
+            id=7, kind=kind, name="c", status="candidate", provenance=provenance,
+            created_at=datetime.now(UTC),
+        )  # fmt: skip
+
+    held = ["Who kept the lighthouse?", "When is the festival?"]
+    samples = [EvalSample(user_input=q) for q in [*held, "Where is Velmora?"]]
+    fresh = [EvalSample(user_input="How tall is the tower?")]
+    cand = version(
+        "embedding",
+        heldout_question_keys=[question_key(q) for q in held],
+        recipe=["generated", "headings"],
+        generator="gpt-x",
+    )
+    assert "training diagnostic, not evidence" in evidence_refusal(cand, samples, {"kind": "file"})
+    same_writer = {"kind": "generated", "generator": "gpt-x"}
+    assert "also wrote embedding v7's training questions" in evidence_refusal(
+        cand, fresh, same_writer
+    )
+    assert evidence_refusal(cand, fresh, {"kind": "generated", "generator": "other"}) is None
+    for origin in ({"kind": "file"}, {"kind": "dataset"}, {"kind": "chatlog"}, None):
+        assert evidence_refusal(cand, fresh, origin) is None
+    chat = version("chat", heldout_question_keys=[question_key(q) for q in held])
+    assert evidence_refusal(chat, samples, {"kind": "file"}) is None

@@ -42,12 +42,19 @@ def _finetune(conn: Connection) -> None:
         table.__table__.create(conn, checkfirst=True)
 
 
+def _set_origins(conn: Connection) -> None:
+    # The eval migration creates `eval_sets` from the current model: a fresh database has it.
+    if "origin" not in {c["name"] for c in inspect(conn).get_columns("eval_sets")}:
+        conn.execute(text("ALTER TABLE eval_sets ADD COLUMN origin JSON"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "chat log: sessions, turns, feedback", _chat_log),
     (2, "model registry", _registry),
     (3, "turns carry the registry versions that answered", _turn_versions),
     (4, "eval sets, runs, per-sample scores, gate decisions, eval locks", _eval),
     (5, "fine-tuning datasets, jobs and job events", _finetune),
+    (6, "eval sets record where their questions came from", _set_origins),
 ]
 
 # Key of the PostgreSQL advisory lock that lets one process at a time migrate (app processes

@@ -124,6 +124,8 @@ class EvalSetRow(Base):
     name: Mapped[str] = mapped_column(String(300))
     n_samples: Mapped[int] = mapped_column(Integer)
     samples: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # Where the questions came from (a file, a dataset, the chat log, a generator): migration 6.
+    origin: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 

@@ -169,7 +169,9 @@ def _train(
     write_heldout(held, out)
     fields: dict[str, Any] = {"status": "succeeded", "fine_tuned_model": str(out)}
     if hp.register:
-        version = register_candidate(ctx, active, applied, out, card, train, window, diagnostic)
+        version = register_candidate(
+            ctx, active, applied, out, card, train, window, diagnostic, held
+        )
         version_note = f"registered as candidate embedding v{version.id}"
         store.add_event(job.id, f"{version_note}; the gate judges it on an evaluation set")
         fields["candidate_version_id"] = version.id
@@ -185,6 +187,7 @@ def register_candidate(
     train: PairSet,
     window: int | None,
     diagnostic: dict[str, Any],
+    held: PairSet | None = None,
 ) -> ModelVersion:
     """Register a trained model as a candidate embedding version, served on the active model's
     backend and window, reading its own collection (re-embedded from the active one)."""
@@ -213,5 +216,6 @@ def register_candidate(
             train,
             embedding_id(served),
             {"heldout_diagnostic": diagnostic, "model_dir": str(out)},
+            held,
         ),
     )

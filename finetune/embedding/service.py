@@ -299,7 +299,11 @@ def write_heldout(held: PairSet | None, directory: Path) -> None:
 
 
 def provenance_of(
-    card: DatasetCard, train: PairSet, base: str, extra: dict[str, Any]
+    card: DatasetCard,
+    train: PairSet,
+    base: str,
+    extra: dict[str, Any],
+    held: PairSet | None = None,
 ) -> dict[str, Any]:
     """What a candidate trained on: the card, the base, the recipe (which sources made its
     pairs) and the keys of its training questions (kept out of the sets that judge it)."""
@@ -312,8 +316,11 @@ def provenance_of(
         "base_model": base,
         "recipe": sorted(card.by_source),
         "generator": card.inputs.get("generator"),
-        # Only the questions it trained on; the held-out ones are its diagnostic.
+        # Only the questions it trained on; the held-out ones are its diagnostic, never evidence.
         "train_question_keys": sorted({question_key(q) for q in train.queries.values()}),
+        "heldout_question_keys": sorted(
+            {question_key(q) for q in (held.queries.values() if held else ())}
+        ),
         **extra,
     }
 
@@ -390,7 +397,11 @@ def train_query_adapter(
         spec,
         parent_id=active.id if active else None,
         provenance=provenance_of(
-            card, train, base_id, {"adapter": adapter.meta, "heldout_diagnostic": diagnostic}
+            card,
+            train,
+            base_id,
+            {"adapter": adapter.meta, "heldout_diagnostic": diagnostic},
+            held,
         ),
     )
     return version, line
