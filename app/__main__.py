@@ -74,12 +74,13 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         from core.evalstore import EvalStore
 
         store = EvalStore(service.chatlog.db)
-        tabs.append(build_evaluate_tab(settings, store, service.registry, secret))
+        embeddings = service.pipeline.embeddings  # its models, sentence cache and compute gate
+        tabs.append(build_evaluate_tab(settings, store, service.registry, secret, embeddings))
         from app.finetune_tab import build_finetune_tab
         from core.jobstore import JobStore
 
         jobs = JobStore(service.chatlog.db)
-        gate = service.pipeline.embeddings.gate
+        gate = embeddings.gate
         tabs.append(build_finetune_tab(settings, jobs, service.registry, secret, gate))
     demo = build_ui(
         service.pipeline,

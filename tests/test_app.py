@@ -539,7 +539,7 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
     assert eval_main(["run", "--set", str(golden), "--report", str(tmp_path / "r.html")]) == 0
     assert "Evaluation run" in (tmp_path / "r.html").read_text()
     client = Client(url, verbose=False)
-    runs, _history, versions = client.predict("", api_name="/refresh")
+    sets, _who, runs, _history, versions, _note = client.predict("", None, api_name="/refresh")
     [row] = runs["data"]
     assert row[2] == "done" and row[6] == 2  # status, samples
     assert "| chat | v1 | active |" in versions
