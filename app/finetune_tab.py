@@ -251,7 +251,7 @@ class FineTuneTab:
 
         ft = self.settings.finetune
         mode_default = default_mode(self.settings)
-        with gr.Tab("Fine-tune"):
+        with gr.Tab("Fine-tune") as tab:
             password = gr.Textbox(
                 label="Admin password", type="password", visible=self.admin_password is not None
             )
@@ -311,7 +311,10 @@ class FineTuneTab:
                 validate_btn = gr.Button("Validate and estimate cost", elem_id="ft-validate")
                 launch_btn = gr.Button("Launch", variant="primary", elem_id="ft-launch")
             checked = gr.Markdown(elem_id="ft-checked")
-            gr.Markdown("### 3. Jobs")
+            from app.embedding_section import EmbeddingSection
+
+            wire_embedding = EmbeddingSection(self).build(password)
+            gr.Markdown("## Jobs")
             refresh = gr.Button("Refresh", elem_id="ft-refresh")
             jobs = gr.Dataframe(
                 headers=JOB_COLUMNS,
@@ -327,23 +330,31 @@ class FineTuneTab:
             with gr.Row():
                 events = gr.Markdown(elem_id="ft-events")
                 loss = gr.Plot(label="Loss")
+            wire_embedding(jobs, job_id)
+
+            def on_open(pw: str):
+                if self.admin_password is not None and not pw:
+                    return gr.skip()
+                return self.jobs(pw)
+
+            tab.select(on_open, [password], jobs, api_visibility="private")
 
             def on_build(n, m, f, s, u, v, c, t, nd, pw, progress=gr.Progress()):  # noqa: B008
                 return self.build_dataset(n, m, f, s, u, v, c, t, nd, pw, progress)
 
+            private = {"api_visibility": "private"}  # the tab's own; the CLI is the script API
             build_btn.click(
                 on_build,
                 [name, mode, feedback, since, until, version, min_chars, threshold, near, password],
                 [built, preview, dataset],
+                **private,
             )
-            validate_btn.click(self.validate, [dataset, backend, method, base, password], checked)
-            launch_btn.click(
-                self.launch, [dataset, backend, method, base, password], [checked, jobs]
-            )
-            refresh.click(self.jobs, [password], jobs)
-            show_btn.click(self.show, [job_id, password], [events, loss, jobs])
-            cancel_btn.click(self.cancel, [job_id, password], [note, jobs])
-
+            choice = [dataset, backend, method, base, password]
+            validate_btn.click(self.validate, choice, checked, **private)
+            launch_btn.click(self.launch, choice, [checked, jobs], **private)
+            refresh.click(self.jobs, [password], jobs, **private)
+            show_btn.click(self.show, [job_id, password], [events, loss, jobs], **private)
+            cancel_btn.click(self.cancel, [job_id, password], [note, jobs], **private)
 
 def build_finetune_tab(
     settings: Settings,

@@ -37,6 +37,7 @@ COMMENT_LABEL = "Comment on the rated answer (optional)"
 SEARCHING = '<p class="src-empty">Looking for sources…</p>'
 QUESTION_CHARS = 60
 UNEXPECTED = "something went wrong on the server ({}); it is in the server's log. Try again."
+LOADING = "⏳ _Loading the embedding model (the first answer after a start waits for it)…_"
 STOP_WAIT_S = 10.0  # New chat waits at most this long for a stopped answer to stop
 
 
@@ -90,6 +91,8 @@ def build_ui(
         done = streaming[session_id] = threading.Event()
         answer = pipeline.ask(session_id, message, prior)  # a generator: nothing runs yet
         try:
+            if not pipeline.loaded:  # the first question after a start waits for the models
+                history[-1]["content"] = LOADING
             yield "", history, SEARCHING, turn_map, gr.update(), session_id
             for update in answer:
                 history[-1]["content"] = safe_markdown(update.text)
@@ -191,7 +194,9 @@ def build_ui(
             badge = gr.Markdown("**Model:** starting…", elem_id="model-badge")
         with gr.Tab("Chat"):
             with gr.Row():
-                with gr.Column(scale=3):
+                # The two columns cannot both keep their least width on a narrow window (800 px),
+                # so the sources and feedback stack under the chat there.
+                with gr.Column(scale=3, min_width=480):
                     chatbot = gr.Chatbot(
                         label="Chat",
                         height=460,
@@ -209,7 +214,7 @@ def build_ui(
                         )
                         send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                     new = gr.Button("New chat", elem_id="new-chat")
-                with gr.Column(scale=2, min_width=320):
+                with gr.Column(scale=2, min_width=340):
                     gr.Markdown("### Sources")
                     sources = gr.HTML(
                         EMPTY,

@@ -24,6 +24,11 @@ JOB_COLUMNS = [
 ]
 
 
+def model_kind(job: FineTuneJob) -> str:
+    """Which registry kind a job's candidate is: `embedding`, or `chat` for a LoRA or OpenAI job."""
+    return "embedding" if job.method == "embedding" else "chat"
+
+
 def job_row(job: FineTuneJob) -> list[Any]:
     """One row of the jobs table; an OpenAI model shows the day it retires."""
     from finetune.openai_jobs import retirement_date
@@ -39,7 +44,7 @@ def job_row(job: FineTuneJob) -> list[Any]:
         job.base_model,
         job.dataset_id,
         job.fine_tuned_model or job.adapter_path or "",
-        f"chat v{job.candidate_version_id}" if job.candidate_version_id else "",
+        f"{model_kind(job)} v{job.candidate_version_id}" if job.candidate_version_id else "",
         retires.isoformat() if retires else "",
         job.error or "",
     ]
@@ -94,7 +99,7 @@ def job_line(job: FineTuneJob) -> str:
     if job.adapter_path:
         extra += f" adapter {job.adapter_path}"
     if job.candidate_version_id:
-        extra += f" -> candidate chat v{job.candidate_version_id}"
+        extra += f" -> candidate {model_kind(job)} v{job.candidate_version_id}"
     if job.error:
         extra += f" ({job.error})"
     return (

@@ -181,6 +181,12 @@ class LivePipeline:
         self._retires_on: str | None = None  # of the active chat version (an OpenAI fine-tune)
         self.rebuilds = 0
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the active versions' models are loaded (a first question would otherwise wait
+        for them)."""
+        return self._pipeline is not None
+
     def current(self) -> RagPipeline:
         """The pipeline of the active versions; rebuilt only when the registry revision moved."""
         revision = self.registry.revision()

@@ -102,8 +102,16 @@ class RagPipeline:
 
     @property
     def badge(self) -> str:
-        version = f" · chat v{self.chat_version_id}" if self.chat_version_id else ""
-        return self.chat_model.badge + version
+        """The answering model, and the registry versions that answer (chat, embedding)."""
+        versions = [
+            f"{kind} v{vid}"
+            for kind, vid in (
+                ("chat", self.chat_version_id),
+                ("embedding", self.embedding_version_id),
+            )
+            if vid
+        ]
+        return " · ".join([self.chat_model.badge, *versions])
 
     def condense(self, question: str, history: Sequence[dict]) -> str:
         """A standalone version of a follow-up question, rewritten by the chat model."""

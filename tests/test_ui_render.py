@@ -157,3 +157,23 @@ def test_documents_table_and_upload_results_by_file_name():
     assert "✅ **velmora\\.pdf**: added" in text
     assert "❌ **broken\\.pdf**: not indexed: not a readable PDF" in text
     assert "were not kept" in text
+
+
+def test_a_first_question_while_the_models_load_says_so(embedded_settings):
+    """The page is served before the models load: a question asked then shows that it waits for
+    them, in the answer's place, instead of an empty bubble; then the answer streams in."""
+    from app.service import build_service
+    from app.ui import LOADING, build_ui
+
+    first = build_service(embedded_settings, warm=False)  # indexes the bundled docs
+    first.chatlog.db.dispose()
+    service = build_service(embedded_settings, warm=False)  # a restart: nothing loaded yet
+    assert not service.pipeline.loaded
+    demo = build_ui(service.pipeline, service.chatlog, None, None)
+    respond = next(f.fn for f in demo.fns.values() if f.api_name == "respond")
+    updates = respond("How do I export the chat log?", [], "s1", {})
+    _, history, *_ = next(updates)
+    assert history[-1]["content"] == LOADING
+    *_, (_, history, *_) = updates
+    assert "export" in history[-1]["content"].lower() and service.pipeline.loaded
+    service.chatlog.db.dispose()
