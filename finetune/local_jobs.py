@@ -195,6 +195,9 @@ class LocalBackend:
                 peft_config=peft_config,
                 callbacks=[watch],
             )
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # losses go to the job's events, not stdout
         resume = trainer_dir.is_dir() and any(trainer_dir.glob("checkpoint-*"))
         if resume:
             self.store.add_event(job.id, "resuming from the last checkpoint")

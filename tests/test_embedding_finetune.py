@@ -326,7 +326,8 @@ def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch, caps
     reg = Registry(db)
     (cand,) = reg.versions("embedding", status="candidate")
     assert cand.spec["chroma"]["collection"].startswith("docs-ft-")
-    assert cand.spec["embedding"]["max_seq_length"] == 64  # read as it was evaluated
+    # Trained at 64 word pieces, read at the active model's window as the active model is.
+    assert cand.spec["embedding"]["max_seq_length"] == 512
     # Served on the active model's backend (int8 ONNX unless the CPU has AMX), so the gate
     # compares the fine-tuning alone.
     from core.embedding.providers import DEFAULT_BACKEND

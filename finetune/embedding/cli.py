@@ -62,7 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--mini-batch-size", type=int, default=16, help="CachedMNRL forward size")
     t.add_argument("--lr", type=float, default=1e-4)
     t.add_argument(
-        "--max-seq-length", type=int, help="word pieces (default: the active model's window)"
+        "--max-seq-length",
+        type=int,
+        help="word pieces per text in training (default: the active model's window; the "
+        "candidate is read at that window whatever it trained at)",
     )
     t.add_argument("--max-steps", type=int, help="stop after this many steps")
     t.add_argument(

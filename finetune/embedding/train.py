@@ -171,6 +171,10 @@ def train_model(
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=table, loss=loss, callbacks=callbacks or None
         )
+        if not progress:  # no bar: nor the per-step dicts the trainer prints in its place
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
         resume = keep and any(Path(checkpoints).glob("checkpoint-*"))
         trainer.train(resume_from_checkpoint=True if resume else None)
         history = trainer.state.log_history
