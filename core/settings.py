@@ -388,14 +388,15 @@ class FineTuneSettings(BaseModel):
     )
     price_per_million_tokens: dict[str, float] = Field(
         default_factory=lambda: {
-            "gpt-4o-mini-2024-07-18": 3.0,
-            "gpt-4o-2024-08-06": 25.0,
-            "gpt-4.1-2025-04-14": 25.0,
-            "gpt-4.1-mini-2025-04-14": 5.0,
-            "gpt-4.1-nano-2025-04-14": 1.5,
+            "gpt-4o-mini": 3.0,
+            "gpt-4o": 25.0,
+            "gpt-4.1": 25.0,
+            "gpt-4.1-mini": 5.0,
+            "gpt-4.1-nano": 1.5,
         },
-        description="Training price in USD per million billed tokens, by base model (a name "
-        "matches its longest listed prefix); the cost estimate is epochs x billed tokens x price.",
+        description="Training price in USD per million billed tokens, by base model: a name "
+        "matches its longest listed prefix, so `gpt-4o-mini` and `gpt-4o-mini-2024-07-18` both "
+        "match `gpt-4o-mini`; the cost estimate is epochs x billed tokens x price.",
     )
     token_limits: dict[str, int] = Field(
         default_factory=lambda: {"gpt-4o-mini": 65536, "gpt-4o": 65536, "gpt-4.1": 65536},

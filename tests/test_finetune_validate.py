@@ -161,3 +161,13 @@ def test_cost_estimate_is_epochs_times_billed_tokens_times_price():
     assert lookup(prices, "gpt-4.1-mini-2025-04-14") == 5.0  # the longest prefix wins
     assert lookup(prices, "ft:gpt-4.1-2025-04-14:org::abc") == 25.0
     assert lookup(prices, "llama-3") is None
+
+
+def test_the_default_price_table_knows_the_default_model_by_its_plain_name():
+    """The chat model's default name has no date; its price is known all the same."""
+    from core.settings import FineTuneSettings, LLMSettings
+
+    prices = FineTuneSettings().price_per_million_tokens
+    assert lookup(prices, LLMSettings().model) == 3.0  # gpt-4o-mini
+    assert lookup(prices, "gpt-4o-mini-2024-07-18") == 3.0
+    assert lookup(prices, "gpt-4o-2024-08-06") == 25.0 and lookup(prices, "gpt-4.1-nano") == 1.5
