@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from core.errors import SourceError
+from ingest.tables import labelled_row
 
 # Containers that hold a page's own content, most specific first.
 MAIN_XPATHS = ("//main", "//*[@role='main']", "//article")
@@ -96,17 +97,73 @@ def _main_container(doc):
     return body if body is not None else doc
 
 
+def _terms(dt) -> list[str]:
+    """The term(s) a definition list item names: each `term` span (DocBook writes an option's
+    short and long forms as two), else the text on each side of a line break."""
+    spans = [_words(t.text_content()) for t in dt.xpath(".//*[contains(@class, 'term')]")]
+    if any(spans):
+        return [s for s in spans if s]
+    for br in dt.iter("br"):  # the tree is this call's own: mark the breaks, then split there
+        br.tail = "\x1f" + (br.tail or "")
+    return [_words(part) for part in dt.text_content().split("\x1f") if _words(part)]
+
+
+def _header_cells(table) -> list[str] | None:
+    """A table's column headers: the cells of its `thead` row, or of a first row of `th` only."""
+    rows = table.xpath("./thead/tr | ./tr | ./tbody/tr")
+    if not rows:
+        return None
+    first = rows[0]
+    cells = [c for c in first if c.tag in ("td", "th")]
+    in_head = first.getparent() is not None and first.getparent().tag == "thead"
+    # One column's header names the table, not each cell: rows stay as they are.
+    if len(cells) > 1 and (in_head or all(c.tag == "th" for c in cells)):
+        return [_words(c.text_content()) for c in cells]
+    return None
+
+
 class _Walker:
     def __init__(self) -> None:
         self.sections: list[HtmlSection] = [HtmlSection([])]
         self.stack: list[tuple[int, str]] = []
         self.inline: list[str] = []
+        # A definition's term(s), put before the first text of its definition: "-s, --x: ..."
+        self.term: str | None = None
+        self.headers: list[list[str] | None] = []  # column headers of the tables we are in
+
+    def add_block(self, text: str) -> None:
+        if self.term is not None:
+            text = f"{self.term}: {text}"
+            self.term = None
+        self.sections[-1].blocks.append(text)
 
     def flush_inline(self) -> None:
         text = _words("".join(self.inline))
         self.inline = []
         if text:
-            self.sections[-1].blocks.append(text)
+            self.add_block(text)
+
+    def definition_list(self, dl) -> None:
+        """Each item as one unit that carries its term: "term, alias: definition". Several `dt`
+        in a row name one definition (aliases)."""
+        self.flush_inline()
+        terms: list[str] = []
+        for child in dl:
+            tag = child.tag if isinstance(child.tag, str) else ""
+            if tag == "dt":
+                terms.extend(_terms(child))
+            elif tag == "dd":
+                self.term = ", ".join(dict.fromkeys(terms)) or None
+                terms = []
+                self.walk(child)
+                self.flush_inline()
+                if self.term is not None:  # an empty definition: the term alone
+                    self.add_block(self.term)
+                self.term = None
+            else:
+                self.walk(child)
+        if terms:  # terms with no definition after them
+            self.add_block(", ".join(dict.fromkeys(terms)))
 
     def heading(self, level: int, text: str) -> None:
         self.flush_inline()
@@ -134,14 +191,28 @@ class _Walker:
             self.flush_inline()
             code = (el.text_content() or "").strip("\n")
             if code.strip():
+                if self.term is not None:  # a definition that starts with code: term first
+                    self.add_block(self.term)
                 self.sections[-1].blocks.append(code)
+            return
+        if tag == "dl":
+            self.definition_list(el)
+            return
+        if tag == "table":
+            self.flush_inline()
+            self.headers.append(_header_cells(el))
+            self.walk_children(el)
+            self.headers.pop()
+            self.flush_inline()
             return
         if tag == "tr":
             self.flush_inline()
             cells = [_words(c.text_content()) for c in el if c.tag in ("td", "th")]
-            row = " | ".join(c for c in cells if c)
+            headers = self.headers[-1] if self.headers else None
+            # The header row itself is in every row now.
+            row = "" if headers and cells == headers else labelled_row(headers, cells)
             if row:
-                self.sections[-1].blocks.append(row)
+                self.add_block(row)
             return
         block = tag in _BLOCK
         if block:

@@ -14,6 +14,7 @@ from typing import Any
 
 from core.errors import SourceError
 from core.index.chunks import Meta
+from ingest.tables import labelled_row
 
 
 @dataclass
@@ -76,6 +77,30 @@ def _load_text(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
 
 _MD_ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
 _MD_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_MD_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+
+
+def _md_cells(line: str) -> list[str]:
+    line = line.strip()
+    line = line[1:] if line.startswith("|") else line
+    line = line[:-1] if line.endswith("|") and not line.endswith("\\|") else line
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)]
+
+
+def markdown_tables(body: str) -> str:
+    """Markdown tables with each row on a paragraph of its own that keeps the column headers
+    (see ingest.tables); everything else as it is."""
+    lines, out, i = body.split("\n"), [], 0
+    while i < len(lines):
+        if i + 1 < len(lines) and "|" in lines[i] and _MD_RULE.match(lines[i + 1]):
+            headers, i = _md_cells(lines[i]), i + 2
+            while i < len(lines) and "|" in lines[i] and lines[i].strip():
+                out += [labelled_row(headers, _md_cells(lines[i])), ""]
+                i += 1
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
 
 
 def markdown_sections(text: str, fallback_title: str) -> list[Section]:
@@ -102,7 +127,7 @@ def markdown_sections(text: str, fallback_title: str) -> list[Section]:
     title = title or fallback_title
     sections = []
     for path, lines in parts:
-        body = "\n".join(lines).strip()
+        body = markdown_tables("\n".join(lines)).strip()
         if body:
             sections.append(structured_section(body, title, path))
     return sections
@@ -156,10 +181,10 @@ def _load_pdf(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
         outline = _pdf_outline(reader)
         sections = []
         trail: list[str] = []
-        for index, page in enumerate(reader.pages):
+        texts = strip_page_furniture([page.extract_text() or "" for page in reader.pages])
+        for index, text in enumerate(texts):
             while outline and outline[0][0] <= index:
                 trail = outline.pop(0)[1]
-            text = page.extract_text() or ""
             if text.strip():
                 sections.append(structured_section(text, title or path.stem, trail, page=index + 1))
     except (PdfReadError, PdfStreamError, ValueError, KeyError, TypeError) as exc:
@@ -200,7 +225,10 @@ def _load_docx(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
     title = document.core_properties.title or path.stem
     parts: list[tuple[list[str], list[str]]] = [([], [])]
     stack: list[tuple[int, str]] = []
-    for para in document.paragraphs:
+    for para in _docx_blocks(document):
+        if isinstance(para, list):  # a table: its rows, each keeping the column headers
+            parts[-1][1].extend(para)
+            continue
         text = para.text.strip()
         if not text:
             continue
@@ -227,6 +255,70 @@ def _load_docx(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
     if not sections:
         raise SourceError("DOCX has no text")
     return sections
+
+
+def _docx_blocks(document) -> list[Any]:
+    """The body in document order: paragraphs, and each table as its rows' lines."""
+    from docx.oxml.ns import qn
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    blocks: list[Any] = []
+    for child in document.element.body.iterchildren():
+        if child.tag == qn("w:p"):
+            blocks.append(Paragraph(child, document))
+        elif child.tag == qn("w:tbl"):
+            rows = [[cell.text for cell in row.cells] for row in Table(child, document).rows]
+            if rows:
+                headers, body = rows[0], rows[1:]
+                lines = [labelled_row(headers, r) for r in body] if body else [" | ".join(headers)]
+                blocks.append([line for line in lines if line])
+    return blocks
+
+
+_PAGE_NUMBER = re.compile(r"^\s*(page\s+)?\d{1,4}(\s*(of|/)\s*\d{1,4})?\s*$", re.IGNORECASE)
+
+
+def _line_key(line: str) -> str:
+    """A line as running headers repeat it: spacing, case and numbers (page numbers) aside."""
+    return re.sub(r"\d+", "#", " ".join(line.split()).casefold())
+
+
+def _running_lines(pages: list[list[str]]) -> tuple[set[str], set[str]]:
+    """The lines that run at the top and at the bottom of most pages (a running header or footer:
+    the same words, page numbers aside, on half the pages or more, three at least)."""
+    key = _line_key
+    heads: dict[str, int] = {}
+    feet: dict[str, int] = {}
+    for lines in pages:
+        for line in lines[:2]:
+            heads[key(line)] = heads.get(key(line), 0) + 1
+        for line in lines[-2:]:
+            feet[key(line)] = feet.get(key(line), 0) + 1
+    least = max(3, len(pages) // 2)
+    return (
+        {k for k, n in heads.items() if n >= least and k},
+        {k for k, n in feet.items() if n >= least and k},
+    )
+
+
+def strip_page_furniture(texts: list[str]) -> list[str]:
+    """Each page's text without its running header and footer and its page number, which
+    would otherwise be glued to the first and last sentences of every page."""
+    pages = [[line for line in text.splitlines() if line.strip()] for text in texts]
+    heads, feet = _running_lines(pages) if len(pages) >= 3 else (set(), set())
+    key = _line_key
+    out = []
+    for lines in pages:
+        top, bottom = 0, len(lines)
+        while top < min(2, bottom) and (key(lines[top]) in heads or _PAGE_NUMBER.match(lines[top])):
+            top += 1
+        while bottom > max(top, len(lines) - 2) and (
+            key(lines[bottom - 1]) in feet or _PAGE_NUMBER.match(lines[bottom - 1])
+        ):
+            bottom -= 1
+        out.append("\n".join(lines[top:bottom]))
+    return out
 
 
 def record_sections(

@@ -13,13 +13,18 @@ PDF_PAGES = [
 ]
 
 
-def make_pdf(path: Path, pages: list[str] = PDF_PAGES) -> Path:
+def make_pdf(path: Path, pages: list[str] = PDF_PAGES, running_header: str | None = None) -> Path:
+    """A PDF with one page per text; with `running_header`, each page also carries it on top
+    and its page number at the bottom, as printed manuals do."""
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
 
     c = canvas.Canvas(str(path), pagesize=A4)
     c.setTitle("Velmora Guide")
-    for text in pages:
+    for number, text in enumerate(pages, start=1):
+        if running_header:
+            c.drawString(60, 820, running_header)
+            c.drawString(290, 30, str(number))
         y = 800
         for line in _wrap(text, 80):
             c.drawString(60, y, line)

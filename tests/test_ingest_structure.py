@@ -1,0 +1,119 @@
+"""Document structure kept at ingest, for every format that has it: a definition is one unit with
+its term and all its aliases; a table row keeps its column headers; a PDF's running headers,
+footers and page numbers never reach the text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ingest.html import html_sections
+from ingest.loaders import load_sections, strip_page_furniture
+from tests.support.corpus import make_pdf
+
+OPTIONS_PAGE = """<html><head><title>pg_dump</title></head><body><main>
+<h1>pg_dump</h1><h2>Options</h2>
+<div class="variablelist"><dl class="variablelist">
+<dt><span class="term"><code class="option">-a</code><br/></span>
+    <span class="term"><code class="option">--data-only</code></span></dt>
+<dd><p>Dump only the data, not the schema (data definitions).</p>
+    <p>This option is similar to specifying --section=data.</p></dd>
+<dt><span class="term"><code class="option">-s</code><br/></span>
+    <span class="term"><code class="option">--schema-only</code></span></dt>
+<dd><p>Dump only the object definitions (schema), not data.</p></dd>
+<dt>CONCURRENTLY</dt><dt>NOWAIT</dt>
+<dd><p>Build the index without taking any locks that prevent writes.</p></dd>
+<dt>plain term<br/>second name</dt><dd><pre>pg_dump -Fc mydb &gt; db.dump</pre></dd>
+</dl></div>
+<h2>Defaults</h2>
+<table><thead><tr><th>Parameter</th><th>Default</th><th>Unit</th></tr></thead>
+<tbody><tr><td>work_mem</td><td>4MB</td><td>kB</td></tr>
+<tr><td>shared_buffers</td><td>128MB</td><td></td></tr></tbody></table>
+<table><tr><th>Function</th></tr><tr><td>now() returns the time</td></tr></table>
+</main></body></html>"""
+
+
+def blocks(markup: str) -> list[str]:
+    _, sections = html_sections(markup)
+    return [b for s in sections for b in s.blocks]
+
+
+def test_a_definition_is_one_unit_that_names_its_term_and_every_alias():
+    found = blocks(OPTIONS_PAGE)
+    assert "-a, --data-only: Dump only the data, not the schema (data definitions)." in found
+    assert "This option is similar to specifying --section=data." in found  # its own unit
+    assert "-s, --schema-only: Dump only the object definitions (schema), not data." in found
+    # Several terms for one definition are aliases of it.
+    assert (
+        "CONCURRENTLY, NOWAIT: Build the index without taking any locks that prevent writes."
+        in found
+    )
+    # A definition that is code: the term first, the code whole after it.
+    at = found.index("plain term, second name")
+    assert found[at + 1] == "pg_dump -Fc mydb > db.dump"
+
+
+def test_a_table_row_keeps_its_column_headers():
+    found = blocks(OPTIONS_PAGE)
+    assert "Parameter: work_mem; Default: 4MB; Unit: kB" in found
+    assert "Parameter: shared_buffers; Default: 128MB" in found  # an empty cell left out
+    assert "Parameter | Default | Unit" not in found
+    assert "now() returns the time" in found  # a one-column table's header names the table
+
+
+def test_markdown_and_docx_tables_keep_their_column_headers(tmp_path):
+    import docx
+
+    md = tmp_path / "limits.md"
+    md.write_text(
+        "# Limits\n\n| Setting | Default |\n|---|---|\n| `top_k` | 4 |\n| cutoff | 0.2 |\n\nEnd.\n"
+    )
+    [section] = load_sections(md, md.read_bytes())
+    assert "Setting: `top_k`; Default: 4\n\nSetting: cutoff; Default: 0.2" in section.text
+    doc = docx.Document()
+    doc.add_heading("Limits", level=1)
+    doc.add_paragraph("The limits are these.")
+    table = doc.add_table(rows=3, cols=2)
+    for r, row in enumerate([("Setting", "Default"), ("top_k", "4"), ("cutoff", "0.2")]):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    doc.add_paragraph("After the table.")
+    path = tmp_path / "limits.docx"
+    doc.save(path)
+    [section] = load_sections(path, path.read_bytes())
+    lines = section.text.split("\n")
+    assert lines == [
+        "The limits are these.",
+        "Setting: top_k; Default: 4",
+        "Setting: cutoff; Default: 0.2",
+        "After the table.",
+    ]
+
+
+def test_pdf_running_headers_and_page_numbers_are_removed(tmp_path):
+    pages = [
+        "Directory layout: there are two folders, one for the data and one for the logs.",
+        "The data folder holds one file per table and grows as rows are added.",
+        "The logs folder is rotated every night and keeps seven days of history.",
+        "Backups copy both folders while the server keeps running.",
+    ]
+    path = make_pdf(tmp_path / "guide.pdf", pages, running_header="Shared MIME-info Database")
+    sections = load_sections(path, Path(path).read_bytes())
+    assert [s.metadata["page"] for s in sections] == [1, 2, 3, 4]
+    for section, text in zip(sections, pages, strict=True):
+        assert "Shared MIME-info" not in section.text
+        assert section.text.split() == text.split()  # no page number left either
+
+
+def test_page_furniture_is_told_from_text_that_only_looks_alike():
+    pages = [
+        "Manual v2\nFirst page text about setup.\n1",
+        "Manual v2\nSecond page text about backups.\n2",
+        "Manual v2\nThird page, which ends with a real line.\nSee the index for more.",
+    ]
+    assert strip_page_furniture(pages) == [
+        "First page text about setup.",
+        "Second page text about backups.",
+        "Third page, which ends with a real line.\nSee the index for more.",
+    ]
+    # Two pages are too few to tell a running header from text.
+    assert strip_page_furniture(pages[:2])[0].startswith("Manual v2")
