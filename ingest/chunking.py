@@ -125,7 +125,8 @@ class _Pack:
         blocks = []
         for path, text in self.parts:
             own = path[len(common) :]
-            blocks.append((" > ".join(own) + "\n" if own else "") + text)
+            # A heading on a paragraph of its own: never glued to the first line under it.
+            blocks.append((" > ".join(own) + "\n\n" if own else "") + text)
         return " > ".join(common), "\n\n".join(blocks)
 
 

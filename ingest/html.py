@@ -104,8 +104,8 @@ def _terms(dt) -> list[str]:
     if any(spans):
         return [s for s in spans if s]
     for br in dt.iter("br"):  # the tree is this call's own: mark the breaks, then split there
-        br.tail = "\x1f" + (br.tail or "")
-    return [_words(part) for part in dt.text_content().split("\x1f") if _words(part)]
+        br.tail = "\ue000" + (br.tail or "")
+    return [_words(part) for part in dt.text_content().split("\ue000") if _words(part)]
 
 
 def _header_cells(table) -> list[str] | None:
@@ -127,14 +127,16 @@ class _Walker:
         self.sections: list[HtmlSection] = [HtmlSection([])]
         self.stack: list[tuple[int, str]] = []
         self.inline: list[str] = []
-        # A definition's term(s), put before the first text of its definition: "-s, --x: ..."
+        # A definition's term(s), put before each paragraph of its definition ("-s, --x: ..."),
+        # so that every unit of it names what it defines.
         self.term: str | None = None
+        self.term_used = False
         self.headers: list[list[str] | None] = []  # column headers of the tables we are in
 
     def add_block(self, text: str) -> None:
-        if self.term is not None:
+        if self.term is not None and not text.startswith(self.term):
             text = f"{self.term}: {text}"
-            self.term = None
+            self.term_used = True
         self.sections[-1].blocks.append(text)
 
     def flush_inline(self) -> None:
@@ -153,17 +155,18 @@ class _Walker:
             if tag == "dt":
                 terms.extend(_terms(child))
             elif tag == "dd":
-                self.term = ", ".join(dict.fromkeys(terms)) or None
+                outer = (self.term, self.term_used)  # a definition list inside a definition
+                self.term, self.term_used = ", ".join(dict.fromkeys(terms)) or None, False
                 terms = []
                 self.walk(child)
                 self.flush_inline()
-                if self.term is not None:  # an empty definition: the term alone
-                    self.add_block(self.term)
-                self.term = None
+                if self.term is not None and not self.term_used:  # empty: the term alone
+                    self.sections[-1].blocks.append(self.term)
+                self.term, self.term_used = outer
             else:
                 self.walk(child)
         if terms:  # terms with no definition after them
-            self.add_block(", ".join(dict.fromkeys(terms)))
+            self.sections[-1].blocks.append(", ".join(dict.fromkeys(terms)))
 
     def heading(self, level: int, text: str) -> None:
         self.flush_inline()
@@ -191,9 +194,11 @@ class _Walker:
             self.flush_inline()
             code = (el.text_content() or "").strip("\n")
             if code.strip():
-                if self.term is not None:  # a definition that starts with code: term first
-                    self.add_block(self.term)
-                self.sections[-1].blocks.append(code)
+                if self.term is not None and not self.term_used:  # code first: its term before it
+                    self.sections[-1].blocks.append(self.term)
+                    self.term_used = True
+                # Fenced as Markdown: the answerer quotes a command whole, as it is written.
+                self.sections[-1].blocks.append(f"```\n{code}\n```")
             return
         if tag == "dl":
             self.definition_list(el)

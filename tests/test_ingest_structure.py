@@ -40,7 +40,8 @@ def blocks(markup: str) -> list[str]:
 def test_a_definition_is_one_unit_that_names_its_term_and_every_alias():
     found = blocks(OPTIONS_PAGE)
     assert "-a, --data-only: Dump only the data, not the schema (data definitions)." in found
-    assert "This option is similar to specifying --section=data." in found  # its own unit
+    # Each paragraph of a definition is its own unit, and each names the term it defines.
+    assert "-a, --data-only: This option is similar to specifying --section=data." in found
     assert "-s, --schema-only: Dump only the object definitions (schema), not data." in found
     # Several terms for one definition are aliases of it.
     assert (
@@ -49,7 +50,7 @@ def test_a_definition_is_one_unit_that_names_its_term_and_every_alias():
     )
     # A definition that is code: the term first, the code whole after it.
     at = found.index("plain term, second name")
-    assert found[at + 1] == "pg_dump -Fc mydb > db.dump"
+    assert found[at + 1] == "```\npg_dump -Fc mydb > db.dump\n```"  # code whole, fenced
 
 
 def test_a_table_row_keeps_its_column_headers():
