@@ -356,6 +356,7 @@ class FineTuneTab:
             show_btn.click(self.show, [job_id, password], [events, loss, jobs], **private)
             cancel_btn.click(self.cancel, [job_id, password], [note, jobs], **private)
 
+
 def build_finetune_tab(
     settings: Settings,
     store: JobStore,

@@ -4,6 +4,7 @@ questions drawn from the indexed documents' headings. Pure functions over ingest
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -18,6 +19,10 @@ GENERIC_HEADINGS = frozenset(
         "summary", "conclusion", "conclusions", "references", "bibliography", "index", "notes",
         "preface", "foreword", "acknowledgements", "acknowledgments", "glossary", "see also",
         "further reading", "about", "license", "changelog",
+        # the sections of a reference page (man pages, command and API references)
+        "synopsis", "description", "options", "parameters", "arguments", "examples", "example",
+        "outputs", "output", "return value", "returns", "errors", "diagnostics", "environment",
+        "files", "compatibility", "history", "bugs", "author", "authors", "usage", "details",
     }
 )  # fmt: skip
 _QUESTION_START = re.compile(r"^(how|what|why|which|who|can|do|does|is|are|should)\b", re.I)
@@ -65,30 +70,46 @@ def question_for(heading: str) -> str | None:
     return f"What do the documents say about {_topic(heading)}?"
 
 
-def suggest_questions(docs: list[DocumentInfo], n: int = SUGGESTIONS) -> list[str]:
-    """Up to `n` questions from section headings, one per document while documents last, taking
-    each document's first usable section (below its title) in list order."""
-    per_doc: list[list[str]] = []
+def suggestion_candidates(docs: list[DocumentInfo]) -> list[tuple[str, str]]:
+    """(question, the document it comes from) for every usable section heading, one per document
+    in turn while documents last, each document's sections in order (below its title)."""
+    per_doc: list[list[tuple[str, str]]] = []
     for doc in docs:
-        questions: list[str] = []
+        questions: list[tuple[str, str]] = []
         for path in doc.headings:
             parts = [p.strip() for p in path.split(">") if p.strip()]
             if len(parts) < 2:  # the document title alone: too broad to ask about
                 continue
             q = question_for(parts[-1])
-            if q and q not in questions:
-                questions.append(q)
+            if q and q not in (asked for asked, _ in questions):
+                questions.append((q, doc.source))
         if questions:
             per_doc.append(questions)
-    chosen: list[str] = []
+    out: list[tuple[str, str]] = []
     depth = 0
-    while len(chosen) < n and any(depth < len(qs) for qs in per_doc):
+    while any(depth < len(qs) for qs in per_doc):
         for qs in per_doc:
-            if depth < len(qs) and qs[depth] not in chosen:
-                chosen.append(qs[depth])
-                if len(chosen) == n:
-                    break
+            if depth < len(qs) and qs[depth][0] not in (q for q, _ in out):
+                out.append(qs[depth])
         depth += 1
+    return out
+
+
+def suggest_questions(
+    docs: list[DocumentInfo],
+    n: int = SUGGESTIONS,
+    answerable: Callable[[str, str], bool] | None = None,
+    tries: int = 12,
+) -> list[str]:
+    """Up to `n` questions from section headings (see suggestion_candidates); with `answerable`
+    (question, document), only those the app answers well from that document, trying at most
+    `tries` of them."""
+    chosen: list[str] = []
+    for question, source in suggestion_candidates(docs)[: tries if answerable else None]:
+        if answerable is None or answerable(question, source):
+            chosen.append(question)
+            if len(chosen) == n:
+                break
     return chosen
 
 

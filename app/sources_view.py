@@ -126,6 +126,23 @@ def excerpt_bounds(text: str, spans: list[tuple[int, int]]) -> tuple[int, int]:
 
 _LIST_ITEM = re.compile(r"^\s*([-*+•]|\d+[.)])\s")
 SHORT_LINE = 50
+# Markdown as a reader sees it rendered: code spans without their backticks, emphasis without its
+# stars, links as their text, headings without their hashes, fences gone (their code stays).
+_MD_MARKUP = (
+    (re.compile(r"^\s*(```|~~~).*$", re.MULTILINE), ""),
+    (re.compile(r"`([^`\n]+)`"), r"\1"),
+    (re.compile(r"\*\*([^*\n]+)\*\*|__([^_\n]+)__"), r"\1\2"),
+    (re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])|(?<!\w)_([^_\n]+)_(?!\w)"), r"\1\2"),
+    (re.compile(r"!?\[([^\]\n]+)\]\([^)\s]+\)"), r"\1"),
+    (re.compile(r"^ {0,3}#{1,6}\s+", re.MULTILINE), ""),
+)
+
+
+def plain_markdown(text: str) -> str:
+    """`text` without Markdown's markup characters, as it would read rendered."""
+    for pattern, replacement in _MD_MARKUP:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def display_text(text: str) -> str:
@@ -145,8 +162,8 @@ def display_text(text: str) -> str:
 
 
 def _card(number: int, source: SourceRef) -> str:
-    text = display_text(source.text)
-    spans = quote_spans(text, source.quotes)
+    text = display_text(plain_markdown(source.text))
+    spans = quote_spans(text, [plain_markdown(q) for q in source.quotes])
     lo, hi = excerpt_bounds(text, spans)
     body = ("… " if lo > 0 else "") + _marked(text, spans, lo, hi).strip()
     body += " …" if hi < len(text) else ""

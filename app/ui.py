@@ -59,16 +59,28 @@ def build_ui(
     for the first screen (defaults to the admin's list)."""
     list_documents = documents or (admin.documents if admin is not None else None)
 
+    checked: dict[tuple[str, str, int], bool] = {}  # (question, document, revision) -> answerable
+
+    def answerable(question: str, source: str) -> bool:
+        """Whether the app answers a suggested question well, asked once per registry state."""
+        current = pipeline.current()
+        key = (question, source, pipeline.rebuilds)  # asked again once other versions answer
+        if key not in checked:
+            checked[key] = current.answers_well(question, source)
+        return checked[key]
+
     def first_screen() -> dict[str, Any]:
-        """The empty chat's placeholder and suggested questions, from what is indexed now."""
+        """The empty chat's placeholder and suggested questions, from what is indexed now: only
+        questions the app answers well (checked against retrieval once the models are loaded)."""
         if list_documents is None:
             return gr.update()
         try:
             docs = list_documents()
+            suggested = suggest_questions(docs, answerable=answerable) if pipeline.loaded else []
         except Exception as exc:  # the chat still works; the first screen just says less
             log.warning("could not list the indexed documents: %s", exc)
             return gr.update(placeholder="Ask a question about your documents.")
-        examples = [{"text": q} for q in suggest_questions(docs)]
+        examples = [{"text": q} for q in suggested]
         return gr.update(placeholder=overview_markdown(docs), examples=examples or None)
 
     streaming: dict[str, threading.Event] = {}  # session -> set once its answer has stopped

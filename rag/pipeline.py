@@ -16,6 +16,7 @@ from llama_index.core.schema import QueryBundle
 
 from core.compute import ComputeGate
 from core.errors import ProviderError, RagError
+from core.index.chunks import Meta
 from core.index.lexical import LexicalSource
 from core.openai_api import api_error
 from core.records import SourceRef, TokenUsage
@@ -151,6 +152,18 @@ class RagPipeline:
             return joined, together
         return question, alone
 
+    def answers_well(self, question: str, source: str) -> bool:
+        """Whether `question` is answered from `source` with evidence that is not weak: its best
+        passage comes from that document and the extractive answer finds a close match there
+        (what the first screen checks before suggesting a question)."""
+        with self.gate.hold():
+            embedding = self.embed_model.get_query_embedding(question)
+            found = self.retriever.ranked(question, embedding)
+            if not found or str((found[0].metadata or {}).get(Meta.SOURCE)) != source:
+                return False
+            synth = ExtractiveSynthesizer(self.sentence_vectors, embedding)
+            return bool(synth.pick(question, [c.text or "" for c in found])) and not synth.weak
+
     def _engine(
         self, query_embedding: list[float]
     ) -> tuple[RetrieverQueryEngine, CitingSynthesizer | ExtractiveSynthesizer]:
@@ -190,6 +203,10 @@ class RagPipeline:
             # Embedded once: the retriever searches with it, the extractive answerer ranks with it.
             condensed, embedding = self.standalone(question, history)
             engine, synth = self._engine(embedding)
+            if isinstance(synth, ExtractiveSynthesizer) and condensed != question:
+                # Read with the question before it: what was answered then says what is new.
+                said = [m["content"] for m in history if m.get("role") == "assistant"]
+                synth.previous = said[-1] if said else None
             bundle = QueryBundle(condensed, embedding=embedding)
             extractive = isinstance(synth, ExtractiveSynthesizer)
             with self.gate.hold():

@@ -218,6 +218,44 @@ def split_sentences(text: str) -> list[str]:
     return [u.text for u in split_units(text)]
 
 
+# A unit that names its term first: a definition ("-s, --schema-only: Dump only ..."), a table
+# row ("Parameter: work_mem; ..."), a setting ("work_mem (integer): Sets ...").
+_TERM_UNIT = re.compile(r"^(?P<term>[^:\n]{1,80}?):\s+\S")
+_TERMISH = re.compile(r"[-_()./=<>\[\]]|\b[A-Z][A-Z0-9_]{2,}\b")
+
+
+def term_of(unit: str) -> str | None:
+    """The term a unit names before its colon, when it looks like one (an option, a parameter,
+    a keyword, a function, a short name); None for prose."""
+    m = _TERM_UNIT.match(unit)
+    if m is None:
+        return None
+    term = m.group("term").strip()
+    if len(term.split()) > 6 or not (_TERMISH.search(term) or len(term.split()) <= 2):
+        return None
+    return term
+
+
+# What names a thing in technical text: an option (-s, --schema-only), a keyword (CONCURRENTLY,
+# ON CONFLICT), an identifier (work_mem, pg_stat_activity), a call (to_char(), lower(), ->>).
+_TERM_TOKEN = re.compile(
+    r"(?<![\w-])--?[a-zA-Z][\w-]*|\b[A-Z][A-Z0-9]{2,}\b|\b[a-z][a-z0-9]*_[a-z0-9_]+\b|"
+    r"\b\w+\(|`[^`\n]+`|->>?|~\*"
+)
+
+
+def names_term(unit: str, asked_words: set[str]) -> bool:
+    """Whether a unit names an option, keyword, identifier or call that the question itself does
+    not (naming it is the answer; the user asked by what it does)."""
+    if term_of(unit):
+        return True
+    for token in _TERM_TOKEN.findall(unit):
+        words = {w.lower() for w in re.findall(r"\w+", token)}
+        if not words or not words <= asked_words:
+            return True
+    return False
+
+
 def content_words(text: str) -> set[str]:
     return {w for w in re.findall(r"\w+", text.lower()) if w not in _STOPWORDS}
 
@@ -299,9 +337,9 @@ class Quote:
     code: bool = False
 
 
-WEAK_EVIDENCE = (
-    "_The closest passages match this question only loosely: they may not answer it. Try "
-    "rephrasing, or add documents that cover it._"
+NOT_COVERED = (
+    "The documents do not cover this, as far as I can find: nothing in them matches the question "
+    "closely. Try rephrasing, or add documents that cover it. The closest passage:"
 )
 
 
@@ -324,6 +362,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         overlap_weight: float = 0.2,
         lead_bonus: float = 0.1,
         weak_below: float = 0.3,
+        term_bonus: float = 0.1,
     ):
         super().__init__(llm=MockLLM(), streaming=True, empty_response=NO_ANSWER)
         self.sentence_vectors = sentence_vectors
@@ -337,9 +376,14 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         self.overlap_weight = overlap_weight
         self.lead_bonus = lead_bonus
         self.weak_below = weak_below  # best cosine under this: say the evidence is weak
+        # A unit that names its term (an option, a keyword, a setting) is preferred over prose
+        # around it that says the same: the user asked for the thing, by what it does.
+        self.term_bonus = term_bonus
         self.usage = TokenUsage()
         self.picked: list[Quote] = []
         self.weak = False
+        # For a question read together with the one before it: the answer given to that one.
+        self.previous: str | None = None
 
     def _get_prompts(self) -> dict[str, Any]:
         return {}
@@ -387,21 +431,39 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 + self.neighbour_weight * neighbour
                 + self.overlap_weight * overlap
                 + (self.lead_bonus if n == 1 else 0.0)
+                + (self.term_bonus if term_of(unit.text) else 0.0)
             )
             scored.append((score, n, unit))
         scored.sort(key=lambda item: -item[0])
+        # Every unit close enough to the best is support, quoted by score. When none of those
+        # quoted names a term the question does not (the option, keyword or setting it asks for
+        # by what it does), the best support that does takes the last place: prose around the
+        # thing never crowds out its name.
+        floor = max(self.min_score, scored[0][0] - self.max_gap) if scored else 0.0
+        close = [item for item in scored if item[0] >= floor] or scored[:1]
         picked: list[Quote] = []
-        for score, n, unit in scored:
-            if picked and (score < self.min_score or score < picked[0].score - self.max_gap):
-                break
+        for score, n, unit in close:
             if any(q.text == unit.text for q in picked):
                 continue
             picked.append(Quote(unit.text, n, unit.position, score, unit.code))
             if len(picked) == self.max_sentences:
                 break
+        if not any(names_term(q.text, asked_words) for q in picked):
+            naming = [it for it in close if names_term(it[2].text, asked_words)]
+            if naming and len(picked) > 1:
+                score, n, unit = naming[0]
+                picked[-1] = Quote(unit.text, n, unit.position, score, unit.code)
+        picked.sort(key=lambda q: -q.score)
         self.weak = bool(picked) and max(by_unit[(q.passage, q.position)] for q in picked) < (
             self.weak_below
         )
+        if picked and self.previous is not None:
+            # A follow-up whose reading with the question before it finds only what the answer
+            # above already quoted: the documents say nothing more about it.
+            said = " ".join(self.previous.split())
+            self.weak = self.weak or all(" ".join(q.text.split()) in said for q in picked)
+        if self.weak:
+            return picked[:1]  # not an answer: only the closest passage, said to be the closest
         return sorted(picked, key=lambda q: (q.passage, q.position))
 
     def get_response(
@@ -413,9 +475,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             if not picked:
                 yield NO_ANSWER
                 return
-            yield EXTRACTIVE_LABEL + ":\n\n"
-            if self.weak:
-                yield WEAK_EVIDENCE + "\n\n"
+            yield (NOT_COVERED if self.weak else EXTRACTIVE_LABEL + ":") + "\n\n"
             for quote in picked:
                 if quote.code:
                     yield f"```\n{quote.text}\n```\n[{quote.passage}]\n\n"

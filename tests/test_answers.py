@@ -7,7 +7,7 @@ import pytest
 
 from rag.synthesis import (
     EXTRACTIVE_LABEL,
-    WEAK_EVIDENCE,
+    NOT_COVERED,
     ExtractiveSynthesizer,
     SentenceVectors,
     split_units,
@@ -98,12 +98,20 @@ def test_quotes_follow_document_order_and_are_recorded(embed_model):
     assert all(q.passage == 1 for q in synth.picked)
 
 
-def test_weak_evidence_is_said_plainly(embed_model):
-    passages = ["The lemon cake needs exactly four eggs and a cup of sugar."]
+def test_weak_evidence_is_said_to_be_no_answer_with_the_closest_passage(embed_model):
+    """When the best evidence is weak the answer says the documents do not cover the question,
+    and shows the closest passage as the closest, not as an answer."""
+    from rag.synthesis import says_not_covered
+
+    passages = [
+        "The lemon cake needs exactly four eggs and a cup of sugar. It bakes for forty minutes.",
+        "Serve the cake cold, with cream, on the day it is baked.",
+    ]
     text, synth = answer(embed_model, "How fast does a cheetah run?", passages)
-    assert synth.weak and WEAK_EVIDENCE in text
+    assert synth.weak and text.startswith(NOT_COVERED) and says_not_covered(text)
+    assert len(synth.picked) == 1  # the closest only
     text, synth = answer(embed_model, "How many eggs does the lemon cake need?", passages)
-    assert not synth.weak and WEAK_EVIDENCE not in text
+    assert not synth.weak and NOT_COVERED not in text and not says_not_covered(text)
 
 
 @pytest.mark.parametrize(
@@ -139,3 +147,53 @@ def test_list_items_and_wrapped_lines_are_not_headings():
     assert units == ["The API returns JSON for every request."]
     units = [u.text for u in split_units("Intro text ends here.\nExporting the log\nRun it.")]
     assert units == ["Intro text ends here."]  # the heading goes; "Run it." is a fragment
+
+
+OPTIONS = (
+    "pg_dump > Options\n\n"
+    "The following command-line options control the content and format of the output.\n\n"
+    "-a, --data-only: Dump only the data, not the schema (data definitions). Table data and "
+    "sequence values are dumped.\n\n"
+    "-s, --schema-only: Dump only the object definitions (schema), not data.\n\n"
+    "This option is the inverse of --data-only. It is similar to, but for historical reasons "
+    "not identical to, specifying --section=pre-data --section=post-data.\n\n"
+    "-F format, --format=format: Selects the format of the output. format can be one of the "
+    "following: p (plain), c (custom), d (directory), t (tar)."
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "term"),
+    [
+        ("How do I dump only the schema of a database?", "--schema-only"),
+        ("How do I dump only the data without the schema?", "--data-only"),
+        ("How do I choose the output format of pg_dump?", "--format"),
+    ],
+)
+def test_a_definition_is_quoted_with_the_term_the_question_points_at(embed_model, question, term):
+    """The unit that names the option (the user asked for the thing by what it does) is quoted
+    with its name, before prose that says the same without it."""
+    text, synth = answer(embed_model, question, [OPTIONS])
+    assert not synth.weak
+    assert any(q.text.startswith("-") and term in q.text for q in synth.picked), text
+
+
+def test_a_follow_up_that_finds_only_what_was_said_is_not_covered(embed_model):
+    """Read with the question before it, a follow-up that finds only the passages the answer above
+    already quoted is told the documents say nothing more, with the closest passage."""
+    question = "How do I dump only the schema of a database?"
+    first, _ = answer(embed_model, question, [OPTIONS])
+    follow = ExtractiveSynthesizer(
+        SentenceVectors(embed_model),
+        embed_model.get_query_embedding(f"{question} how do I do that from a cron job?"),
+    )
+    follow.previous = first
+    text = "".join(follow.get_response("how do I do that from a cron job?", [OPTIONS]))
+    assert follow.weak and text.startswith(NOT_COVERED)
+    fresh = ExtractiveSynthesizer(
+        SentenceVectors(embed_model),
+        embed_model.get_query_embedding("How do I choose the output format of pg_dump?"),
+    )
+    fresh.previous = first  # something new found: answered as usual
+    text = "".join(fresh.get_response("How do I choose the output format?", [OPTIONS]))
+    assert not fresh.weak and "--format" in text

@@ -177,3 +177,38 @@ def test_a_first_question_while_the_models_load_says_so(embedded_settings):
     *_, (_, history, *_) = updates
     assert "export" in history[-1]["content"].lower() and service.pipeline.loaded
     service.chatlog.db.dispose()
+
+
+def test_source_cards_show_markdown_as_it_reads_rendered():
+    """A passage from a Markdown file shows no backticks, stars or hashes in its card, and its
+    quoted sentence is still highlighted."""
+    text = "## Export\n\nRun `python -m app export-logs` to write **every** turn to a file."
+    html = sources_html([ref(text, quotes=["Run `python -m app export-logs` to write"])])
+    assert "`" not in html and "**" not in html and "## " not in html
+    assert "<mark>Run python -m app export-logs to write" in html
+
+
+def test_suggested_questions_are_only_those_the_app_answers_well():
+    """The first screen offers only questions that pass the answerability check, and never a
+    reference page's generic section ("What do the documents say about synopsis?")."""
+    docs = [
+        DocumentInfo(
+            source="/d/pg_dump.html",
+            name="pg_dump.html",
+            headings=["pg_dump", "pg_dump > Synopsis", "pg_dump > Dumping large databases"],
+        ),
+        DocumentInfo(
+            source="/d/guide.md", name="guide.md", headings=["Guide", "Guide > Chat models"]
+        ),
+    ]
+    asked = []
+
+    def answerable(question: str, source: str) -> bool:
+        asked.append((question, source))
+        return source == "/d/pg_dump.html"
+
+    assert suggest_questions(docs, answerable=answerable) == [
+        "What do the documents say about dumping large databases?"
+    ]
+    assert ("What do the documents say about chat models?", "/d/guide.md") in asked
+    assert not any("ynopsis" in q for q, _ in asked)

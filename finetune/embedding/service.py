@@ -97,6 +97,7 @@ class PairsRequest:
     teacher: bool = False  # chatlog: unrated turns the chat LLM grades 4/5 or more too
     headings: bool = False  # corpus only: heading -> the first chunk under it
     cloze: bool = False  # corpus only: a sentence -> its chunk
+    cloze_per_chunk: int = 1
     generate: int | None = None  # questions the chat LLM writes for N chunks
     dataset: str | None = None
     question_field: str = "question"
@@ -168,7 +169,8 @@ def build_pairs(
     if "headings" in sources:
         pairs = pairs.merge(d.from_headings(collection))
     if "cloze" in sources:
-        pairs = pairs.merge(d.from_inverse_cloze(collection, seed=request.seed))
+        cloze = d.from_inverse_cloze(collection, request.cloze_per_chunk, seed=request.seed)
+        pairs = pairs.merge(cloze)
     if "generated" in sources:
         llm = _chat_llm(ctx.settings)
         got, reasons = d.generate_pairs(
