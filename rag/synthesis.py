@@ -219,8 +219,9 @@ def split_sentences(text: str) -> list[str]:
 
 
 # A unit that names its term first: a definition ("-s, --schema-only: Dump only ..."), a table
-# row ("Parameter: work_mem; ..."), a setting ("work_mem (integer): Sets ...").
-_TERM_UNIT = re.compile(r"^(?P<term>[^:\n]{1,80}?):\s+\S")
+# row ("Parameter: work_mem; ..."), a setting ("work_mem (integer): Sets ..."), a reference
+# page's or man page's purpose line ("pg_restore — restore a database ...", "ls - list ...").
+_TERM_UNIT = re.compile(r"^(?P<term>[^:\n]{1,80}?)(?::|\s[—–-])\s+\S")
 _TERMISH = re.compile(r"[-_()./=<>\[\]]|\b[A-Z][A-Z0-9_]{2,}\b")
 
 
@@ -244,10 +245,18 @@ _TERM_TOKEN = re.compile(
 )
 
 
+def new_term(unit: str, asked_words: set[str]) -> str | None:
+    """The term a unit names first (see term_of), when the question does not already name it."""
+    term = term_of(unit)
+    if term is None or set(re.findall(r"\w+", term.lower())) <= asked_words:
+        return None
+    return term
+
+
 def names_term(unit: str, asked_words: set[str]) -> bool:
     """Whether a unit names an option, keyword, identifier or call that the question itself does
     not (naming it is the answer; the user asked by what it does)."""
-    if term_of(unit):
+    if new_term(unit, asked_words):
         return True
     for token in _TERM_TOKEN.findall(unit):
         words = {w.lower() for w in re.findall(r"\w+", token)}
@@ -356,6 +365,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         sentence_vectors: SentenceVectors,
         query_embedding: Sequence[float],
         max_sentences: int = 4,
+        max_words: int = 80,
         min_score: float = 0.15,
         max_gap: float = 0.3,
         neighbour_weight: float = 0.3,
@@ -368,6 +378,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         self.sentence_vectors = sentence_vectors
         self.query_embedding = np.asarray(query_embedding, np.float32)
         self.max_sentences = max_sentences
+        self.max_words = max_words  # a budget for the quotes together; the best is always quoted
         self.min_score = min_score
         # Up to `max_sentences`, but only those close to the best one: a sentence far below it is
         # noise, not support (this, not the count, keeps most answers short).
@@ -431,29 +442,50 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 + self.neighbour_weight * neighbour
                 + self.overlap_weight * overlap
                 + (self.lead_bonus if n == 1 else 0.0)
-                + (self.term_bonus if term_of(unit.text) else 0.0)
+                + (self.term_bonus if new_term(unit.text, asked_words) else 0.0)
             )
             scored.append((score, n, unit))
         scored.sort(key=lambda item: -item[0])
-        # Every unit close enough to the best is support, quoted by score. When none of those
+        # Every unit close enough to the best is support, quoted by score while the answer stays
+        # short (a long unit that would overrun it gives way to shorter ones). A sentence that
+        # introduces what follows it ("a simple policy can be used:") is quoted with the code it
+        # introduces: without it, it promises an answer it does not give. When none of those
         # quoted names a term the question does not (the option, keyword or setting it asks for
         # by what it does), the best support that does takes the last place: prose around the
         # thing never crowds out its name.
         floor = max(self.min_score, scored[0][0] - self.max_gap) if scored else 0.0
         close = [item for item in scored if item[0] >= floor] or scored[:1]
-        picked: list[Quote] = []
+
+        def group(score: float, n: int, unit: Unit) -> list[Quote]:
+            quotes = [Quote(unit.text, n, unit.position, score, unit.code)]
+            following = passages[n - 1][unit.position + 1 : unit.position + 2]
+            if not unit.code and unit.text.rstrip().endswith(":") and following[:1]:
+                after = following[0]
+                if after.code:
+                    quotes.append(Quote(after.text, n, after.position, score, True))
+            return quotes
+
+        def size(quotes: list[Quote]) -> int:
+            return sum(len(q.text.split()) for q in quotes)
+
+        groups: list[list[Quote]] = []
         for score, n, unit in close:
-            if any(q.text == unit.text for q in picked):
+            if any(q.text == unit.text for g in groups for q in g):
                 continue
-            picked.append(Quote(unit.text, n, unit.position, score, unit.code))
-            if len(picked) == self.max_sentences:
+            g = group(score, n, unit)
+            if groups and sum(map(size, groups)) + size(g) > self.max_words:
+                continue
+            groups.append(g)
+            if len(groups) == self.max_sentences:
                 break
-        if not any(names_term(q.text, asked_words) for q in picked):
-            naming = [it for it in close if names_term(it[2].text, asked_words)]
-            if naming and len(picked) > 1:
-                score, n, unit = naming[0]
-                picked[-1] = Quote(unit.text, n, unit.position, score, unit.code)
-        picked.sort(key=lambda q: -q.score)
+        if len(groups) > 1 and not any(names_term(q.text, asked_words) for g in groups for q in g):
+            room = self.max_words - sum(map(size, groups[:-1]))
+            for score, n, unit in close:
+                g = group(score, n, unit)
+                if names_term(unit.text, asked_words) and size(g) <= room:
+                    groups[-1] = g
+                    break
+        picked = [q for g in groups for q in g]
         self.weak = bool(picked) and max(by_unit[(q.passage, q.position)] for q in picked) < (
             self.weak_below
         )

@@ -197,3 +197,54 @@ def test_a_follow_up_that_finds_only_what_was_said_is_not_covered(embed_model):
     fresh.previous = first  # something new found: answered as usual
     text = "".join(fresh.get_response("How do I choose the output format?", [OPTIONS]))
     assert not fresh.weak and "--format" in text
+
+
+POLICIES = (
+    "Row Security Policies\n\n"
+    "When row security is enabled on a table, all normal access to the table for selecting rows "
+    "or modifying rows must be allowed by a row security policy.\n\n"
+    "To allow all users to access only their own row in a users table, a simple policy can be "
+    "used:\n\n"
+    "```\nCREATE POLICY user_policy ON users\n    USING (user_name = current_user);\n```\n\n"
+    "Row security can also be disabled with the ALTER TABLE command."
+)
+
+
+def test_a_sentence_that_introduces_code_is_quoted_with_it(embed_model):
+    """ "...a simple policy can be used:" promises what follows; quoted alone it answers nothing."""
+    text, synth = answer(
+        embed_model, "How can I make each user see only their own rows of a table?", [POLICIES]
+    )
+    intro = next(q for q in synth.picked if q.text.endswith("can be used:"))
+    code = next(q for q in synth.picked if q.code)
+    assert "CREATE POLICY user_policy" in code.text and code.position == intro.position + 1
+    assert text.index("can be used:") < text.index("```\nCREATE POLICY")
+
+
+def test_the_quotes_keep_to_a_word_budget_and_the_best_is_always_quoted(embed_model):
+    question = "How do I dump only the schema of a database?"
+    budget = ExtractiveSynthesizer(
+        SentenceVectors(embed_model), embed_model.get_query_embedding(question), max_words=25
+    )
+    picked = budget.pick(question, [OPTIONS])
+    assert len(picked) > 1 and sum(len(q.text.split()) for q in picked) <= 25
+    tiny = ExtractiveSynthesizer(
+        SentenceVectors(embed_model), embed_model.get_query_embedding(question), max_words=1
+    )
+    assert len(tiny.pick(question, [OPTIONS])) == 1  # over budget alone: still the best one
+
+
+def test_terms_and_purpose_lines():
+    from rag.synthesis import names_term, new_term, term_of
+
+    assert term_of("pg_restore — restore a database from an archive file") == "pg_restore"
+    assert term_of("ls - list directory contents") == "ls"
+    assert term_of("work_mem (integer): Sets the base maximum amount of memory") == (
+        "work_mem (integer)"
+    )
+    assert term_of("In this case the rows are kept: nothing is lost.") is None
+    asked = {"password", "clients", "connect"}
+    # A term the question already names is not news: the answer has to name something more.
+    assert new_term("password: Require the client to supply a password.", asked) is None
+    assert not names_term("password: Require the client to supply a password.", asked)
+    assert names_term("Use scram_sha_256 for password clients.", asked)
