@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from core.settings import Settings
     from rag.live import EmbeddingCache
 
-RUN_COLUMNS = ["run", "started", "status", "chat", "embedding", "set", "samples"]
+RUN_COLUMNS = ["run", "started", "status", "chat", "embedding", "reranker", "set", "samples"]
 SHOWN_METRICS = ("semantic_similarity", "answer_contains_reference", "hit_at_5", "mrr_at_10")
 ACTIVE = "the active versions"
 NO_SETS = (
@@ -57,6 +57,7 @@ def runs_table(runs: list[EvalRun]) -> list[list[Any]]:
                 r.status,
                 f"v{r.chat_version_id}",
                 f"v{r.embedding_version_id}",
+                r.reranker_cell,
                 r.set_hash[:10],
                 samples,
                 *(_metric_cell(r, m) for m in SHOWN_METRICS),
@@ -410,7 +411,7 @@ def build_evaluate_tab(
             with gr.Row():
                 version = gr.Number(label="Version id", precision=0, elem_id="eval-version")
                 promote_btn = gr.Button("Promote", elem_id="eval-promote")
-                kind = gr.Radio(["chat", "embedding"], value="chat", label="Kind")
+                kind = gr.Radio(["chat", "embedding", "reranker"], value="chat", label="Kind")
                 rollback_btn = gr.Button("Roll back", elem_id="eval-rollback")
             registry_note = gr.Markdown(elem_id="eval-registry-note")
 

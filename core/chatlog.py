@@ -76,6 +76,7 @@ class ChatLog:
         error: str | None = None,
         chat_version_id: int | None = None,
         embedding_version_id: int | None = None,
+        reranker_version_id: int | None = None,
     ) -> None:
         usage = usage or TokenUsage()
         with Session(self.engine) as s, s.begin():
@@ -91,6 +92,7 @@ class ChatLog:
             row.status = "failed" if error else "answered"
             row.error = error
             row.chat_version_id, row.embedding_version_id = chat_version_id, embedding_version_id
+            row.reranker_version_id = reranker_version_id
             row.answered_at = now()
 
     def set_feedback(self, turn_id: int, rating: str, comment: str | None = None) -> None:
@@ -157,6 +159,7 @@ def _to_record(row: TurnRow, fb: FeedbackRow | None) -> Turn:
         error=row.error,
         chat_version_id=row.chat_version_id,
         embedding_version_id=row.embedding_version_id,
+        reranker_version_id=row.reranker_version_id,
         created_at=row.created_at,
         answered_at=row.answered_at,
         feedback=Feedback(rating=fb.rating, comment=fb.comment, created_at=fb.created_at)

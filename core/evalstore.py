@@ -88,6 +88,7 @@ class EvalRun(BaseModel):
     chat_version_id: int | None
     embedding_version_id: int | None
     status: Literal["running", "done", "failed"]
+    reranker_version_id: int | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     summary: dict[str, MetricSummary] = Field(default_factory=dict)
     judge_model: str | None = None
@@ -97,6 +98,18 @@ class EvalRun(BaseModel):
     error: str | None = None
     started_at: datetime
     finished_at: datetime | None = None
+
+    @property
+    def versions(self) -> str:
+        """The registry versions that answered: "chat v1 + embedding v2 (+ reranker v3)"."""
+        text = f"chat v{self.chat_version_id} + embedding v{self.embedding_version_id}"
+        if self.reranker_version_id:
+            text += f" + reranker v{self.reranker_version_id}"
+        return text
+
+    @property
+    def reranker_cell(self) -> str:
+        return f"v{self.reranker_version_id}" if self.reranker_version_id else "none"
 
 
 class GateDecision(BaseModel):
@@ -145,6 +158,7 @@ def _run(row: EvalRunRow, set_hash: str) -> EvalRun:
         set_hash=set_hash,
         chat_version_id=row.chat_version_id,
         embedding_version_id=row.embedding_version_id,
+        reranker_version_id=row.reranker_version_id,
         status=row.status,
         settings=row.settings or {},
         summary={k: MetricSummary(**v) for k, v in (row.summary or {}).items()},
@@ -246,12 +260,14 @@ class EvalStore:
         embedding_version_id: int | None,
         settings: dict[str, Any],
         judge_model: str | None,
+        reranker_version_id: int | None = None,
     ) -> int:
         with Session(self.engine) as s, s.begin():
             row = EvalRunRow(
                 set_id=set_id,
                 chat_version_id=chat_version_id,
                 embedding_version_id=embedding_version_id,
+                reranker_version_id=reranker_version_id,
                 settings=settings,
                 judge_model=judge_model,
             )
@@ -326,7 +342,11 @@ class EvalStore:
             return out
 
     def latest_run(
-        self, set_id: int, chat_version_id: int | None, embedding_version_id: int | None
+        self,
+        set_id: int,
+        chat_version_id: int | None,
+        embedding_version_id: int | None,
+        reranker_version_id: int | None = None,
     ) -> EvalRun | None:
         """The newest finished run of these versions on this set, if any."""
         with Session(self.engine) as s:
@@ -337,6 +357,7 @@ class EvalStore:
                     EvalRunRow.set_id == set_id,
                     EvalRunRow.chat_version_id == chat_version_id,
                     EvalRunRow.embedding_version_id == embedding_version_id,
+                    EvalRunRow.reranker_version_id == reranker_version_id,
                     EvalRunRow.status == "done",
                 )
                 .order_by(EvalRunRow.id.desc())

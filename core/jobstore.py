@@ -65,8 +65,9 @@ class FineTuneJob(BaseModel):
 
     id: int
     backend: Literal["local", "openai"]
-    method: Literal["supervised", "dpo", "embedding"] = Field(
-        description="What it trains: the chat model (`supervised`, `dpo`) or the embedding model."
+    method: Literal["supervised", "dpo", "embedding", "reranker"] = Field(
+        description="What it trains: the chat model (`supervised`, `dpo`), the embedding model "
+        "or the reranker."
     )
     status: JobStatus
     base_model: str

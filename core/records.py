@@ -65,6 +65,9 @@ class Turn(BaseModel):
     embedding_version_id: int | None = Field(
         default=None, description="Registry id of the embedding model version that retrieved."
     )
+    reranker_version_id: int | None = Field(
+        default=None, description="Registry id of the reranker version that re-ranked, if any."
+    )
     created_at: datetime | None = None
     answered_at: datetime | None = None
     feedback: Feedback | None = None

@@ -219,6 +219,41 @@ class RetrievalSettings(BaseModel):
     )
 
 
+class RerankerSettings(BaseModel):
+    """A cross-encoder that re-scores the best fused candidates, reading question and passage
+    together. Off until a reranker version that won at the gate names its model."""
+
+    model_dir: Path | None = Field(
+        default=None,
+        description="Directory of a sentence-transformers cross-encoder (one trained here with "
+        "`python -m finetune.rerank train`, or one downloaded elsewhere and copied in); None: "
+        "no reranking.",
+    )
+    top_n: int = Field(
+        default=20,
+        ge=2,
+        description="The best fused candidates the reranker re-scores; the rest keep their order "
+        "below them.",
+    )
+    weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of the reranker's score in a candidate's new score; the rest is its "
+        "fused retrieval score (both scaled to 0..1 over the candidates re-scored).",
+    )
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="onnx-int8",
+        description="How the cross-encoder runs: torch, ONNX Runtime, or ONNX Runtime with its "
+        "weights quantized to int8 (exported once from the model's own directory, cached).",
+    )
+    max_length: int = Field(
+        default=256,
+        ge=16,
+        description="Word pieces of question and passage read together (the passage is cut).",
+    )
+
+
 class AppSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="Address the web app binds to.")
     port: int = Field(default=7860, description="Port of the web app.")
@@ -432,6 +467,9 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings, description="Chat model.")
     retrieval: RetrievalSettings = Field(
         default_factory=RetrievalSettings, description="Retrieval."
+    )
+    reranker: RerankerSettings = Field(
+        default_factory=RerankerSettings, description="Re-ranking of retrieved candidates."
     )
     app: AppSettings = Field(default_factory=AppSettings, description="Web app.")
     eval: EvalSettings = Field(

@@ -44,11 +44,7 @@ def history_figure(runs: list[EvalRun], metrics: tuple[str, ...] = HISTORY_METRI
                 y=[m.mean for _, m in points],
                 mode="lines+markers",
                 name=name,
-                text=[
-                    f"run {r.id} · chat v{r.chat_version_id} · embedding v{r.embedding_version_id}"
-                    f" · nan {m.nan}"
-                    for r, m in points
-                ],
+                text=[f"run {r.id} · {r.versions} · nan {m.nan}" for r, m in points],
                 hovertemplate="%{text}<br>%{y:.3f}<extra>" + name + "</extra>",
             )
         )
@@ -193,13 +189,25 @@ def build_report(ctx: EvalContext, run_id: int) -> str:
             f"{decision.candidate_run_id} (v{decision.candidate_version_id})</p>"
         )
     meta = _table(
-        ["run", "status", "chat", "embedding", "set", "set hash", "judge", "tokens", "seconds"],
+        [
+            "run",
+            "status",
+            "chat",
+            "embedding",
+            "reranker",
+            "set",
+            "set hash",
+            "judge",
+            "tokens",
+            "seconds",
+        ],
         [
             [
                 run.id,
                 run.status,
                 f"v{run.chat_version_id}",
                 f"v{run.embedding_version_id}",
+                run.reranker_cell,
                 set_name,
                 run.set_hash[:16],
                 run.judge_model or "none (offline metrics only)",

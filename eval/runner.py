@@ -118,15 +118,16 @@ def answer_set(
 
 
 def _versions(
-    ctx: EvalContext, chat_id: int | None, embedding_id: int | None
-) -> tuple[ModelVersion | None, ModelVersion | None]:
-    chat = ctx.registry.get(chat_id) if chat_id else ctx.registry.active("chat")
-    embedding = ctx.registry.get(embedding_id) if embedding_id else ctx.registry.active("embedding")
-    if chat is not None and chat.kind != "chat":
-        raise RegistryError(f"version {chat.id} is a {chat.kind} version, not a chat version")
-    if embedding is not None and embedding.kind != "embedding":
-        raise RegistryError(f"version {embedding.id} is a {embedding.kind} version, not embedding")
-    return chat, embedding
+    ctx: EvalContext, chat_id: int | None, embedding_id: int | None, reranker_id: int | None = None
+) -> tuple[ModelVersion | None, ModelVersion | None, ModelVersion | None]:
+    found = []
+    for kind, wanted in (("chat", chat_id), ("embedding", embedding_id), ("reranker", reranker_id)):
+        version = ctx.registry.get(wanted) if wanted else ctx.registry.active(kind)
+        if version is not None and version.kind != kind:
+            raise RegistryError(f"version {version.id} is a {version.kind} version, not {kind}")
+        found.append(version)
+    chat, embedding, reranker = found
+    return chat, embedding, reranker
 
 
 def run_eval(
@@ -135,12 +136,13 @@ def run_eval(
     chat_id: int | None = None,
     embedding_id: int | None = None,
     progress: bool = True,
+    reranker_id: int | None = None,
 ) -> EvalRun:
     """Evaluate the given versions (default: the active ones) on stored set `set_id`."""
-    chat, embedding = _versions(ctx, chat_id, embedding_id)
+    chat, embedding, reranker = _versions(ctx, chat_id, embedding_id, reranker_id)
     name, _, samples = ctx.store.load_set(set_id)
-    check_no_training_overlap(samples, chat, embedding)
-    applied = apply_spec(ctx.settings, chat, embedding)
+    check_no_training_overlap(samples, chat, embedding, reranker)
+    applied = apply_spec(ctx.settings, chat, embedding, reranker)
     snapshot = strip_secrets(applied.model_dump(mode="json"))
     judge = ctx.judge
     run_id = ctx.store.start_run(
@@ -149,6 +151,8 @@ def run_eval(
         embedding.id if embedding else None,
         snapshot,
         judge.model if judge else None,
+        # Named only when it re-ranks: the seeded version without a model changes nothing.
+        reranker.id if reranker is not None and applied.reranker.model_dir else None,
     )
     started = time.perf_counter()
     try:
@@ -159,6 +163,7 @@ def run_eval(
             None,
             system_prompt(ctx.settings),
             ctx.embeddings,
+            reranker,
         )
         label = chat.label if chat else "chat"
         answered = answer_set(pipeline, samples, progress, desc=f"answer ({label})")
@@ -199,8 +204,6 @@ def compare(
     With `auto_promote` a winner is promoted (reason: the decision id) and a loser rejected."""
     candidate = ctx.registry.get(candidate_id)
     policy = policy or policy_from(ctx.settings.eval, candidate.kind)
-    if candidate.kind == "reranker":
-        raise RegistryError("reranker versions are reserved; nothing can evaluate them yet")
     champion = ctx.registry.active(candidate.kind)
     if champion is not None and champion.id == candidate.id:
         raise RegistryError(f"{candidate.label} is already the champion")
@@ -218,6 +221,8 @@ def compare(
     champ_run = run_eval(ctx, set_id, progress=progress)
     if candidate.kind == "chat":
         cand_run = run_eval(ctx, set_id, chat_id=candidate.id, progress=progress)
+    elif candidate.kind == "reranker":
+        cand_run = run_eval(ctx, set_id, reranker_id=candidate.id, progress=progress)
     else:
         cand_run = run_eval(ctx, set_id, embedding_id=candidate.id, progress=progress)
     decision = decide(ctx, champ_run, cand_run, candidate.id, policy)

@@ -87,7 +87,7 @@ def evaluate_all(ctx: EvalContext, set_id: int, auto_promote: bool) -> ScheduleO
     _, digest, samples = ctx.store.load_set(set_id)
     origin = ctx.store.set_info(set_id).origin
     for candidate in ctx.registry.versions(status="candidate"):
-        if candidate.kind == "reranker" or ctx.store.decided(candidate.id, digest):
+        if ctx.store.decided(candidate.id, digest):
             continue
         why = evidence_refusal(candidate, samples, origin)
         if why:
@@ -97,6 +97,8 @@ def evaluate_all(ctx: EvalContext, set_id: int, auto_promote: bool) -> ScheduleO
         try:
             if candidate.kind == "chat":
                 run = run_eval(ctx, set_id, chat_id=candidate.id, progress=False)
+            elif candidate.kind == "reranker":
+                run = run_eval(ctx, set_id, reranker_id=candidate.id, progress=False)
             else:
                 run = run_eval(ctx, set_id, embedding_id=candidate.id, progress=False)
         except RagError as exc:  # e.g. it trained on this set's questions: refused, go on

@@ -157,6 +157,8 @@ def judge_runs(ctx: EvalContext, champion_run_id: int, candidate_run_id: int) ->
         raise RagError("those runs answered different sets; compare two runs of one set")
     if candidate.chat_version_id != champion.chat_version_id:
         version_id = candidate.chat_version_id
+    elif candidate.reranker_version_id != champion.reranker_version_id:
+        version_id = candidate.reranker_version_id
     else:
         version_id = candidate.embedding_version_id
     kind = "chat"
@@ -213,7 +215,7 @@ def register(
 
 def run_line(run: EvalRun) -> str:
     """One line about a run: versions, set, samples, headline metrics, unmeasured samples."""
-    versions = f"chat v{run.chat_version_id} + embedding v{run.embedding_version_id}"
+    versions = run.versions
     parts = []
     for name in HEADLINE:
         m = run.summary.get(name)

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from core.cli import add_turn_filters, request_from
 from core.dates import parse_since
-from core.db.database import open_database
 from core.errors import RagError
 from finetune.dataset import MODES
 
@@ -89,12 +88,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _context(settings: Settings) -> FineTuneContext:
-    from core.jobstore import JobStore
-    from core.registry import Registry
     from finetune.context import FineTuneContext
 
-    db = open_database(settings.database_url)
-    return FineTuneContext(settings, JobStore(db), Registry(db))
+    return FineTuneContext.open(settings)
 
 
 def build(settings: Settings, args: argparse.Namespace) -> int:

@@ -37,6 +37,17 @@ class FineTuneContext:
     # one step at a time, so questions queue for at most a step instead of the whole job.
     gate: ComputeGate | None = None
 
+    @classmethod
+    def open(cls, settings: Settings) -> FineTuneContext:
+        """For a command line: the settings' database, its job store and registry."""
+        from core.db.database import open_database
+        from core.jobstore import JobStore
+        from core.registry import Registry
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = open_database(settings.database_url)
+        return cls(settings, JobStore(db), Registry(db))
+
     def client(self) -> Any:
         if self.openai_client is None:
             from finetune.openai_jobs import openai_client

@@ -196,6 +196,10 @@ def run_local(
         from finetune.embedding.job import run_training
 
         return run_training(ctx, job_id, progress)
+    if job.method == "reranker":  # likewise the reranker
+        from finetune.rerank.job import run_reranker
+
+        return run_reranker(ctx, job_id, progress)
     dataset = ctx.store.dataset(job.dataset_id)
     job = ctx.backend("local").run(job, dataset, progress)
     return finish(ctx, job)
@@ -205,7 +209,7 @@ def finish(ctx: FineTuneContext, job: FineTuneJob) -> FineTuneJob:
     """Register a succeeded job's model as a candidate `chat` version (once)."""
     if job.status != "succeeded" or job.candidate_version_id is not None:
         return job
-    if job.method == "embedding":  # registered by its trainer, or asked not to be
+    if job.method in ("embedding", "reranker"):  # registered by its trainer, or asked not to be
         return job
     dataset = ctx.store.dataset(job.dataset_id)
     spec, extra = ctx.backend(job.backend).candidate(job)

@@ -25,8 +25,9 @@ JOB_COLUMNS = [
 
 
 def model_kind(job: FineTuneJob) -> str:
-    """Which registry kind a job's candidate is: `embedding`, or `chat` for a LoRA or OpenAI job."""
-    return "embedding" if job.method == "embedding" else "chat"
+    """Which registry kind a job's candidate is: `embedding`, `reranker`, or `chat` for a LoRA or
+    OpenAI job."""
+    return job.method if job.method in ("embedding", "reranker") else "chat"
 
 
 def job_row(job: FineTuneJob) -> list[Any]:

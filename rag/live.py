@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from core.registry import ModelVersion, Registry
     from core.settings import EmbeddingSettings, Settings
     from rag.pipeline import AnswerUpdate, RagPipeline
+    from rag.rerank import Reranking
     from rag.retriever import SourceVectors
     from rag.synthesis import SentenceVectors
 
@@ -43,6 +44,7 @@ class EmbeddingCache:
         self._sentences: dict[str, SentenceVectors] = {}
         self._lexical: dict[str, LexicalSource] = {}
         self._source_vectors: dict[str, SourceVectors] = {}
+        self._rerankers: dict[str, Reranking] = {}
         self._lock = threading.Lock()
         self.gate = ComputeGate()  # one per process: every pipeline's CPU work queues here
 
@@ -112,6 +114,24 @@ class EmbeddingCache:
         source.get()  # load (or rebuild from Chroma) now rather than on the first question
         return source
 
+    def reranking(self, settings: Settings) -> Reranking | None:
+        """The reranker the settings name (None: none), loaded once per model and backend."""
+        from rag.rerank import Reranking
+
+        cfg = settings.reranker
+        if cfg.model_dir is None:
+            return None
+        key = f"{cfg.model_dir.resolve()}|{cfg.backend}|{cfg.max_length}"
+        with self._lock:
+            found = self._rerankers.get(key)
+        if found is None:
+            cache_dir = settings.embedding.cache_dir or settings.data_dir / "models"
+            found = Reranking.from_settings(cfg, cache_dir, self.gate)
+            with self._lock:
+                found = self._rerankers.setdefault(key, found)
+        # The model is shared; how its scores are used is this version's own.
+        return Reranking(found.scorer, cfg.top_n, cfg.weight)
+
     def source_vectors(self, collection: Collection) -> SourceVectors:
         from rag.retriever import SourceVectors
 
@@ -130,13 +150,14 @@ def build_pipeline(
     chatlog: ChatLog | None,
     prompt: SystemPrompt,
     embeddings: EmbeddingCache,
+    reranker: ModelVersion | None = None,
 ) -> RagPipeline:
     """A pipeline answering as the given versions (their specs over `settings`)."""
     # Imported here: llama-index and the embedding stack load only when a pipeline is built, so
     # the app can serve its page while they do.
     from rag.pipeline import RagPipeline
 
-    applied = apply_spec(settings, chat, embedding)
+    applied = apply_spec(settings, chat, embedding, reranker)
     # A version that names its own collection must find it built (ingest's re-index makes it);
     # the settings' own collection is created on first start.
     own_collection = embedding is not None and "chroma" in embedding.spec
@@ -156,11 +177,18 @@ def build_pipeline(
     pipeline.retriever.source_vectors = embeddings.source_vectors(collection)
     pipeline.chat_version_id = chat.id if chat else None
     pipeline.embedding_version_id = embedding.id if embedding else None
+    pipeline.retriever.reranking = embeddings.reranking(applied)
+    # A reranker version that names no model (the seeded "none") re-ranks nothing: not named.
+    pipeline.reranker_version_id = (
+        reranker.id if reranker is not None and pipeline.retriever.reranking is not None else None
+    )
+    pipeline.reranker_seen_id = reranker.id if reranker is not None else None
     return pipeline
 
 
 class LivePipeline:
-    """The app's pipeline: always the active chat and embedding versions of the registry."""
+    """The app's pipeline: always the active chat, embedding and reranker versions of the
+    registry."""
 
     def __init__(
         self,
@@ -197,16 +225,24 @@ class LivePipeline:
                 return self._pipeline
             active = self.registry.active_all()
             chat, embedding = active["chat"], active["embedding"]
+            reranker = active["reranker"]
             old = self._pipeline
             same = (
                 old is not None
                 and old.chat_version_id == (chat.id if chat else None)
                 and old.embedding_version_id == (embedding.id if embedding else None)
+                and old.reranker_seen_id == (reranker.id if reranker else None)
             )
             if not same:
                 try:
                     self._pipeline = build_pipeline(
-                        self.settings, chat, embedding, self.chatlog, self.prompt, self.embeddings
+                        self.settings,
+                        chat,
+                        embedding,
+                        self.chatlog,
+                        self.prompt,
+                        self.embeddings,
+                        reranker,
                     )
                 except Exception:
                     if old is None:
@@ -215,9 +251,11 @@ class LivePipeline:
                     # model directory gone) must not take the chat down: keep answering with the
                     # versions that work, and say so in the log; each turn records which answered.
                     log.exception(
-                        "cannot build chat v%s / embedding v%s; still answering with %s",
+                        "cannot build chat v%s / embedding v%s / reranker v%s; still answering "
+                        "with %s",
                         chat.id if chat else None,
                         embedding.id if embedding else None,
+                        reranker.id if reranker else None,
                         old.badge,
                     )
                     self._revision = revision

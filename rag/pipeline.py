@@ -78,6 +78,8 @@ class RagPipeline:
     # The registry versions this pipeline was built from (set by rag.live); logged on every turn.
     chat_version_id: int | None = None
     embedding_version_id: int | None = None
+    reranker_version_id: int | None = None  # a reranker version that re-ranks (names a model)
+    reranker_seen_id: int | None = None  # the active reranker version, re-ranking or not
 
     def __init__(
         self,
@@ -103,12 +105,14 @@ class RagPipeline:
 
     @property
     def badge(self) -> str:
-        """The answering model, and the registry versions that answer (chat, embedding)."""
+        """The answering model, and the registry versions that answer (chat, embedding, and the
+        reranker when one re-ranks)."""
         versions = [
             f"{kind} v{vid}"
             for kind, vid in (
                 ("chat", self.chat_version_id),
                 ("embedding", self.embedding_version_id),
+                ("reranker", self.reranker_version_id),
             )
             if vid
         ]
@@ -273,6 +277,7 @@ class RagPipeline:
                 error=error,
                 chat_version_id=self.chat_version_id,
                 embedding_version_id=self.embedding_version_id,
+                reranker_version_id=self.reranker_version_id,
             )
         except Exception as exc:
             log.exception("could not log the answer")

@@ -15,7 +15,7 @@ import numpy as np
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from core.index.chunks import Meta, build_of, chunk_id
+from core.index.chunks import Meta, build_of, chunk_id, embed_text
 from core.records import SourceRef
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from core.index.lexical import LexicalSource
     from core.settings import RetrievalSettings
+    from rag.rerank import Reranking
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class _Candidate:
     # The meaning-based score ranked on: the cosine, mixed with the source's (source_weight).
     dense: float = 0.0
     fused: float = 0.0
+    rerank_score: float | None = None
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -121,6 +123,7 @@ class HybridRetriever(BaseRetriever):
         self.settings = settings
         self.lexical = lexical if settings.hybrid else None
         self.source_vectors = source_vectors or SourceVectors(collection)
+        self.reranking: Reranking | None = None  # a cross-encoder re-scoring the best candidates
 
     def _dense(self, embedding: list[float], n: int) -> dict[str, _Candidate]:
         res = self.collection.query(
@@ -232,7 +235,31 @@ class HybridRetriever(BaseRetriever):
             for c in ranked
             if (s.similarity_cutoff is None or (c.cosine or 0.0) >= s.similarity_cutoff or c.rare)
         ]
+        if self.reranking is not None and len(kept) > 1:
+            self._rerank(query_str, kept)
+            kept.sort(key=lambda c: -c.fused)
         return self._by_source(kept, k)
+
+    def _rerank(self, query_str: str, kept: list[_Candidate]) -> None:
+        """The best `top_n` candidates re-scored by the cross-encoder, mixed with their fused
+        score (both scaled 0..1 over them); the rest keep their order below them."""
+        from rag.rerank import mix, scaled
+
+        assert self.reranking is not None
+        head = kept[: self.reranking.top_n]
+        # Read as it was trained and as the embedding model reads it: heading path, then text.
+        texts = [
+            embed_text(str((c.metadata or {}).get(Meta.HEADING_PATH) or ""), c.text or "")
+            for c in head
+        ]
+        scores = self.reranking.scorer.score(query_str, texts)
+        new = mix([c.fused for c in head], scores, self.reranking.weight)
+        tail = kept[len(head) :]
+        rest = scaled(np.asarray([c.fused for c in tail])) - 1.0 if tail else []
+        for c, score, value in zip(head, scores, new, strict=True):
+            c.rerank_score, c.fused = float(score), float(value)
+        for c, value in zip(tail, rest, strict=True):
+            c.fused = float(value) - 1e-9  # below every re-scored candidate, in their own order
 
     def _by_source(self, ranked: list[_Candidate], k: int) -> list[_Candidate]:
         """Sources ranked by their best passage plus a share of their next best ones (a page

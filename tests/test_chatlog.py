@@ -96,6 +96,25 @@ def test_schema_is_migrated_once_and_reopens(db_url):
     again.db.dispose()
 
 
+def test_a_database_from_before_the_reranker_gains_its_columns_and_keeps_its_rows(db_url):
+    """A database at schema 6 (no reranker columns) is brought to the newest schema on open:
+    turns and eval runs gain `reranker_version_id`, and the turns already logged stay."""
+    log = ChatLog(open_database(db_url))
+    tid = log.start_turn("s", "asked before the upgrade")
+    with log.engine.begin() as conn:
+        for table in ("turns", "eval_runs"):
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN reranker_version_id"))
+        conn.execute(text("DELETE FROM schema_version WHERE version = 7"))
+    log.db.dispose()
+    again = ChatLog(open_database(db_url))
+    for table in ("turns", "eval_runs"):
+        columns = {c["name"] for c in inspect(again.engine).get_columns(table)}
+        assert "reranker_version_id" in columns
+    [turn] = again.turns()
+    assert turn.id == tid and turn.reranker_version_id is None
+    again.db.dispose()
+
+
 def test_concurrent_writers_lose_nothing(db_url):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -56,7 +56,7 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
         and chosen["choices"][0][0] == "set 1: golden.jsonl (2 questions, file)"
     )
     [row] = runs["data"]
-    assert row[2] == "done" and row[6] == 2  # status, samples
+    assert row[2] == "done" and row[5] == "none" and row[7] == 2  # status, reranker, samples
     assert "| chat | v1 | active |" in versions
     samples, _ = client.predict(row[0], "", api_name="/drill")
     assert [r[1] for r in samples["data"]] == [

@@ -48,6 +48,13 @@ def _set_origins(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE eval_sets ADD COLUMN origin JSON"))
 
 
+def _reranker_versions(conn: Connection) -> None:
+    # Fresh databases create both tables from the current model, with the column.
+    for table in ("turns", "eval_runs"):
+        if "reranker_version_id" not in {c["name"] for c in inspect(conn).get_columns(table)}:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN reranker_version_id INTEGER"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "chat log: sessions, turns, feedback", _chat_log),
     (2, "model registry", _registry),
@@ -55,6 +62,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (4, "eval sets, runs, per-sample scores, gate decisions, eval locks", _eval),
     (5, "fine-tuning datasets, jobs and job events", _finetune),
     (6, "eval sets record where their questions came from", _set_origins),
+    (7, "turns and eval runs carry the reranker version", _reranker_versions),
 ]
 
 # Key of the PostgreSQL advisory lock that lets one process at a time migrate (app processes

@@ -55,9 +55,10 @@ class TurnRow(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     error: Mapped[str | None] = mapped_column(Text)
-    # The registry versions that answered (migration 3).
+    # The registry versions that answered (migration 3; the reranker, migration 7).
     chat_version_id: Mapped[int | None] = mapped_column(Integer)
     embedding_version_id: Mapped[int | None] = mapped_column(Integer)
+    reranker_version_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -135,6 +136,7 @@ class EvalRunRow(Base):
     set_id: Mapped[int] = mapped_column(ForeignKey("eval_sets.id"), index=True)
     chat_version_id: Mapped[int | None] = mapped_column(Integer)
     embedding_version_id: Mapped[int | None] = mapped_column(Integer)
+    reranker_version_id: Mapped[int | None] = mapped_column(Integer)  # migration 7
     status: Mapped[str] = mapped_column(String(20), default="running")
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

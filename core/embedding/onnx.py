@@ -76,12 +76,14 @@ class _Locked:
         self.fh.close()
 
 
-def export_onnx(model_dir: Path, cache_dir: Path, quantize: bool) -> Path:
-    """The ONNX file for `model_dir` (int8 when `quantize`), made on first use and cached.
+def export_onnx(model_dir: Path, cache_dir: Path, quantize: bool, scores: bool = False) -> Path:
+    """The ONNX file for `model_dir` (int8 when `quantize`), made on first use and cached: the
+    transformer's last hidden state, or with `scores` a cross-encoder's relevance logits.
 
     Written to a temporary name and renamed, under a lock, so a crash or a second process never
     leaves a half-written model that a later start would load."""
-    target_dir = cache_dir / f"{model_dir.resolve().name}-{model_fingerprint(model_dir)}"
+    kind = "-scores" if scores else ""
+    target_dir = cache_dir / f"{model_dir.resolve().name}-{model_fingerprint(model_dir)}{kind}"
     fp32 = target_dir / "model.onnx"
     int8 = target_dir / "model-int8.onnx"
     wanted = int8 if quantize else fp32
@@ -93,7 +95,7 @@ def export_onnx(model_dir: Path, cache_dir: Path, quantize: bool) -> Path:
         target_dir.mkdir(parents=True, exist_ok=True)
         if not fp32.is_file():
             log.info("exporting %s to ONNX (once; cached in %s)", model_dir, target_dir)
-            _export_fp32(model_dir, fp32)
+            _export_fp32(model_dir, fp32, scores)
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -146,23 +148,26 @@ def _not_the_quantizers_hint(record: logging.LogRecord) -> bool:
     return True
 
 
-def _export_fp32(model_dir: Path, out: Path) -> None:
+def _export_fp32(model_dir: Path, out: Path, scores: bool = False) -> None:
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     class Encoder(torch.nn.Module):
-        """The transformer with a fixed, keyword-only call: its last hidden state."""
+        """The transformer with a fixed, keyword-only call: its last hidden state (or, for a
+        cross-encoder, its logits)."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.inner = AutoModel.from_pretrained(
+            load = AutoModelForSequenceClassification if scores else AutoModel
+            self.inner = load.from_pretrained(
                 str(model_dir), local_files_only=True, attn_implementation="eager"
             )
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner(
+            out = self.inner(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
+            )
+            return out.logits if scores else out.last_hidden_state
 
     model = Encoder()
     model.eval()
@@ -173,14 +178,15 @@ def _export_fp32(model_dir: Path, out: Path) -> None:
     try:
         tmp = tmp_dir / "model.onnx"
         axes = {n: {0: "batch", 1: "sequence"} for n in names}
-        axes["last_hidden_state"] = {0: "batch", 1: "sequence"}
+        output = "logits" if scores else "last_hidden_state"
+        axes[output] = {0: "batch"} if scores else {0: "batch", 1: "sequence"}
         with torch.no_grad():
             torch.onnx.export(
                 model,
                 dummy,
                 str(tmp),
                 input_names=names,
-                output_names=["last_hidden_state"],
+                output_names=[output],
                 dynamic_axes=axes,
                 opset_version=17,
                 dynamo=False,

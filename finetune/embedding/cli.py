@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from core.cli import request_from
 from core.dates import parse_since
-from core.db.database import open_database
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -103,13 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _context(settings: Settings) -> FineTuneContext:
-    from core.jobstore import JobStore
-    from core.registry import Registry
     from finetune.context import FineTuneContext
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_database(settings.database_url)
-    return FineTuneContext(settings, JobStore(db), Registry(db))
+    return FineTuneContext.open(settings)
 
 
 def _summary(m: dict[str, float]) -> str:

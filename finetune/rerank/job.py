@@ -1,0 +1,202 @@
+"""Training a reranker as a job in the job store, from the CLI or the Fine-tune tab: created only
+once its pairs dataset and base model check out; hard negatives taken from what the app's
+retriever ranks for each question (the passages a reranker has to push down); trained with a loss
+per step, cancelled after the step an admin asks, resumed from its last checkpoint after a
+restart, and registered as a `reranker` candidate with its provenance."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import RagError
+from finetune.embedding.service import (
+    embedding_root,
+    pairs_dataset,
+    provenance_of,
+    split_pairs,
+    stamp,
+)
+from finetune.watch import Cancelled, claim_kept, job_callback
+
+if TYPE_CHECKING:
+    from core.jobstore import FineTuneJob
+    from core.registry import ModelVersion
+    from finetune.context import FineTuneContext
+
+log = logging.getLogger(__name__)
+
+LEASE_S = 120.0
+
+
+@dataclass
+class RerankRequest:
+    """How a reranker candidate is trained; kept on its job."""
+
+    dataset_id: int | str  # a stored pairs dataset (the embedding pairs), by id or name
+    base_model: str | None = None  # a cross-encoder folder; None: the packaged MiniLM's weights
+    loss: str = "listwise"
+    negatives: int = 3  # hard negatives per question
+    epochs: int = 2
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    max_length: int = 256
+    holdout: float = 0.0  # share of questions kept out of training, for the diagnostic only
+    limit: int | None = None  # train on at most this many questions, sampled (bounds the time)
+    max_steps: int | None = None
+    seed: int = 0
+    register: bool = True
+
+
+def launch_reranker(
+    ctx: FineTuneContext,
+    request: RerankRequest,
+    progress: Callable[[int, int], None] | None = None,
+    wait: bool = True,
+) -> FineTuneJob:
+    """Create a reranker training job on a stored pairs dataset, checked first (a refusal
+    creates no job); train it now, or leave that to `run_reranker` (the app's worker thread)
+    when `wait` is false."""
+    from finetune.embedding.data import read_dataset
+    from finetune.rerank.train import LOSSES, base_model
+
+    if request.loss not in LOSSES:
+        raise RagError(f"unknown loss {request.loss!r}; known: {', '.join(LOSSES)}")
+    if request.negatives < 1:
+        raise RagError("a reranker learns from at least one hard negative per question")
+    base = base_model(request.base_model)
+    record = pairs_dataset(ctx, request.dataset_id)
+    read_dataset(Path(record.path))  # there, and as its card says
+    request = RerankRequest(**{**asdict(request), "dataset_id": record.id})
+    job = ctx.store.create_job(
+        "local",
+        "reranker",
+        str(base),
+        request.dataset_id,
+        asdict(request),
+        {"reranker": ctx.settings.reranker.model_dump(mode="json")},
+    )
+    ctx.store.claim(job.id, ctx.holder, LEASE_S)
+    if not wait:
+        return job
+    return run_reranker(ctx, job.id, progress)
+
+
+def run_reranker(
+    ctx: FineTuneContext, job_id: int, progress: Callable[[int, int], None] | None = None
+) -> FineTuneJob:
+    """Train (resuming from the job's last checkpoint) and register the candidate; the job ends
+    succeeded, failed with the reason, or cancelled."""
+    store = ctx.store
+    try:
+        return _train(ctx, store.job(job_id), progress)
+    except Cancelled:
+        return store.update(job_id, status="cancelled", error="cancelled by an admin")
+    except RagError as exc:
+        return store.update(job_id, status="failed", error=str(exc))
+    except Exception as exc:  # training failed: the job keeps the reason, the tab shows it
+        log.exception("reranker training job %s failed", job_id)
+        return store.update(
+            job_id, status="failed", error=f"{type(exc).__name__}: {str(exc)[:500]}"
+        )
+    finally:
+        store.release(job_id, ctx.holder)
+
+
+def _train(
+    ctx: FineTuneContext, job: FineTuneJob, progress: Callable[[int, int], None] | None
+) -> FineTuneJob:
+    from finetune.embedding.data import read_dataset
+    from finetune.rerank.data import add_negatives
+    from finetune.rerank.train import RerankConfig, train_reranker
+
+    store = ctx.store
+    hp = RerankRequest(**{k: v for k, v in job.hyperparameters.items() if k != "dataset_id"},
+                       dataset_id=job.dataset_id)  # fmt: skip
+    data, card = read_dataset(Path(pairs_dataset(ctx, job.dataset_id).path))
+    train, held = split_pairs(data, hp.holdout, hp.seed)
+    if hp.limit is not None and len(train) > hp.limit:
+        import random
+
+        train = train.subset(random.Random(hp.seed).sample(sorted(train.queries), hp.limit))
+    folder = embedding_root(ctx.settings).parent / "reranker" / "jobs" / str(job.id)
+    checkpoints, out = folder / "trainer", folder / "model"
+    resuming = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    if resuming:
+        store.add_event(job.id, "resuming from the last checkpoint")
+    store.update(job.id, status="running")
+    counts = add_negatives(ctx.settings, ctx.registry, train, hp.negatives, seed=hp.seed)
+    store.add_event(
+        job.id,
+        f"hard negatives for {len(train)} questions: {counts['retrieved']} from the app's "
+        f"retriever, {counts['mined']} mined among the pairs' own passages, "
+        f"{counts['rated_down']} rated down in the chat log, {counts['random']} drawn at random",
+    )
+    cfg = RerankConfig(
+        loss=hp.loss,  # type: ignore[arg-type]
+        epochs=hp.epochs,
+        batch_size=hp.batch_size,
+        learning_rate=hp.learning_rate,
+        max_length=hp.max_length,
+        seed=hp.seed,
+    )
+    watch = job_callback(store, job.id, ctx.gate, progress)
+    try:
+        with claim_kept(store, job.id, ctx.holder, LEASE_S):
+            result = train_reranker(
+                Path(job.base_model),
+                train,
+                out,
+                cfg,
+                progress=False,
+                checkpoints=checkpoints,
+                callbacks=[watch],
+                max_steps=hp.max_steps,
+            )
+    finally:
+        watch.release()
+    if store.job(job.id).cancel_requested:
+        raise Cancelled()
+    store.add_event(job.id, f"trained {result.steps} steps in {result.seconds:.0f} s -> {out}")
+    fields: dict[str, Any] = {"status": "succeeded", "fine_tuned_model": str(out)}
+    if hp.register:
+        extra = {
+            "job_id": job.id,
+            "model_dir": str(out),
+            "train_seconds": round(result.seconds, 1),
+            "negatives": counts,
+            "train_config": result.config,
+        }
+        version = register_reranker(ctx, out, card, train, job.base_model, extra, held)
+        store.add_event(
+            job.id,
+            f"registered as candidate reranker v{version.id}; the gate judges it on an "
+            "evaluation set",
+        )
+        fields["candidate_version_id"] = version.id
+    return store.update(job.id, **fields)
+
+
+def register_reranker(
+    ctx: FineTuneContext,
+    out: Path,
+    card: Any,
+    train: Any,
+    base: str,
+    extra: dict[str, Any],
+    held: Any = None,
+) -> ModelVersion:
+    """Register a trained cross-encoder as a candidate reranker version, served as the settings
+    serve rerankers (backend, candidates re-scored, weight)."""
+    active = ctx.registry.active("reranker")
+    spec = {"reranker": {"model_dir": str(out.resolve())}}
+    return ctx.registry.register(
+        "reranker",
+        f"reranker trained on {card.name} ({stamp()})",
+        spec,
+        parent_id=active.id if active else None,
+        provenance=provenance_of(card, train, base, extra, held),
+    )

@@ -1,0 +1,176 @@
+"""Re-ranking with a cross-encoder: the best fused candidates of a question are read together with
+it by a sentence-transformers cross-encoder, and its score is mixed with their retrieval score.
+Runs on the same CPU route as the embedding model (ONNX Runtime, int8 by default; torch on
+request), inside the process's compute gate."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from core.compute import ComputeGate
+    from core.settings import RerankerSettings
+
+log = logging.getLogger(__name__)
+
+BATCH = 16  # question/passage pairs per forward pass
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """Refuse a folder that holds no cross-encoder, saying what is wrong."""
+    import json
+
+    if not model_dir.is_dir():
+        raise ConfigError(f"reranker model folder {model_dir} does not exist")
+    config = model_dir / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"{model_dir} holds no model (config.json is missing)")
+    try:
+        found = json.loads(config.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{config} is not valid JSON: {exc}") from exc
+    architectures = found.get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        raise ConfigError(
+            f"{model_dir} is not a cross-encoder (its architecture is "
+            f"{', '.join(architectures) or 'not named'}); train one with "
+            "`python -m finetune.rerank train` or copy one in"
+        )
+    labels = len(found.get("id2label") or {}) or found.get("num_labels") or 1
+    if labels != 1:
+        raise ConfigError(f"{model_dir} scores {labels} labels; a reranker scores one")
+
+
+class CrossEncoderScorer:
+    """Relevance scores (logits: higher is more relevant) of passages for a question."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        backend: str = "onnx-int8",
+        max_length: int = 256,
+        cache_dir: Path | None = None,
+        gate: ComputeGate | None = None,
+    ):
+        check_model_dir(model_dir)
+        self.model_dir = model_dir
+        self.backend = backend
+        self.max_length = max_length
+        self.gate = gate
+        self._torch: Any = None
+        self._session: Any = None
+        if backend == "torch":
+            from sentence_transformers.cross_encoder import CrossEncoder
+
+            self._torch = CrossEncoder(
+                str(model_dir), device="cpu", local_files_only=True, max_length=max_length
+            )
+            return
+        if backend not in ("onnx", "onnx-int8"):
+            raise ConfigError(
+                f"unknown reranker backend {backend!r}; known: torch, onnx, onnx-int8"
+            )
+        if not (model_dir / "tokenizer.json").is_file():
+            raise ConfigError(
+                f"{model_dir} has no tokenizer.json (a fast tokenizer), which the ONNX backends "
+                "need; use RAG_RERANKER__BACKEND=torch for this model"
+            )
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from core.embedding.onnx import export_onnx
+
+        cache = cache_dir or model_dir / ".onnx"
+        path = export_onnx(model_dir, cache, quantize=backend == "onnx-int8", scores=True)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        tokenizer = Tokenizer.from_str((model_dir / "tokenizer.json").read_text())
+        # The question is read whole; the passage is cut to fit the window.
+        tokenizer.enable_truncation(max_length=max_length, strategy="only_second")
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+
+    def _onnx(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch([(query, t) for t in texts])
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), width), np.int64)
+        mask = np.zeros((len(texts), width), np.int64)
+        types = np.zeros((len(texts), width), np.int64)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n], mask[row, :n], types[row, :n] = enc.ids, enc.attention_mask, enc.type_ids
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        logits = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
+        return np.asarray(logits, np.float32).reshape(len(texts), -1)[:, 0]
+
+    def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """One score per text, in order."""
+        if not texts:
+            return np.zeros(0, np.float32)
+        with self.gate.hold() if self.gate is not None else nullcontext():
+            if self._torch is not None:
+                scores = self._torch.predict(
+                    [(query, t) for t in texts],
+                    batch_size=BATCH,
+                    activation_fn=_identity(),
+                    show_progress_bar=False,
+                )
+                return np.asarray(scores, np.float32).reshape(len(texts))
+            out = np.zeros(len(texts), np.float32)
+            # Passages of like length batched together pad least.
+            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+            for start in range(0, len(order), BATCH):
+                rows = order[start : start + BATCH]
+                out[rows] = self._onnx(query, [texts[i] for i in rows])
+            return out
+
+
+def _identity() -> Any:
+    import torch
+
+    return torch.nn.Identity()
+
+
+@dataclass
+class Reranking:
+    """A scorer and how its scores are mixed into retrieval (see RerankerSettings)."""
+
+    scorer: CrossEncoderScorer
+    top_n: int
+    weight: float
+
+    @classmethod
+    def from_settings(
+        cls, cfg: RerankerSettings, cache_dir: Path, gate: ComputeGate | None = None
+    ) -> Reranking | None:
+        if cfg.model_dir is None:
+            return None
+        scorer = CrossEncoderScorer(cfg.model_dir, cfg.backend, cfg.max_length, cache_dir, gate)
+        return cls(scorer, cfg.top_n, cfg.weight)
+
+
+def scaled(values: np.ndarray) -> np.ndarray:
+    """0..1 over the values given (all 1 when they are equal)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi - lo < 1e-12:
+        return np.ones_like(values)
+    return (values - lo) / (hi - lo)
+
+
+def mix(fused: Sequence[float], scores: Sequence[float], weight: float) -> np.ndarray:
+    """The new scores of re-scored candidates: `weight` of the reranker's, the rest of the
+    retrieval's, each scaled 0..1 over these candidates."""
+    return (1 - weight) * scaled(np.asarray(fused, np.float64)) + weight * scaled(
+        np.asarray(scores, np.float64)
+    )
