@@ -314,6 +314,9 @@ class FineTuneTab:
             from app.embedding_section import EmbeddingSection
 
             wire_embedding = EmbeddingSection(self).build(password)
+            from app.reranker_section import RerankerSection
+
+            wire_reranker = RerankerSection(self).build(password)
             gr.Markdown("## Jobs")
             refresh = gr.Button("Refresh", elem_id="ft-refresh")
             jobs = gr.Dataframe(
@@ -331,6 +334,7 @@ class FineTuneTab:
                 events = gr.Markdown(elem_id="ft-events")
                 loss = gr.Plot(label="Loss")
             wire_embedding(jobs, job_id)
+            wire_reranker(jobs, job_id)
 
             def on_open(pw: str):
                 if self.admin_password is not None and not pw:

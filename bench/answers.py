@@ -74,7 +74,7 @@ def baseline_answer(pipeline, question: str) -> str:
     import numpy as np
     from llama_index.core.schema import QueryBundle
 
-    from rag.synthesis import split_sentences
+    from rag.units import split_sentences
 
     embedding = pipeline.embed_model.get_query_embedding(question)
     nodes = pipeline.retriever.retrieve(QueryBundle(question, embedding=embedding))

@@ -73,7 +73,7 @@ def warm_up(pipeline: RagPipeline, samples: list[EvalSample], batch: int = 256) 
     """Without an LLM each answer embeds the sentences of its passages; embed them for the whole
     set up front, in large batches (the passages come from one batched search), so that answering
     hundreds of questions is cache hits rather than hundreds of small embedding calls."""
-    from rag.synthesis import split_sentences
+    from rag.units import split_sentences
 
     if pipeline.chat_model.llm is not None:
         return

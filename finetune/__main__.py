@@ -1,6 +1,7 @@
 """`python -m finetune build|validate|launch|status|resume|cancel|list`: chat logs to training data,
 checked and priced, trained locally or on OpenAI, registered as candidates; each command ends with
-a one-line summary. `python -m finetune embed ...` is embedding-model fine-tuning."""
+a one-line summary. `python -m finetune embed ...` is embedding-model fine-tuning, `python -m
+finetune rerank ...` the reranker's."""
 
 from __future__ import annotations
 
@@ -238,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         return embed_main(argv[1:])
+    if argv[:1] == ["rerank"]:  # the reranker likewise
+        from finetune.rerank.__main__ import main as rerank_main
+
+        return rerank_main(argv[1:])
     from core.cli import run_command
 
     return run_command(_parser(), COMMANDS, argv)

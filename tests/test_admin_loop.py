@@ -99,6 +99,13 @@ def test_browser_the_admin_loop_from_chat_to_promotion_and_rollback(app_server, 
         until(page, lambda: "succeeded" in jobs.inner_text(), "#ft-refresh")
         row = next(r for r in jobs.inner_text().splitlines() if "embedding v" in r)
         candidate = row.split("embedding v")[1].split()[0]
+        # A reranker from the same pairs, as a job too: registered as a reranker candidate.
+        pairs = page.locator("#emb-dataset input").input_value()
+        page.locator("#rr-dataset input").fill(pairs)
+        page.locator("#rr-max-steps input").fill("2")
+        page.locator("#rr-train").click()
+        expect(page.locator("#rr-trained")).to_contain_text("training a reranker", timeout=30_000)
+        until(page, lambda: "reranker v" in jobs.inner_text(), "#ft-refresh")
         # 3. The gate: an uploaded golden set, the candidate against the champion.
         page.get_by_role("tab", name="Evaluate").click()
         page.locator("#eval-add").click()  # open "Add a set"

@@ -10,8 +10,8 @@ from rag.synthesis import (
     NOT_COVERED,
     ExtractiveSynthesizer,
     SentenceVectors,
-    split_units,
 )
+from rag.units import split_units
 
 FEEDBACK = (
     "Rating answers\n"
@@ -235,7 +235,7 @@ def test_the_quotes_keep_to_a_word_budget_and_the_best_is_always_quoted(embed_mo
 
 
 def test_terms_and_purpose_lines():
-    from rag.synthesis import names_term, new_term, term_of
+    from rag.units import names_term, new_term, term_of
 
     assert term_of("pg_restore — restore a database from an archive file") == "pg_restore"
     assert term_of("ls - list directory contents") == "ls"

@@ -28,10 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--loss", default="listwise", help="listwise|bce")
     t.add_argument("--negatives", type=int, default=3, help="hard negatives per question")
-    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--epochs", type=int, default=4)
     t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--max-length", type=int, default=256, help="word pieces of question+passage")
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument(
+        "--max-length", type=int, default=128, help="word pieces of question+passage in training"
+    )
     t.add_argument("--limit", type=int, help="train on at most N questions (a sample)")
     t.add_argument("--max-steps", type=int, help="stop after this many steps")
     t.add_argument("--seed", type=int, default=0)

@@ -33,11 +33,11 @@ class RerankConfig:
     """How a reranker is trained; recorded in the candidate's provenance."""
 
     loss: Loss = "listwise"
-    epochs: int = 2
+    epochs: int = 4
     batch_size: int = 16
-    learning_rate: float = 1e-4
+    learning_rate: float = 3e-4
     warmup_ratio: float = 0.1
-    max_length: int = 256
+    max_length: int = 128
     seed: int = 0
 
     def check(self) -> None:
