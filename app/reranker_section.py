@@ -52,8 +52,8 @@ class RerankerSection:
         request = RerankRequest(
             dataset_id=int(dataset_id),
             base_model=(base or "").strip() or None,
-            epochs=int(epochs or 4),
-            negatives=int(negatives or 3),
+            epochs=int(epochs if epochs is not None else 4),
+            negatives=int(negatives if negatives is not None else 3),
             limit=int(limit) if limit else None,
             max_steps=int(max_steps) if max_steps else None,
         )

@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     _set_options(run)
     run.add_argument("--chat", type=int, help="chat version id (default: active)")
     run.add_argument("--embedding", type=int, help="embedding version id (default: active)")
+    run.add_argument("--reranker", type=int, help="reranker version id (default: active)")
     run.add_argument("--report", type=Path, help="also write the HTML report here")
     cmp_ = sub.add_parser("compare", help="candidate against the champion; the gate decides")
     _set_options(cmp_)
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     hist = sub.add_parser("history", help="versions, promotions and rollbacks, recent runs")
     hist.add_argument("--kind", choices=["chat", "embedding", "reranker"])
     reg = sub.add_parser("register", help="add a candidate version (finetune does this itself)")
-    reg.add_argument("--kind", choices=["chat", "embedding"], required=True)
+    reg.add_argument("--kind", choices=["chat", "embedding", "reranker"], required=True)
     reg.add_argument("--name", required=True)
     reg.add_argument("--spec", default="{}", help="settings overrides, e.g. '{\"llm\": {...}}'")
     reg.add_argument("--parent", type=int, help="parent version id")
@@ -120,7 +121,7 @@ def cmd_run(settings, args) -> int:
     from eval.service import run_line
 
     ctx = _context(settings)
-    run = run_eval(ctx, load_set(ctx, args), args.chat, args.embedding)
+    run = run_eval(ctx, load_set(ctx, args), args.chat, args.embedding, reranker_id=args.reranker)
     if args.report:
         from eval.report import write_report
 

@@ -155,13 +155,16 @@ def judge_runs(ctx: EvalContext, champion_run_id: int, candidate_run_id: int) ->
     champion, candidate = ctx.store.run(champion_run_id), ctx.store.run(candidate_run_id)
     if champion.set_hash != candidate.set_hash:
         raise RagError("those runs answered different sets; compare two runs of one set")
+    kind = "chat"
     if candidate.chat_version_id != champion.chat_version_id:
         version_id = candidate.chat_version_id
     elif candidate.reranker_version_id != champion.reranker_version_id:
+        # A run records a reranker only when one re-ranked: the candidate may be the one that
+        # re-ranks nothing (a rollback to none), judged as a reranker all the same.
+        kind = "reranker"
         version_id = candidate.reranker_version_id
     else:
         version_id = candidate.embedding_version_id
-    kind = "chat"
     if version_id is not None:
         version = ctx.registry.get(version_id)
         kind = version.kind

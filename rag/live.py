@@ -177,7 +177,13 @@ def build_pipeline(
     pipeline.retriever.source_vectors = embeddings.source_vectors(collection)
     pipeline.chat_version_id = chat.id if chat else None
     pipeline.embedding_version_id = embedding.id if embedding else None
-    pipeline.retriever.reranking = embeddings.reranking(applied)
+    try:
+        pipeline.retriever.reranking = embeddings.reranking(applied)
+    except Exception:
+        # Re-ranking improves answers; a reranker that cannot load (its folder gone) must not
+        # stop them. Answered without it, and the turns say so (no reranker version).
+        log.exception("reranker v%s cannot load; answering without it", reranker and reranker.id)
+        pipeline.retriever.reranking = None
     # A reranker version that names no model (the seeded "none") re-ranks nothing: not named.
     pipeline.reranker_version_id = (
         reranker.id if reranker is not None and pipeline.retriever.reranking is not None else None

@@ -96,8 +96,9 @@ class CrossEncoderScorer:
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
         tokenizer = Tokenizer.from_str((model_dir / "tokenizer.json").read_text())
-        # The question is read whole; the passage is cut to fit the window.
-        tokenizer.enable_truncation(max_length=max_length, strategy="only_second")
+        # Cut as in training (and as the torch backend cuts): the longer of the two first, so a
+        # question longer than the window is cut too rather than refused.
+        tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
         tokenizer.no_padding()
         self._tokenizer = tokenizer
 

@@ -236,13 +236,20 @@ class HybridRetriever(BaseRetriever):
             if (s.similarity_cutoff is None or (c.cosine or 0.0) >= s.similarity_cutoff or c.rare)
         ]
         if self.reranking is not None and len(kept) > 1:
-            self._rerank(query_str, kept)
-            kept.sort(key=lambda c: -c.fused)
+            try:
+                self._rerank(query_str, kept)
+            except Exception:  # re-ranking is an improvement, never a reason to fail a question
+                log.exception("the reranker failed; answering in the retrieval order")
+                for c in kept:
+                    c.rerank_score = None
+            else:
+                kept.sort(key=lambda c: -c.fused)
         return self._by_source(kept, k)
 
     def _rerank(self, query_str: str, kept: list[_Candidate]) -> None:
         """The best `top_n` candidates re-scored by the cross-encoder, mixed with their fused
-        score (both scaled 0..1 over them); the rest keep their order below them."""
+        score (both scaled 0..1 over them), then placed in 1..2; the rest keep their order in
+        0..1 below them. Every score stays positive, as sources are ranked on their sums."""
         from rag.rerank import mix, scaled
 
         assert self.reranking is not None
@@ -253,13 +260,13 @@ class HybridRetriever(BaseRetriever):
             for c in head
         ]
         scores = self.reranking.scorer.score(query_str, texts)
-        new = mix([c.fused for c in head], scores, self.reranking.weight)
+        new = 1.0 + mix([c.fused for c in head], scores, self.reranking.weight)
         tail = kept[len(head) :]
-        rest = scaled(np.asarray([c.fused for c in tail])) - 1.0 if tail else []
+        rest = 0.999 * scaled(np.asarray([c.fused for c in tail])) if tail else []
         for c, score, value in zip(head, scores, new, strict=True):
             c.rerank_score, c.fused = float(score), float(value)
         for c, value in zip(tail, rest, strict=True):
-            c.fused = float(value) - 1e-9  # below every re-scored candidate, in their own order
+            c.fused = float(value)
 
     def _by_source(self, ranked: list[_Candidate], k: int) -> list[_Candidate]:
         """Sources ranked by their best passage plus a share of their next best ones (a page

@@ -231,3 +231,72 @@ def test_a_cancelled_reranker_job_stops_after_the_step(world, tmp_path):
     done = run_reranker(ctx, job.id)
     assert done.status == "cancelled" and done.candidate_version_id is None
     assert not reg.versions("reranker", status="candidate")
+
+
+def test_a_question_longer_than_the_window_is_cut_not_refused(trained, tmp_path):
+    long_question = " ".join(["which reservoir pumps lift water at night"] * 40)
+    scorer = CrossEncoderScorer(trained, "onnx-int8", LENGTH, tmp_path)
+    scores = scorer.score(long_question, ["The reservoir pumps lift water.", "Payroll runs."])
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+
+
+def test_a_reranker_that_cannot_load_or_fails_never_stops_an_answer(world, trained, tmp_path):
+    import shutil
+
+    _, reg, log, live, _ = world
+    folder = tmp_path / "copy"
+    shutil.copytree(trained, folder)
+    cand = reg.register("reranker", "copy", {"reranker": {"model_dir": str(folder)}})
+    reg.promote(cand.id)
+    list(live.ask("s", QUESTION))
+    assert live.current().retriever.reranking is not None
+    # It fails while answering (its ONNX session breaks): the retrieval order answers.
+    live.current().retriever.reranking.scorer._session = None
+    last = list(live.ask("s", QUESTION))[-1]
+    assert last.sources and "velmora" in last.sources[0].source.lower()
+    # Its folder is gone when the app (re)starts: answered without it, and the turn says so.
+    shutil.rmtree(folder)
+    fresh = LivePipeline(live.settings, reg, log, system_prompt(live.settings), EmbeddingCache())
+    last = list(fresh.ask("s", QUESTION))[-1]
+    assert last.sources and fresh.current().retriever.reranking is None
+    assert sorted(log.turns(), key=lambda t: t.id)[-1].reranker_version_id is None
+
+
+def test_negatives_are_retrieved_passages_never_the_answer_and_as_many_for_each(world, embed_id):
+    from core.index.store import chroma_client, open_collection
+    from finetune.embedding.data import from_headings, from_inverse_cloze
+    from finetune.rerank.data import _source_chunk, add_negatives
+
+    settings, reg, *_ = world
+    collection = open_collection(chroma_client(settings), settings.chroma.collection, embed_id)
+    data = from_headings(collection, min_words=1).merge(from_inverse_cloze(collection))
+    assert len(data) >= 4
+    counts = add_negatives(settings, reg, data, 2)
+    assert counts["retrieved"] == len(data) and counts["mined"] == 0
+    for qid, query in data.queries.items():
+        negatives = data.negatives[qid]
+        answer = {_source_chunk(d) for d in data.relevant_docs[qid]}
+        assert len(negatives) == len(set(negatives)) == 2
+        assert not answer & {_source_chunk(d) for d in negatives}
+        # An inverse-cloze sentence is never found again in its negatives.
+        assert all(query not in data.corpus[d] for d in negatives)
+    from core.errors import RagError
+
+    with pytest.raises(RagError, match="fewer than 500 passages"):
+        add_negatives(settings, reg, data, 500)
+
+
+def test_the_eval_cli_registers_and_runs_a_reranker(world, trained, monkeypatch, capsys, tmp_path):
+    from eval.__main__ import main
+
+    settings, reg, *_ = world
+    monkeypatch.setenv("RAG_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("RAG_DATABASE__URL", settings.database.url or "")
+    monkeypatch.setenv("RAG_APP__DOCS_DIR", str(settings.app.docs_dir))
+    spec = json.dumps({"reranker": {"model_dir": str(trained)}})
+    assert main(["register", "--kind", "reranker", "--name", "copied in", "--spec", spec]) == 0
+    (cand,) = reg.versions("reranker", status="candidate")
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps({"user_input": QUESTION, "reference_sources": ["velmora.pdf"]}))
+    assert main(["run", "--set", str(golden), "--reranker", str(cand.id)]) == 0
+    assert f"reranker v{cand.id}" in capsys.readouterr().out

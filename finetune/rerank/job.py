@@ -71,6 +71,8 @@ def launch_reranker(
         raise RagError(f"unknown loss {request.loss!r}; known: {', '.join(LOSSES)}")
     if request.negatives < 1:
         raise RagError("a reranker learns from at least one hard negative per question")
+    if request.epochs < 1:
+        raise RagError("train for at least one epoch")
     base = base_model(request.base_model)
     record = pairs_dataset(ctx, request.dataset_id)
     read_dataset(Path(record.path))  # there, and as its card says
@@ -132,7 +134,22 @@ def _train(
     if resuming:
         store.add_event(job.id, "resuming from the last checkpoint")
     store.update(job.id, status="running")
-    counts = add_negatives(ctx.settings, ctx.registry, train, hp.negatives, seed=hp.seed)
+    from core.chatlog import ChatLog
+
+    # Negatives are asked of the app's retriever: that takes a while on a large set, so the
+    # job's claim is kept alive meanwhile, and a cancel asked meanwhile stops it before training.
+    with claim_kept(store, job.id, ctx.holder, LEASE_S):
+        counts = add_negatives(
+            ctx.settings,
+            ctx.registry,
+            train,
+            hp.negatives,
+            seed=hp.seed,
+            chatlog=ChatLog(ctx.registry.db),
+            gate=ctx.gate,
+        )
+    if store.job(job.id).cancel_requested:
+        raise Cancelled()
     store.add_event(
         job.id,
         f"hard negatives for {len(train)} questions: {counts['retrieved']} from the app's "
