@@ -10,8 +10,8 @@ hit@1 and MRR@10 on the 42 questions without and with it. Cost: the added time p
 (p50, p95) on this CPU, and the training time.
 
     .venv/bin/python bench/rerank.py [--data DIR] [--manual DIR] [--manual-data DIR]
-        [--epochs 4] [--lr 3e-4] [--negatives 3] [--train-length 128] [--top-n 20]
-        [--weight 0.5] [--no-manual] [--limit-val N]
+        [--epochs 4] [--lr 3e-4] [--negatives 3] [--train-length 128] [--top-n 10]
+        [--weight 0.25] [--no-manual] [--no-heldout] [--model DIR] [--limit-val N]
 
 The last line holds the figures.
 """
@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from math import nan
 from pathlib import Path
 
 from core.offline import stay_offline
@@ -43,6 +44,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("--questions", type=Path, default=QUESTIONS)
     p.add_argument("--manual-data", type=Path, help="keep the manual's index here (reused)")
     p.add_argument("--no-manual", action="store_true")
+    p.add_argument("--no-heldout", action="store_true", help="the manual part only")
+    p.add_argument(
+        "--model", type=Path, help="held out: a reranker trained before, instead of training one"
+    )
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--negatives", type=int, default=3)
@@ -66,8 +71,9 @@ def _context(data_dir: Path):
     return ctx
 
 
-def train(ctx, request_args: dict, label: str) -> tuple[Path, float]:
-    """A reranker job on the context's stored pairs dataset `label`; (model folder, seconds)."""
+def train(ctx, request_args: dict, label: str) -> tuple[dict, float]:
+    """A reranker job on the context's stored pairs dataset `label`; (the registered version's
+    reranker spec, training seconds)."""
     from finetune.rerank.job import RerankRequest, launch_reranker
 
     job = launch_reranker(ctx, RerankRequest(dataset_id=label, **request_args))
@@ -77,7 +83,7 @@ def train(ctx, request_args: dict, label: str) -> tuple[Path, float]:
     if job.status != "succeeded":
         raise SystemExit(f"{label}: the training job {job.status}: {job.error}")
     version = ctx.registry.get(job.candidate_version_id)
-    return Path(version.spec["reranker"]["model_dir"]), float(version.provenance["train_seconds"])
+    return version.spec["reranker"], float(version.provenance["train_seconds"])
 
 
 def pipeline_of(settings):
@@ -109,10 +115,11 @@ def metrics(ranked: list[list[str]], gold: list[set[str]]) -> dict[str, float]:
     return {"hit1": statistics.fmean(hit1), "mrr10": statistics.fmean(rr)}
 
 
-def reranking_of(model_dir: Path, settings, top_n, weight):
+def reranking_of(spec: dict, settings, top_n, weight):
+    """The reranker as the app serves the registered version (its spec over the settings)."""
     from rag.rerank import Reranking
 
-    cfg = settings.reranker.model_copy(update={"model_dir": model_dir})
+    cfg = settings.reranker.model_validate(settings.reranker.model_dump() | spec)
     if top_n is not None:
         cfg.top_n = top_n
     if weight is not None:
@@ -124,18 +131,24 @@ def held_out(args, work: Path) -> dict[str, float]:
     from finetune.embedding.service import PairsRequest, build_pairs
     from ingest import RecordFields, ingest_paths
 
-    # Train on the Lyft questions only.
-    ctx = _context(work / "train")
-    files = [args.data / "train_dataset.json"]
-    build_pairs(ctx, PairsRequest(name="lyft", files=files, negatives=0), progress=False)
-    request = {
-        "epochs": args.epochs,
-        "learning_rate": args.lr,
-        "negatives": args.negatives,
-        "max_length": args.train_length,
-    }
-    model_dir, train_s = train(ctx, request, "lyft")
-    print(f"held-out: trained in {train_s:.0f} s -> {model_dir}", flush=True)
+    if args.model is not None:
+        # A model this script trained before, read as its version would be (at the training
+        # window): for trying serving settings without training again.
+        spec, train_s = {"model_dir": str(args.model), "max_length": args.train_length}, nan
+        print(f"held-out: the model in {args.model}, not trained in this run", flush=True)
+    else:
+        # Train on the Lyft questions only.
+        ctx = _context(work / "train")
+        files = [args.data / "train_dataset.json"]
+        build_pairs(ctx, PairsRequest(name="lyft", files=files, negatives=0), progress=False)
+        request = {
+            "epochs": args.epochs,
+            "learning_rate": args.lr,
+            "negatives": args.negatives,
+            "max_length": args.train_length,
+        }
+        spec, train_s = train(ctx, request, "lyft")
+        print(f"held-out: trained in {train_s:.0f} s -> {spec['model_dir']}", flush=True)
 
     # The Uber corpus in the app's collection, each passage a record; its 790 questions.
     val = json.loads((args.data / "val_dataset.json").read_text())
@@ -162,7 +175,7 @@ def held_out(args, work: Path) -> dict[str, float]:
         return str((c.metadata or {}).get("cid"))
 
     before, plain_s = ranks(pipeline, questions, key)
-    reranking = reranking_of(model_dir, settings, args.top_n, args.weight)
+    reranking = reranking_of(spec, settings, args.top_n, args.weight)
     ranks(pipeline, questions[:3], key, reranking)  # load and export once, outside the timing
     after, rerank_s = ranks(pipeline, questions, key, reranking)
     base, ours = metrics(before, gold), metrics(after, gold)
@@ -201,7 +214,7 @@ def manual(args, work: Path) -> dict[str, float]:
     name = f"manual-{int(time.time())}"
     request = PairsRequest(name=name, headings=True, cloze=True, negatives=0)
     print(build_pairs(ctx, request, progress=False).summary(), flush=True)
-    model_dir, train_s = train(
+    spec, train_s = train(
         ctx,
         {
             "epochs": args.epochs,
@@ -221,8 +234,9 @@ def manual(args, work: Path) -> dict[str, float]:
         return Path(str((c.metadata or {}).get("source", ""))).name
 
     before, _ = ranks(pipeline, questions, key)
-    after, _ = ranks(pipeline, questions, key, reranking_of(model_dir, settings, args.top_n,
-                                                            args.weight))  # fmt: skip
+    after, _ = ranks(
+        pipeline, questions, key, reranking_of(spec, settings, args.top_n, args.weight)
+    )
     base, ours = metrics(before, gold), metrics(after, gold)
     print(
         f"manual ({len(rows)} questions): page hit@1 {base['hit1']:.3f} -> {ours['hit1']:.3f} "
@@ -244,7 +258,7 @@ def main() -> int:
         print(f"missing {args.data}/train_dataset.json (see ../shared/data/SOURCES.md)")
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
-    figures = held_out(args, work)
+    figures = {} if args.no_heldout else held_out(args, work)
     if not args.no_manual:
         if args.manual.is_dir() and args.questions.is_file():
             figures |= manual(args, work)

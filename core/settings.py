@@ -230,13 +230,13 @@ class RerankerSettings(BaseModel):
         "no reranking.",
     )
     top_n: int = Field(
-        default=20,
+        default=10,
         ge=2,
         description="The best fused candidates the reranker re-scores; the rest keep their order "
         "below them.",
     )
     weight: float = Field(
-        default=0.5,
+        default=0.25,
         ge=0,
         le=1,
         description="Share of the reranker's score in a candidate's new score; the rest is its "
@@ -250,7 +250,8 @@ class RerankerSettings(BaseModel):
     max_length: int = Field(
         default=256,
         ge=16,
-        description="Word pieces of question and passage read together (the passage is cut).",
+        description="Word pieces of question and passage read together (the passage is cut); a "
+        "reranker trained here is read at the window it was trained at (its version says so).",
     )
 
 

@@ -196,6 +196,8 @@ def test_cli_trains_a_reranker_job_with_retrieved_negatives_and_registers_it(
     assert "from the app's retriever" in out and "registered as candidate reranker v" in out
     (cand,) = reg.versions("reranker", status="candidate")
     assert Path(cand.spec["reranker"]["model_dir"]).is_dir()
+    # Served at the window it was trained at, whatever the settings' default.
+    assert cand.spec["reranker"]["max_length"] == LENGTH
     negatives = cand.provenance["negatives"]
     assert negatives["retrieved"] > 0 and negatives["mined"] == 48
     assert cand.provenance["train_question_keys"] and "file" in cand.provenance["recipe"]

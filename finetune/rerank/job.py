@@ -191,7 +191,9 @@ def _train(
             "negatives": counts,
             "train_config": result.config,
         }
-        version = register_reranker(ctx, out, card, train, job.base_model, extra, held)
+        version = register_reranker(
+            ctx, out, card, train, job.base_model, extra, held, max_length=hp.max_length
+        )
         store.add_event(
             job.id,
             f"registered as candidate reranker v{version.id}; the gate judges it on an "
@@ -209,11 +211,17 @@ def register_reranker(
     base: str,
     extra: dict[str, Any],
     held: Any = None,
+    max_length: int | None = None,
 ) -> ModelVersion:
     """Register a trained cross-encoder as a candidate reranker version, served as the settings
-    serve rerankers (backend, candidates re-scored, weight)."""
+    serve rerankers (backend, candidates re-scored, weight) and read at the window it was trained
+    at: read at a longer one, it scores passages cut differently from those it learned on, and
+    ranks worse."""
     active = ctx.registry.active("reranker")
-    spec = {"reranker": {"model_dir": str(out.resolve())}}
+    spec: dict[str, Any] = {"model_dir": str(out.resolve())}
+    if max_length is not None:
+        spec["max_length"] = max_length
+    spec = {"reranker": spec}
     return ctx.registry.register(
         "reranker",
         f"reranker trained on {card.name} ({stamp()})",
