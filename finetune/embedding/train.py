@@ -145,10 +145,48 @@ def train_model(
     model = load_model(base, cfg.max_seq_length)
     table = training_table(data)
     loss = build_loss(model, cfg)
+    return fit(
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+        model,
+        table,
+        loss,
+        cfg,
+        out_dir,
+        {**asdict(cfg), "base": str(base), "pairs": len(table)},
+        progress=progress,
+        checkpoints=checkpoints,
+        callbacks=callbacks,
+        max_steps=max_steps,
+        # Two questions about one passage in a batch would be each other's false negative.
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+    )
+
+
+def fit(
+    trainer_cls: Any,
+    args_cls: Any,
+    model: Any,
+    table: Any,
+    loss: Any,
+    cfg: Any,
+    out_dir: Path,
+    config: dict[str, Any],
+    progress: bool = True,
+    checkpoints: Path | None = None,
+    callbacks: list[Any] | None = None,
+    max_steps: int | None = None,
+    **extra_args: Any,
+) -> TrainResult:
+    """One sentence-transformers training run (a bi-encoder's or a cross-encoder's trainer and
+    arguments classes), seeded, on the CPU: with `checkpoints`, a checkpoint every few steps and
+    a killed run resumed from the last one; without a progress bar, none of the per-step dicts
+    the trainer prints in its place. Saves the model to `out_dir` with `loss_curve.json`,
+    `loss_curve.html` and `train_config.json` (`config`)."""
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="embed-train-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="train-") as scratch:
         keep = checkpoints is not None
-        args = SentenceTransformerTrainingArguments(
+        args = args_cls(
             output_dir=str(checkpoints) if keep else scratch,
             num_train_epochs=cfg.epochs,
             max_steps=max_steps or -1,
@@ -157,8 +195,6 @@ def train_model(
             warmup_steps=cfg.warmup_ratio,  # a float below 1: a share of the steps
             seed=cfg.seed,
             data_seed=cfg.seed,
-            # Two questions about one passage in a batch would be each other's false negative.
-            batch_sampler=BatchSamplers.NO_DUPLICATES,
             logging_steps=1,
             save_strategy="steps" if keep else "no",
             save_steps=CHECKPOINT_STEPS,
@@ -167,11 +203,12 @@ def train_model(
             disable_tqdm=not progress,
             use_cpu=True,
             dataloader_drop_last=False,
+            **extra_args,
         )
-        trainer = SentenceTransformerTrainer(
+        trainer = trainer_cls(
             model=model, args=args, train_dataset=table, loss=loss, callbacks=callbacks or None
         )
-        if not progress:  # no bar: nor the per-step dicts the trainer prints in its place
+        if not progress:
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
@@ -184,7 +221,6 @@ def train_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(out_dir))
     (out_dir / "loss_curve.json").write_text(json.dumps({"epoch_loss": curve}))
-    config = {**asdict(cfg), "base": str(base), "pairs": len(table)}
     (out_dir / "train_config.json").write_text(json.dumps(config, indent=2))
     write_loss_plot(curve, out_dir / "loss_curve.html")
     log.info("trained %d steps in %.1f s -> %s", steps, seconds, out_dir)

@@ -5,16 +5,13 @@ passage and its mined hard negatives; seeded, with a loss curve saved beside the
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from core.errors import RagError
-from finetune.embedding.train import TrainResult, seed_everything, write_loss_plot
+from finetune.embedding.train import TrainResult, fit, seed_everything
 
 if TYPE_CHECKING:
     from sentence_transformers.cross_encoder import CrossEncoder
@@ -23,7 +20,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_STEPS = 20  # a killed job loses at most this many steps
 Loss = Literal["listwise", "bce"]
 LOSSES: tuple[str, ...] = ("listwise", "bce")
 
@@ -142,45 +138,18 @@ def train_reranker(
     model = load_cross_encoder(base, cfg.max_length)
     table = training_table(data, cfg.loss)
     loss = build_loss(model, cfg)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="rerank-train-") as scratch:
-        keep = checkpoints is not None
-        args = CrossEncoderTrainingArguments(
-            output_dir=str(checkpoints) if keep else scratch,
-            num_train_epochs=cfg.epochs,
-            max_steps=max_steps or -1,
-            per_device_train_batch_size=min(cfg.batch_size, len(table)),
-            learning_rate=cfg.learning_rate,
-            warmup_steps=cfg.warmup_ratio,  # a float below 1: a share of the steps
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            logging_steps=1,
-            save_strategy="steps" if keep else "no",
-            save_steps=CHECKPOINT_STEPS,
-            save_total_limit=1,
-            report_to="none",
-            disable_tqdm=not progress,
-            use_cpu=True,
-            dataloader_drop_last=False,
-        )
-        trainer = CrossEncoderTrainer(
-            model=model, args=args, train_dataset=table, loss=loss, callbacks=callbacks or None
-        )
-        if not progress:  # no bar: nor the per-step dicts the trainer prints in its place
-            from transformers.trainer_callback import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)
-        resume = keep and any(Path(checkpoints).glob("checkpoint-*"))
-        trainer.train(resume_from_checkpoint=True if resume else None)
-        history = trainer.state.log_history
-        steps = int(trainer.state.global_step)
-    seconds = time.perf_counter() - started
-    curve = [(float(h["epoch"]), float(h["loss"])) for h in history if "loss" in h]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(str(out_dir))
-    (out_dir / "loss_curve.json").write_text(json.dumps({"epoch_loss": curve}))
     config = {**asdict(cfg), "base": str(base), "questions": len(data), "rows": len(table)}
-    (out_dir / "train_config.json").write_text(json.dumps(config, indent=2))
-    write_loss_plot(curve, out_dir / "loss_curve.html")
-    log.info("trained a reranker: %d steps in %.1f s -> %s", steps, seconds, out_dir)
-    return TrainResult(out_dir, seconds, steps, curve, config)
+    return fit(
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+        model,
+        table,
+        loss,
+        cfg,
+        out_dir,
+        config,
+        progress=progress,
+        checkpoints=checkpoints,
+        callbacks=callbacks,
+        max_steps=max_steps,
+    )
