@@ -103,15 +103,10 @@ class CrossEncoderScorer:
         self._tokenizer = tokenizer
 
     def _onnx(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        from core.embedding.onnx import padded_feeds
+
         encodings = self._tokenizer.encode_batch([(query, t) for t in texts])
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(texts), width), np.int64)
-        mask = np.zeros((len(texts), width), np.int64)
-        types = np.zeros((len(texts), width), np.int64)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n], mask[row, :n], types[row, :n] = enc.ids, enc.attention_mask, enc.type_ids
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        feeds = padded_feeds(encodings)
         logits = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
         return np.asarray(logits, np.float32).reshape(len(texts), -1)[:, 0]
 

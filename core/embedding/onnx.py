@@ -261,14 +261,8 @@ class OnnxEmbedding(BaseEmbedding):
 
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(list(texts))
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(texts), width), np.int64)
-        mask = np.zeros((len(texts), width), np.int64)
-        types = np.zeros((len(texts), width), np.int64)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n], mask[row, :n], types[row, :n] = enc.ids, enc.attention_mask, enc.type_ids
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        feeds = padded_feeds(encodings)
+        mask = feeds["attention_mask"]
         hidden = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
         if self._pooling == "cls":
             pooled = hidden[:, 0]
@@ -309,3 +303,16 @@ class OnnxEmbedding(BaseEmbedding):
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
         return self._get_text_embedding(text)
+
+
+def padded_feeds(encodings: Sequence[Any]) -> dict[str, np.ndarray]:
+    """A batch of tokenizer encodings as a BERT-style ONNX model's inputs (ids, attention mask,
+    token types), zero-padded to the longest; a model that takes fewer is fed only those."""
+    width = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(encodings), width), np.int64)
+    mask = np.zeros((len(encodings), width), np.int64)
+    types = np.zeros((len(encodings), width), np.int64)
+    for row, enc in enumerate(encodings):
+        n = len(enc.ids)
+        ids[row, :n], mask[row, :n], types[row, :n] = enc.ids, enc.attention_mask, enc.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
