@@ -5,14 +5,19 @@ progress for a bar, and the job's claim kept alive so that no other process trai
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
+from core.errors import RagError
+
 if TYPE_CHECKING:
     from core.compute import ComputeGate
-    from core.jobstore import JobStore
+    from core.jobstore import FineTuneJob, JobStore
+
+log = logging.getLogger(__name__)
 
 METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
 
@@ -78,3 +83,24 @@ def claim_kept(store: JobStore, job_id: int, holder: str, lease_s: float) -> Ite
         yield
     finally:
         stop.set()
+
+
+def run_job(
+    store: JobStore, job_id: int, holder: str, what: str, train: Callable[[], FineTuneJob]
+) -> FineTuneJob:
+    """Run a local training job's `train` and end the job with its outcome: as `train` left it,
+    cancelled, or failed with the reason (a RagError's words; another error's type and message,
+    logged with its traceback); the job's claim is released either way."""
+    try:
+        return train()
+    except Cancelled:
+        return store.update(job_id, status="cancelled", error="cancelled by an admin")
+    except RagError as exc:
+        return store.update(job_id, status="failed", error=str(exc))
+    except Exception as exc:  # training failed: the job keeps the reason, the tab shows it
+        log.exception("%s job %s failed", what, job_id)
+        return store.update(
+            job_id, status="failed", error=f"{type(exc).__name__}: {str(exc)[:500]}"
+        )
+    finally:
+        store.release(job_id, holder)

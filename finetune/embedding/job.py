@@ -5,7 +5,6 @@ and registered as a candidate on the backend and window the active model is serv
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from finetune.embedding.service import (
     stamp,
     write_heldout,
 )
-from finetune.watch import Cancelled, claim_kept, job_callback
+from finetune.watch import Cancelled, claim_kept, job_callback, run_job
 
 if TYPE_CHECKING:
     from core.jobstore import FineTuneJob
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
     from finetune.context import FineTuneContext
     from finetune.embedding.data import PairSet
 
-log = logging.getLogger(__name__)
 
 LEASE_S = 120.0
 
@@ -99,19 +97,13 @@ def run_training(
     """Train (resuming from the job's last checkpoint), report the held-out diagnostic, and
     register the candidate; the job ends succeeded, failed with the reason, or cancelled."""
     store = ctx.store
-    try:
-        return _train(ctx, store.job(job_id), progress)
-    except Cancelled:
-        return store.update(job_id, status="cancelled", error="cancelled by an admin")
-    except RagError as exc:
-        return store.update(job_id, status="failed", error=str(exc))
-    except Exception as exc:  # training failed: the job keeps the reason, the tab shows it
-        log.exception("embedding fine-tuning job %s failed", job_id)
-        return store.update(
-            job_id, status="failed", error=f"{type(exc).__name__}: {str(exc)[:500]}"
-        )
-    finally:
-        store.release(job_id, ctx.holder)
+    return run_job(
+        store,
+        job_id,
+        ctx.holder,
+        "embedding fine-tuning",
+        lambda: _train(ctx, store.job(job_id), progress),
+    )
 
 
 def _train(

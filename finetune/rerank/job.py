@@ -6,7 +6,6 @@ restart, and registered as a `reranker` candidate with its provenance."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,14 +19,13 @@ from finetune.embedding.service import (
     split_pairs,
     stamp,
 )
-from finetune.watch import Cancelled, claim_kept, job_callback
+from finetune.watch import Cancelled, claim_kept, job_callback, run_job
 
 if TYPE_CHECKING:
     from core.jobstore import FineTuneJob
     from core.registry import ModelVersion
     from finetune.context import FineTuneContext
 
-log = logging.getLogger(__name__)
 
 LEASE_S = 120.0
 
@@ -97,19 +95,13 @@ def run_reranker(
     """Train (resuming from the job's last checkpoint) and register the candidate; the job ends
     succeeded, failed with the reason, or cancelled."""
     store = ctx.store
-    try:
-        return _train(ctx, store.job(job_id), progress)
-    except Cancelled:
-        return store.update(job_id, status="cancelled", error="cancelled by an admin")
-    except RagError as exc:
-        return store.update(job_id, status="failed", error=str(exc))
-    except Exception as exc:  # training failed: the job keeps the reason, the tab shows it
-        log.exception("reranker training job %s failed", job_id)
-        return store.update(
-            job_id, status="failed", error=f"{type(exc).__name__}: {str(exc)[:500]}"
-        )
-    finally:
-        store.release(job_id, ctx.holder)
+    return run_job(
+        store,
+        job_id,
+        ctx.holder,
+        "reranker training",
+        lambda: _train(ctx, store.job(job_id), progress),
+    )
 
 
 def _train(
