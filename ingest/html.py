@@ -156,7 +156,12 @@ class _Walker:
                 terms.extend(_terms(child))
             elif tag == "dd":
                 outer = (self.term, self.term_used)  # a definition list inside a definition
-                self.term, self.term_used = ", ".join(dict.fromkeys(terms)) or None, False
+                term = ", ".join(dict.fromkeys(terms)) or None
+                if term is not None and self.term is not None:
+                    # A value of an option ("d, directory" under "-F format") is quoted with the
+                    # option it belongs to: "-F format: d, directory: ...".
+                    term, outer = f"{self.term}: {term}", (self.term, True)
+                self.term, self.term_used = term, False
                 terms = []
                 self.walk(child)
                 self.flush_inline()

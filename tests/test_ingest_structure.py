@@ -23,6 +23,11 @@ OPTIONS_PAGE = """<html><head><title>pg_dump</title></head><body><main>
 <dt>CONCURRENTLY</dt><dt>NOWAIT</dt>
 <dd><p>Build the index without taking any locks that prevent writes.</p></dd>
 <dt>plain term<br/>second name</dt><dd><pre>pg_dump -Fc mydb &gt; db.dump</pre></dd>
+<dt><span class="term"><code class="option">-F format</code></span></dt>
+<dd><p>Selects the format of the output. format can be one of the following:</p>
+    <div class="variablelist"><dl class="variablelist">
+    <dt><span class="term">d</span></dt><dt><span class="term">directory</span></dt>
+    <dd><p>Output a directory-format archive.</p></dd></dl></div></dd>
 </dl></div>
 <h2>Defaults</h2>
 <table><thead><tr><th>Parameter</th><th>Default</th><th>Unit</th></tr></thead>
@@ -51,6 +56,11 @@ def test_a_definition_is_one_unit_that_names_its_term_and_every_alias():
     # A definition that is code: the term first, the code whole after it.
     at = found.index("plain term, second name")
     assert found[at + 1] == "```\npg_dump -Fc mydb > db.dump\n```"  # code whole, fenced
+    # A definition inside a definition (a value of an option) is quoted with the option.
+    assert "-F format: Selects the format of the output. format can be one of the following:" in (
+        found
+    )
+    assert "-F format: d, directory: Output a directory-format archive." in found
 
 
 def test_a_table_row_keeps_its_column_headers():
