@@ -251,12 +251,14 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         query = self.query_embedding
         return vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query) + 1e-12)
 
-    def pick(self, query_str: str, text_chunks: Sequence[str]) -> list[Quote]:
-        """The quotes, in document order (passage, then position); empty when nothing fits."""
-        passages = [split_units(text) for text in text_chunks]
+    def score(
+        self, query_str: str, passages: Sequence[Sequence[Unit]]
+    ) -> tuple[list[tuple[float, int, Unit]], dict[tuple[int, int], float]]:
+        """Every quotable unit of the passages with its score, best first (passage numbers are
+        1-based), and each unit's cosine to the question by (passage, position)."""
         flat = [(n, u) for n, units in enumerate(passages, start=1) for u in units]
         if not flat:
-            return []
+            return [], {}
         cosines = self._cosines([u.text for _, u in flat])
         by_unit = {(n, u.position): float(c) for (n, u), c in zip(flat, cosines, strict=True)}
         asked, asked_words = normalise(query_str), content_words(query_str)
@@ -290,6 +292,15 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             )
             scored.append((score, n, unit))
         scored.sort(key=lambda item: -item[0])
+        return scored, by_unit
+
+    def pick(self, query_str: str, text_chunks: Sequence[str]) -> list[Quote]:
+        """The quotes, in document order (passage, then position); empty when nothing fits."""
+        passages = [split_units(text) for text in text_chunks]
+        scored, by_unit = self.score(query_str, passages)
+        if not scored:
+            return []
+        asked_words = content_words(query_str)
         # Every unit close enough to the best is support, quoted by score while the answer stays
         # short (a long unit that would overrun it gives way to shorter ones). A sentence that
         # introduces what follows it ("a simple policy can be used:") is quoted with the code it
@@ -322,6 +333,17 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             groups.append(g)
             if len(groups) == self.max_sentences:
                 break
+        # The best definition close enough to be support (an option, a keyword, a setting named
+        # with what it does) is quoted: prose around it gives way, lowest-scored first.
+        best = next((item for item in close if new_term(item[2].text, asked_words)), None)
+        if best is not None and not any(q.text == best[2].text for g in groups for q in g):
+            g = group(*best)
+            while groups and (
+                len(groups) >= self.max_sentences
+                or sum(map(size, groups)) + size(g) > self.max_words
+            ):
+                groups.pop()
+            groups.append(g)
         if len(groups) > 1 and not any(names_term(q.text, asked_words) for g in groups for q in g):
             room = self.max_words - sum(map(size, groups[:-1]))
             for score, n, unit in close:
@@ -329,7 +351,12 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 if names_term(unit.text, asked_words) and size(g) <= room:
                     groups[-1] = g
                     break
-        picked = [q for g in groups for q in g]
+        # Once each: the same command can stand twice on a page (a synopsis and an example).
+        picked, seen = [], set()
+        for q in (q for g in groups for q in g):
+            if " ".join(q.text.split()) not in seen:
+                seen.add(" ".join(q.text.split()))
+                picked.append(q)
         self.weak = bool(picked) and max(by_unit[(q.passage, q.position)] for q in picked) < (
             self.weak_below
         )

@@ -234,6 +234,35 @@ def test_the_quotes_keep_to_a_word_budget_and_the_best_is_always_quoted(embed_mo
     assert len(tiny.pick(question, [OPTIONS])) == 1  # over budget alone: still the best one
 
 
+INDEXES = (
+    "Building Indexes Concurrently\n\n"
+    "Creating an index can interfere with regular operation of a database.\n\n"
+    "Normally the database locks the table to be indexed against writes and performs the entire "
+    "index build with a single scan of the table.\n\n"
+    "Other transactions can still read the table, but if they try to insert, update, or delete "
+    "rows in the table they will block until the index build is finished.\n\n"
+    "The database supports building indexes without locking out writes.\n\n"
+    "Very large tables can take many hours to be indexed, and even for smaller tables, an index "
+    "build can lock out writers for periods that are unacceptably long for a production system.",
+    "Parameters\n\n"
+    "CONCURRENTLY: When this option is used, the database will build the index without taking "
+    "any locks that prevent concurrent inserts, updates, or deletes on the table; whereas a "
+    "standard index build locks out writes (but not reads) on the table until it is done.\n\n"
+    "INCLUDE: Non-key columns are stored in the index but do not take part in searches.",
+)
+
+
+def test_the_best_definition_is_quoted_when_prose_would_fill_the_answer(embed_model):
+    """Prose of the first passage says what the user asked in more of their words; the option
+    that does it, defined in the next passage, is still quoted (prose gives way to it), and it is
+    the best definition, not a shorter one that happens to fit."""
+    question = "How can I build an index without blocking inserts and updates on the table?"
+    text, synth = answer(embed_model, question, list(INDEXES))
+    assert any(q.text.startswith("CONCURRENTLY:") for q in synth.picked), text
+    assert not any(q.text.startswith("INCLUDE:") for q in synth.picked), text
+    assert sum(len(q.text.split()) for q in synth.picked) <= synth.max_words
+
+
 def test_terms_and_purpose_lines():
     from rag.units import names_term, new_term, term_of
 
@@ -243,6 +272,9 @@ def test_terms_and_purpose_lines():
         "work_mem (integer)"
     )
     assert term_of("In this case the rows are kept: nothing is lost.") is None
+    # Lead-ins and admonition labels before a colon are prose, not terms.
+    assert term_of("For example: bb* matches the three middle characters of abbbc.") is None
+    assert term_of("Note: the index is not used until it is valid.") is None
     asked = {"password", "clients", "connect"}
     # A term the question already names is not news: the answer has to name something more.
     assert new_term("password: Require the client to supply a password.", asked) is None
