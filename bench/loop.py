@@ -54,6 +54,12 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--negatives", type=int, default=1)
     p.add_argument("--train-window", type=int, default=256, help="word pieces in training")
+    p.add_argument(
+        "--gold-pairs",
+        action="store_true",
+        help="a diagnostic: train on the training questions' gold passages instead of the chat "
+        "log, the ceiling of what the log's ratings could teach this recipe",
+    )
     args = p.parse_args()
     train_file, val_file = args.data / "train_dataset.json", args.data / "val_dataset.json"
     if not train_file.is_file() or not val_file.is_file():
@@ -130,7 +136,21 @@ def main() -> int:
     set_id, _ = store_set(ectx, SetRequest(path=golden))
 
     # 3. A candidate from the chat log, trained as a job, judged by the gate, promoted if it wins.
-    pairs = build_pairs(ctx, PairsRequest(name="from-the-chat-log", negatives=args.negatives))
+    if args.gold_pairs:
+        gold_file = work / "gold-pairs.json"
+        gold_file.write_text(
+            json.dumps(
+                {
+                    "queries": dict(asked),
+                    "corpus": train["corpus"],
+                    "relevant_docs": {q: train["relevant_docs"][q] for q, _ in asked},
+                }
+            )
+        )
+        request = PairsRequest(name="gold", files=[gold_file], negatives=args.negatives)
+    else:
+        request = PairsRequest(name="from-the-chat-log", negatives=args.negatives)
+    pairs = build_pairs(ctx, request)
     t = stage(pairs.summary(), t)
     job = launch_training(
         ctx,
