@@ -334,16 +334,18 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             if len(groups) == self.max_sentences:
                 break
         # The best definition close enough to be support (an option, a keyword, a setting named
-        # with what it does) is quoted: prose around it gives way, lowest-scored first.
+        # with what it does) is quoted: prose around it gives way, lowest-scored first, but the
+        # best unit of all stays.
         best = next((item for item in close if new_term(item[2].text, asked_words)), None)
         if best is not None and not any(q.text == best[2].text for g in groups for q in g):
             g = group(*best)
-            while groups and (
-                len(groups) >= self.max_sentences
-                or sum(map(size, groups)) + size(g) > self.max_words
+            kept = list(groups)
+            while len(kept) > 1 and (
+                len(kept) >= self.max_sentences or sum(map(size, kept)) + size(g) > self.max_words
             ):
-                groups.pop()
-            groups.append(g)
+                kept.pop()
+            if len(kept) < self.max_sentences and sum(map(size, kept)) + size(g) <= self.max_words:
+                groups = [*kept, g]
         if len(groups) > 1 and not any(names_term(q.text, asked_words) for g in groups for q in g):
             room = self.max_words - sum(map(size, groups[:-1]))
             for score, n, unit in close:
