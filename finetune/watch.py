@@ -9,7 +9,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import RagError
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from core.jobstore import FineTuneJob, JobStore
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
 
@@ -104,3 +106,35 @@ def run_job(
         )
     finally:
         store.release(job_id, holder)
+
+
+def start_training(store: JobStore, job_id: int, folder: Path) -> tuple[Path, Path]:
+    """Mark a local training job running and return its checkpoint and model folders under
+    `folder`; the job's events say when it resumes from a checkpoint left by a stopped run."""
+    checkpoints, out = folder / "trainer", folder / "model"
+    if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")):
+        store.add_event(job_id, "resuming from the last checkpoint")
+    store.update(job_id, status="running")
+    return checkpoints, out
+
+
+def train_watched(
+    store: JobStore,
+    job_id: int,
+    holder: str,
+    lease_s: float,
+    gate: ComputeGate | None,
+    progress: Callable[[int, int], None] | None,
+    train: Callable[[list[Any]], R],
+) -> R:
+    """Run `train(callbacks)` with the job's watch as its callback and the job's claim kept alive;
+    raises Cancelled when an admin cancelled the job meanwhile."""
+    watch = job_callback(store, job_id, gate, progress)
+    try:
+        with claim_kept(store, job_id, holder, lease_s):
+            result = train([watch])
+    finally:
+        watch.release()
+    if store.job(job_id).cancel_requested:
+        raise Cancelled()
+    return result

@@ -24,7 +24,7 @@ from finetune.embedding.service import (
     stamp,
     write_heldout,
 )
-from finetune.watch import Cancelled, claim_kept, job_callback, run_job
+from finetune.watch import run_job, start_training, train_watched
 
 if TYPE_CHECKING:
     from core.jobstore import FineTuneJob
@@ -128,28 +128,27 @@ def _train(
         max_seq_length=hp.max_seq_length or window,
         seed=hp.seed,
     )
-    folder = embedding_root(ctx.settings) / "jobs" / str(job.id)
-    checkpoints, out = folder / "trainer", folder / "model"
-    if checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*")):
-        store.add_event(job.id, "resuming from the last checkpoint")
-    store.update(job.id, status="running")
-    watch = job_callback(store, job.id, ctx.gate, progress)
-    try:
-        with claim_kept(store, job.id, ctx.holder, LEASE_S):
-            result = train_model(
-                Path(job.base_model),
-                train,
-                out,
-                cfg,
-                progress=False,
-                checkpoints=checkpoints,
-                callbacks=[watch],
-                max_steps=hp.max_steps,
-            )
-    finally:
-        watch.release()
-    if store.job(job.id).cancel_requested:
-        raise Cancelled()
+    checkpoints, out = start_training(
+        store, job.id, embedding_root(ctx.settings) / "jobs" / str(job.id)
+    )
+    result = train_watched(
+        store,
+        job.id,
+        ctx.holder,
+        LEASE_S,
+        ctx.gate,
+        progress,
+        lambda callbacks: train_model(
+            Path(job.base_model),
+            train,
+            out,
+            cfg,
+            progress=False,
+            checkpoints=checkpoints,
+            callbacks=callbacks,
+            max_steps=hp.max_steps,
+        ),
+    )
     store.add_event(job.id, f"trained {result.steps} steps in {result.seconds:.0f} s -> {out}")
     diagnostic: dict[str, Any] = {}
     if held is not None:

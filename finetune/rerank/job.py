@@ -19,7 +19,7 @@ from finetune.embedding.service import (
     split_pairs,
     stamp,
 )
-from finetune.watch import Cancelled, claim_kept, job_callback, run_job
+from finetune.watch import Cancelled, claim_kept, run_job, start_training, train_watched
 
 if TYPE_CHECKING:
     from core.jobstore import FineTuneJob
@@ -121,11 +121,7 @@ def _train(
 
         train = train.subset(random.Random(hp.seed).sample(sorted(train.queries), hp.limit))
     folder = embedding_root(ctx.settings).parent / "reranker" / "jobs" / str(job.id)
-    checkpoints, out = folder / "trainer", folder / "model"
-    resuming = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
-    if resuming:
-        store.add_event(job.id, "resuming from the last checkpoint")
-    store.update(job.id, status="running")
+    checkpoints, out = start_training(store, job.id, folder)
     from core.chatlog import ChatLog
 
     # Negatives are asked of the app's retriever: that takes a while on a large set, so the
@@ -156,23 +152,24 @@ def _train(
         max_length=hp.max_length,
         seed=hp.seed,
     )
-    watch = job_callback(store, job.id, ctx.gate, progress)
-    try:
-        with claim_kept(store, job.id, ctx.holder, LEASE_S):
-            result = train_reranker(
-                Path(job.base_model),
-                train,
-                out,
-                cfg,
-                progress=False,
-                checkpoints=checkpoints,
-                callbacks=[watch],
-                max_steps=hp.max_steps,
-            )
-    finally:
-        watch.release()
-    if store.job(job.id).cancel_requested:
-        raise Cancelled()
+    result = train_watched(
+        store,
+        job.id,
+        ctx.holder,
+        LEASE_S,
+        ctx.gate,
+        progress,
+        lambda callbacks: train_reranker(
+            Path(job.base_model),
+            train,
+            out,
+            cfg,
+            progress=False,
+            checkpoints=checkpoints,
+            callbacks=callbacks,
+            max_steps=hp.max_steps,
+        ),
+    )
     store.add_event(job.id, f"trained {result.steps} steps in {result.seconds:.0f} s -> {out}")
     fields: dict[str, Any] = {"status": "succeeded", "fine_tuned_model": str(out)}
     if hp.register:
