@@ -375,6 +375,59 @@ def test_cli_builds_trains_and_registers_a_candidate(tmp_path, monkeypatch, caps
     assert len(JobStore(db).jobs()) == 1  # a refused launch leaves no job behind
 
 
+@pytest.mark.slow
+def test_an_embedding_job_killed_mid_training_resumes_from_its_checkpoint_and_cancels(
+    tmp_path, monkeypatch
+):
+    """A training job whose process stops mid-training is resumed (as the app does after a
+    restart) from its last checkpoint, not from the start; a cancel asked while it trains stops
+    it after the step, with no candidate registered."""
+    import finetune.embedding.train as training
+    from core.registry import Registry
+    from core.settings import Settings
+    from finetune.context import FineTuneContext
+    from finetune.embedding.job import TrainRequest, launch_training
+    from finetune.embedding.service import PairsRequest, build_pairs
+    from finetune.jobs import resume
+
+    monkeypatch.setattr(training, "CHECKPOINT_STEPS", 2)
+    settings = Settings(data_dir=tmp_path / "data")
+    settings.app.docs_dir = tmp_path / "no-docs"
+    db = open_database(f"sqlite:///{(tmp_path / 'rag.db').resolve()}")
+    reg = Registry(db)
+    reg.seed(settings)
+    store = JobStore(db)
+    ctx = FineTuneContext(settings, store, reg)
+    save_llamaindex(codename_pairs(TRAIN_TEMPLATES), tmp_path / "pairs.json")
+    build_pairs(ctx, PairsRequest(name="cn", files=[tmp_path / "pairs.json"], negatives=0))
+    request = TrainRequest(
+        dataset_id="cn", epochs=2, batch_size=8, mini_batch_size=8, max_seq_length=64, holdout=0
+    )
+
+    def die_at_step_3(step: int, total: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt  # the process is stopped mid-training
+
+    with pytest.raises(KeyboardInterrupt):
+        launch_training(ctx, request, progress=die_at_step_3)
+    [job] = store.jobs()
+    assert job.status == "running" and job.candidate_version_id is None  # nobody finished it
+    [job] = resume(ctx)
+    assert job.status == "succeeded" and job.candidate_version_id is not None
+    assert "resuming from the last checkpoint" in [e.message for e in store.events(job.id)]
+    steps = [e.step for e in store.metrics(job.id) if "train_loss" in e.metrics]
+    # Steps 1-2 logged before the stop at step 3; training went on from the checkpoint at step
+    # 2 (from the start, step 1 would be logged again): 48 pairs, 6 steps an epoch, 2 epochs.
+    assert steps == list(range(1, 13))
+
+    cancelled = launch_training(ctx, request, wait=False)
+    store.request_cancel(cancelled.id)
+    [done] = resume(ctx)
+    assert done.status == "cancelled" and done.error == "cancelled by an admin"
+    assert done.candidate_version_id is None and len(reg.versions("embedding", "candidate")) == 1
+    db.dispose()
+
+
 # -- LLM sources, through the real openai SDK against HTTP-level fakes ---------------------------
 
 
