@@ -6,7 +6,6 @@ promotes it blue/green. Actions are finetune.embedding's service functions, as f
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,11 +22,10 @@ class Tab(Protocol):
     """What the section uses of the Fine-tune tab it sits in."""
 
     ctx: FineTuneContext
-    threads: dict[int, threading.Thread]
 
     def check(self, password: str | None) -> None: ...
     def _jobs(self) -> list[list[Any]]: ...
-    def _train(self, run_local: Any, job_id: int) -> None: ...
+    def train_in_background(self, job_id: int) -> None: ...
 
 
 SOURCES = {
@@ -100,7 +98,6 @@ class EmbeddingSection:
         """A candidate trained in a background thread as a job; (note, jobs table, job id)."""
         self.tab.check(password)
         from finetune.embedding.job import TrainRequest, launch_training
-        from finetune.jobs import run_local
 
         if not dataset_id:
             raise RagError("build training pairs first (or type a pairs dataset id)")
@@ -111,11 +108,7 @@ class EmbeddingSection:
             max_steps=int(max_steps) if max_steps else None,
         )
         job = launch_training(self.ctx, request, wait=False)
-        thread = threading.Thread(
-            target=self.tab._train, args=(run_local, job.id), daemon=True, name=f"ft-{job.id}"
-        )
-        self.tab.threads[job.id] = thread
-        thread.start()
+        self.tab.train_in_background(job.id)
         note = (
             f"Job {job.id} is training the embedding model: follow it in the jobs table (its "
             "events and loss under **Events and loss**). When it succeeds, its candidate is "

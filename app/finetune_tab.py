@@ -185,7 +185,6 @@ class FineTuneTab:
         """Start a job: an `openai` job is created now; a `local` one trains in a background
         thread of this process (its progress shows in the jobs table)."""
         self.check(password)
-        from finetune.jobs import run_local
         from finetune.service import launch_job
 
         job = launch_job(
@@ -197,14 +196,21 @@ class FineTuneTab:
             wait=False,
         )
         if job.backend == "local":
-            thread = threading.Thread(
-                target=self._train, args=(run_local, job.id), daemon=True, name=f"ft-{job.id}"
-            )
-            self.threads[job.id] = thread
-            thread.start()
+            self.train_in_background(job.id)
         return f"Job {job.id} started on `{job.backend}` ({job.status}).", self._jobs()
 
-    def _train(self, run_local: Callable[..., Any], job_id: int) -> None:
+    def train_in_background(self, job_id: int) -> None:
+        """Train a created `local` job (any model) on a thread of this process; its progress and
+        outcome show in the jobs table."""
+        thread = threading.Thread(
+            target=self._train, args=(job_id,), daemon=True, name=f"ft-{job_id}"
+        )
+        self.threads[job_id] = thread
+        thread.start()
+
+    def _train(self, job_id: int) -> None:
+        from finetune.jobs import run_local
+
         try:
             run_local(self.ctx, job_id)
         except Exception:  # the job row keeps the reason; nothing else to tell here

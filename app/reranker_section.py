@@ -6,7 +6,6 @@ The action is finetune.rerank's service function, as for the CLI."""
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -44,7 +43,6 @@ class RerankerSection:
     ) -> tuple[str, list[list[Any]], int]:
         """A reranker trained in a background thread as a job; (note, jobs table, job id)."""
         self.tab.check(password)
-        from finetune.jobs import run_local
         from finetune.rerank.job import RerankRequest, launch_reranker
 
         if not dataset_id:
@@ -58,11 +56,7 @@ class RerankerSection:
             max_steps=int(max_steps) if max_steps else None,
         )
         job = launch_reranker(self.ctx, request, wait=False)
-        thread = threading.Thread(
-            target=self.tab._train, args=(run_local, job.id), daemon=True, name=f"ft-{job.id}"
-        )
-        self.tab.threads[job.id] = thread
-        thread.start()
+        self.tab.train_in_background(job.id)
         note = (
             f"Job {job.id} is training a reranker: follow it in the jobs table. When it "
             "succeeds, its candidate is registered: judge it in the Evaluate tab."
