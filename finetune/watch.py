@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.errors import RagError
 
@@ -19,9 +19,16 @@ if TYPE_CHECKING:
     from core.jobstore import FineTuneJob, JobStore
 
 log = logging.getLogger(__name__)
-R = TypeVar("R")
 
 METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
+
+
+class Holder(Protocol):
+    """What a training run needs of the process that runs it (a FineTuneContext)."""
+
+    store: JobStore
+    gate: ComputeGate | None
+    holder: str
 
 
 class Cancelled(Exception):
@@ -119,22 +126,38 @@ def start_training(store: JobStore, job_id: int, folder: Path) -> tuple[Path, Pa
 
 
 def train_watched(
-    store: JobStore,
-    job_id: int,
-    holder: str,
-    lease_s: float,
-    gate: ComputeGate | None,
+    ctx: Holder,
+    job: FineTuneJob,
     progress: Callable[[int, int], None] | None,
-    train: Callable[[list[Any]], R],
-) -> R:
-    """Run `train(callbacks)` with the job's watch as its callback and the job's claim kept alive;
-    raises Cancelled when an admin cancelled the job meanwhile."""
-    watch = job_callback(store, job_id, gate, progress)
+    fit: Callable[..., Any],
+    pairs: Any,
+    out: Path,
+    config: Any,
+    checkpoints: Path,
+    max_steps: int | None,
+    lease_s: float = 120.0,
+) -> Any:
+    """Train the job's model from its base model folder with `fit` (the embedding model's or the
+    reranker's trainer: `fit(base, pairs, out, config, ...)`, which returns the steps and seconds
+    it trained), with the job's watch as its callback and the job's claim kept alive; raises
+    Cancelled when an admin cancelled the job meanwhile, and notes what it trained in the job's
+    events."""
+    watch = job_callback(ctx.store, job.id, ctx.gate, progress)
     try:
-        with claim_kept(store, job_id, holder, lease_s):
-            result = train([watch])
+        with claim_kept(ctx.store, job.id, ctx.holder, lease_s):
+            result = fit(
+                Path(job.base_model),
+                pairs,
+                out,
+                config,
+                progress=False,
+                checkpoints=checkpoints,
+                callbacks=[watch],
+                max_steps=max_steps,
+            )
     finally:
         watch.release()
-    if store.job(job_id).cancel_requested:
+    if ctx.store.job(job.id).cancel_requested:
         raise Cancelled()
+    ctx.store.add_event(job.id, f"trained {result.steps} steps in {result.seconds:.0f} s -> {out}")
     return result

@@ -131,25 +131,9 @@ def _train(
     checkpoints, out = start_training(
         store, job.id, embedding_root(ctx.settings) / "jobs" / str(job.id)
     )
-    result = train_watched(
-        store,
-        job.id,
-        ctx.holder,
-        LEASE_S,
-        ctx.gate,
-        progress,
-        lambda callbacks: train_model(
-            Path(job.base_model),
-            train,
-            out,
-            cfg,
-            progress=False,
-            checkpoints=checkpoints,
-            callbacks=callbacks,
-            max_steps=hp.max_steps,
-        ),
+    train_watched(
+        ctx, job, progress, train_model, train, out, cfg, checkpoints, hp.max_steps, LEASE_S
     )
-    store.add_event(job.id, f"trained {result.steps} steps in {result.seconds:.0f} s -> {out}")
     diagnostic: dict[str, Any] = {}
     if held is not None:
         diagnostic = held_out_figures(held, Path(job.base_model), out, window)

@@ -153,24 +153,8 @@ def _train(
         seed=hp.seed,
     )
     result = train_watched(
-        store,
-        job.id,
-        ctx.holder,
-        LEASE_S,
-        ctx.gate,
-        progress,
-        lambda callbacks: train_reranker(
-            Path(job.base_model),
-            train,
-            out,
-            cfg,
-            progress=False,
-            checkpoints=checkpoints,
-            callbacks=callbacks,
-            max_steps=hp.max_steps,
-        ),
+        ctx, job, progress, train_reranker, train, out, cfg, checkpoints, hp.max_steps, LEASE_S
     )
-    store.add_event(job.id, f"trained {result.steps} steps in {result.seconds:.0f} s -> {out}")
     fields: dict[str, Any] = {"status": "succeeded", "fine_tuned_model": str(out)}
     if hp.register:
         extra = {
