@@ -135,7 +135,8 @@ def main() -> int:
             fh.write(json.dumps({"user_input": question, "reference_contexts": [gold]}) + "\n")
     set_id, _ = store_set(ectx, SetRequest(path=golden))
 
-    # 3. A candidate from the chat log, trained as a job, judged by the gate, promoted if it wins.
+    # 3. A candidate from the chat log (with --gold-pairs, from the gold passages), trained as a
+    # job, judged by the gate, promoted if it wins.
     if args.gold_pairs:
         gold_file = work / "gold-pairs.json"
         gold_file.write_text(

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
 
 
-class Holder(Protocol):
+class TrainingContext(Protocol):
     """What a training run needs of the process that runs it (a FineTuneContext)."""
 
     store: JobStore
@@ -126,16 +126,17 @@ def start_training(store: JobStore, job_id: int, folder: Path) -> tuple[Path, Pa
 
 
 def train_watched(
-    ctx: Holder,
+    ctx: TrainingContext,
     job: FineTuneJob,
-    progress: Callable[[int, int], None] | None,
     fit: Callable[..., Any],
+    *,
     pairs: Any,
     out: Path,
     config: Any,
     checkpoints: Path,
     max_steps: int | None,
-    lease_s: float = 120.0,
+    progress: Callable[[int, int], None] | None,
+    lease_s: float,
 ) -> Any:
     """Train the job's model from its base model folder with `fit` (the embedding model's or the
     reranker's trainer: `fit(base, pairs, out, config, ...)`, which returns the steps and seconds

@@ -150,28 +150,35 @@ class _Walker:
         in a row name one definition (aliases)."""
         self.flush_inline()
         terms: list[str] = []
+        last: str | None = None  # the term(s) of the definition before
+        previous = ""
         for child in dl:
             tag = child.tag if isinstance(child.tag, str) else ""
+            previous, tag_before = tag or previous, previous
             if tag == "dt":
                 terms.extend(_terms(child))
             elif tag == "dd":
-                outer = (self.term, self.term_used)  # a definition list inside a definition
-                term = ", ".join(dict.fromkeys(terms)) or None
-                if term is not None and self.term is not None:
-                    # A value of an option ("d, directory" under "-F format") is quoted with the
-                    # option it belongs to: "-F format: d, directory: ...".
-                    term, outer = f"{self.term}: {term}", (self.term, True)
-                self.term, self.term_used = term, False
+                outer = self.term  # set: this list is inside a definition
+                # A `dd` after a `dd` is one more definition of the same term(s).
+                own = ", ".join(dict.fromkeys(terms)) or (last if tag_before == "dd" else None)
+                last = own
+                # A value of an option ("d, directory" under "-F format") is quoted with the
+                # option it belongs to ("-F format: d, directory: ..."), as deep as lists go.
+                self.term = f"{outer}: {own}" if own and outer else own or outer
+                self.term_used = False
                 terms = []
                 self.walk(child)
                 self.flush_inline()
                 if self.term is not None and not self.term_used:  # empty: the term alone
                     self.sections[-1].blocks.append(self.term)
-                self.term, self.term_used = outer
+                # Every block of the item named the outer term too: it is used.
+                self.term, self.term_used = outer, outer is not None
             else:
                 self.walk(child)
         if terms:  # terms with no definition after them
-            self.sections[-1].blocks.append(", ".join(dict.fromkeys(terms)))
+            own = ", ".join(dict.fromkeys(terms))
+            self.sections[-1].blocks.append(f"{self.term}: {own}" if self.term else own)
+            self.term_used = self.term is not None
 
     def heading(self, level: int, text: str) -> None:
         self.flush_inline()

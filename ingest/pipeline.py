@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # 2: main-content HTML, heading paths embedded with each chunk, chunks sized in the model's tokens.
 # 3: definitions carry their terms, table rows their headers, code blocks their fences; PDF running
 #    headers, footers and page numbers removed.
+# 4: a definition inside a definition (a value of an option) carries its parent's term.
 SPLITTER_VERSION = "4"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256

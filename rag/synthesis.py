@@ -251,7 +251,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         query = self.query_embedding
         return vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query) + 1e-12)
 
-    def score(
+    def score_units(
         self, query_str: str, passages: Sequence[Sequence[Unit]]
     ) -> tuple[list[tuple[float, int, Unit]], dict[tuple[int, int], float]]:
         """Every quotable unit of the passages with its score, best first (passage numbers are
@@ -297,7 +297,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
     def pick(self, query_str: str, text_chunks: Sequence[str]) -> list[Quote]:
         """The quotes, in document order (passage, then position); empty when nothing fits."""
         passages = [split_units(text) for text in text_chunks]
-        scored, by_unit = self.score(query_str, passages)
+        scored, by_unit = self.score_units(query_str, passages)
         if not scored:
             return []
         asked_words = content_words(query_str)
@@ -308,7 +308,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         # quoted names a term the question does not (the option, keyword or setting it asks for
         # by what it does), the best support that does takes the last place: prose around the
         # thing never crowds out its name.
-        floor = max(self.min_score, scored[0][0] - self.max_gap) if scored else 0.0
+        floor = max(self.min_score, scored[0][0] - self.max_gap)
         close = [item for item in scored if item[0] >= floor] or scored[:1]
 
         def group(score: float, n: int, unit: Unit) -> list[Quote]:
@@ -323,22 +323,28 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         def size(quotes: list[Quote]) -> int:
             return sum(len(q.text.split()) for q in quotes)
 
+        def said(g: list[Quote], groups: list[list[Quote]]) -> bool:
+            """Whether a quote of `g` is quoted already: the same command can stand twice on a
+            page (a synopsis, an example), and a sentence is quoted with its code or not at all."""
+            quoted = {" ".join(q.text.split()) for other in groups for q in other}
+            return any(" ".join(q.text.split()) in quoted for q in g)
+
         groups: list[list[Quote]] = []
         for score, n, unit in close:
-            if any(q.text == unit.text for g in groups for q in g):
-                continue
             g = group(score, n, unit)
+            if said(g, groups):
+                continue
             if groups and sum(map(size, groups)) + size(g) > self.max_words:
                 continue
             groups.append(g)
             if len(groups) == self.max_sentences:
                 break
         # The best definition close enough to be support (an option, a keyword, a setting named
-        # with what it does) is quoted: prose around it gives way, lowest-scored first, but the
-        # best unit of all stays.
+        # with what it does) is quoted when it fits beside the best unit of all: the other quotes
+        # give way to it, lowest-scored first.
         best = next((item for item in close if new_term(item[2].text, asked_words)), None)
-        if best is not None and not any(q.text == best[2].text for g in groups for q in g):
-            g = group(*best)
+        g = group(*best) if best is not None else []
+        if g and not said(g, groups):
             kept = list(groups)
             while len(kept) > 1 and (
                 len(kept) >= self.max_sentences or sum(map(size, kept)) + size(g) > self.max_words
@@ -350,15 +356,14 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             room = self.max_words - sum(map(size, groups[:-1]))
             for score, n, unit in close:
                 g = group(score, n, unit)
-                if names_term(unit.text, asked_words) and size(g) <= room:
+                if (
+                    names_term(unit.text, asked_words)
+                    and size(g) <= room
+                    and not said(g, groups[:-1])
+                ):
                     groups[-1] = g
                     break
-        # Once each: the same command can stand twice on a page (a synopsis and an example).
-        picked, seen = [], set()
-        for q in (q for g in groups for q in g):
-            if " ".join(q.text.split()) not in seen:
-                seen.add(" ".join(q.text.split()))
-                picked.append(q)
+        picked = [q for g in groups for q in g]
         self.weak = bool(picked) and max(by_unit[(q.passage, q.position)] for q in picked) < (
             self.weak_below
         )

@@ -113,10 +113,12 @@ def split_sentences(text: str) -> list[str]:
 # row ("Parameter: work_mem; ..."), a setting ("work_mem (integer): Sets ..."), a reference
 # page's or man page's purpose line ("pg_restore — restore a database ...", "ls - list ...").
 _TERM_UNIT = re.compile(r"^(?P<term>[^:\n]{1,80}?)(?::|\s[—–-])\s+\S")
-# Lead-ins and admonition labels that stand before a colon in prose, never a term.
-_LABELS = frozenset(
-    {"note", "notes", "tip", "hint", "warning", "caution", "important", "example", "examples"}
-    | {"for example", "for instance", "see also", "that is", "in short", "e.g", "i.e"}
+# Lead-ins and admonition labels that stand before a colon in prose ("Note:", "Example 9.1:",
+# "For example:"), never a term.
+_LABEL = re.compile(
+    r"(notes?|tips?|hints?|warnings?|caution|important|examples?|for (example|instance)|"
+    r"see also|that is|in short|e\.g|i\.e)\b",
+    re.IGNORECASE,
 )
 _TERMISH = re.compile(r"[-_()./=<>\[\]]|\b[A-Z][A-Z0-9_]{2,}\b")
 
@@ -128,7 +130,7 @@ def term_of(unit: str) -> str | None:
     if m is None:
         return None
     term = m.group("term").strip()
-    if term.lower().rstrip(".") in _LABELS:
+    if _LABEL.match(term):
         return None
     if len(term.split()) > 6 or not (_TERMISH.search(term) or len(term.split()) <= 2):
         return None

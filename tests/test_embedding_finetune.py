@@ -380,8 +380,8 @@ def test_an_embedding_job_killed_mid_training_resumes_from_its_checkpoint_and_ca
     tmp_path, monkeypatch
 ):
     """A training job whose process stops mid-training is resumed (as the app does after a
-    restart) from its last checkpoint, not from the start; a cancel asked while it trains stops
-    it after the step, with no candidate registered."""
+    restart) from its last checkpoint, not from the start; a cancel asked before it trains (or
+    while it does) stops it after the first step, with no candidate registered."""
     import finetune.embedding.train as training
     from core.registry import Registry
     from core.settings import Settings
@@ -424,6 +424,9 @@ def test_an_embedding_job_killed_mid_training_resumes_from_its_checkpoint_and_ca
     store.request_cancel(cancelled.id)
     [done] = resume(ctx)
     assert done.status == "cancelled" and done.error == "cancelled by an admin"
+    # Seen after the first step, not after the whole run.
+    assert [e.step for e in store.metrics(done.id) if "train_loss" in e.metrics] == [1]
+    assert not any(e.message.startswith("trained ") for e in store.events(done.id))
     assert done.candidate_version_id is None and len(reg.versions("embedding", "candidate")) == 1
     db.dispose()
 

@@ -27,7 +27,10 @@ OPTIONS_PAGE = """<html><head><title>pg_dump</title></head><body><main>
 <dd><p>Selects the format of the output. format can be one of the following:</p>
     <div class="variablelist"><dl class="variablelist">
     <dt><span class="term">d</span></dt><dt><span class="term">directory</span></dt>
-    <dd><p>Output a directory-format archive.</p></dd></dl></div></dd>
+    <dd><p>Output a directory-format archive.</p></dd>
+    <dd><p>It can be read in parallel.</p></dd></dl></div></dd>
+<dt><span class="term"><code class="option">-Z level</code></span></dt>
+<dd><dl><dt>0</dt><dd><p>No compression.</p></dd><dt>9</dt></dl></dd>
 </dl></div>
 <h2>Defaults</h2>
 <table><thead><tr><th>Parameter</th><th>Default</th><th>Unit</th></tr></thead>
@@ -61,6 +64,12 @@ def test_a_definition_is_one_unit_that_names_its_term_and_every_alias():
         found
     )
     assert "-F format: d, directory: Output a directory-format archive." in found
+    # A second `dd` is one more definition of the same term.
+    assert "-F format: d, directory: It can be read in parallel." in found
+    # A definition that opens with its list of values: each value names the option, and the
+    # option never stands alone; a value with no definition keeps the option too.
+    assert "-Z level: 0: No compression." in found and "-Z level: 9" in found
+    assert "-Z level" not in found
 
 
 def test_a_table_row_keeps_its_column_headers():

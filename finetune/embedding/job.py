@@ -132,7 +132,16 @@ def _train(
         store, job.id, embedding_root(ctx.settings) / "jobs" / str(job.id)
     )
     train_watched(
-        ctx, job, progress, train_model, train, out, cfg, checkpoints, hp.max_steps, LEASE_S
+        ctx,
+        job,
+        train_model,
+        pairs=train,
+        out=out,
+        config=cfg,
+        checkpoints=checkpoints,
+        max_steps=hp.max_steps,
+        progress=progress,
+        lease_s=LEASE_S,
     )
     diagnostic: dict[str, Any] = {}
     if held is not None:

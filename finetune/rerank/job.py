@@ -153,7 +153,16 @@ def _train(
         seed=hp.seed,
     )
     result = train_watched(
-        ctx, job, progress, train_reranker, train, out, cfg, checkpoints, hp.max_steps, LEASE_S
+        ctx,
+        job,
+        train_reranker,
+        pairs=train,
+        out=out,
+        config=cfg,
+        checkpoints=checkpoints,
+        max_steps=hp.max_steps,
+        progress=progress,
+        lease_s=LEASE_S,
     )
     fields: dict[str, Any] = {"status": "succeeded", "fine_tuned_model": str(out)}
     if hp.register:
