@@ -24,6 +24,7 @@ from finetune.validate import (
     openai_token_counter,
     validate_file,
 )
+from finetune.watch import LEASE_S
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -175,7 +176,7 @@ def launch(
         hyperparameters(settings, backend, method),
         _settings_snapshot(settings),
     )
-    ctx.store.claim(job.id, ctx.holder, 120.0)
+    ctx.store.claim(job.id, ctx.holder, LEASE_S)
     if backend == "openai":
         try:
             job = ctx.backend("openai").start(job, dataset, today)
@@ -276,7 +277,7 @@ def monitor(
         job = ctx.store.job(job_id)
         if job.done:
             return finish(ctx, job)
-        if not ctx.store.claim(job_id, ctx.holder, max(120.0, 3 * interval)):
+        if not ctx.store.claim(job_id, ctx.holder, max(LEASE_S, 3 * interval)):
             return job
         if job.backend == "local":
             return run_local(ctx, job_id)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError
 from core.jobstore import FineTuneJob, JobStore
-from finetune.watch import Cancelled, claim_kept, job_callback
+from finetune.watch import LEASE_S, Cancelled, claim_kept, job_callback
 from rag.local_llm import load_causal_lm
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class LocalBackend:
         store: JobStore,
         root: Path,
         holder: str,
-        lease_s: float = 120.0,
+        lease_s: float = LEASE_S,
         gate: ComputeGate | None = None,
     ):
         self.store = store

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
+# Seconds a process's claim on a job lasts unless renewed: a crashed trainer's job is free again
+# after this long, for a restarted process to resume.
+LEASE_S = 120.0
 
 
 class TrainingContext(Protocol):
@@ -128,7 +131,7 @@ def start_training(store: JobStore, job_id: int, folder: Path) -> tuple[Path, Pa
 def train_watched(
     ctx: TrainingContext,
     job: FineTuneJob,
-    fit: Callable[..., Any],
+    trainer: Callable[..., Any],
     *,
     pairs: Any,
     out: Path,
@@ -136,17 +139,17 @@ def train_watched(
     checkpoints: Path,
     max_steps: int | None,
     progress: Callable[[int, int], None] | None,
-    lease_s: float,
+    lease_s: float = LEASE_S,
 ) -> Any:
-    """Train the job's model from its base model folder with `fit` (the embedding model's or the
-    reranker's trainer: `fit(base, pairs, out, config, ...)`, which returns the steps and seconds
+    """Train the job's model from its base model folder with `trainer` (the embedding model's or
+    the reranker's: `trainer(base, pairs, out, config, ...)`, which returns the steps and seconds
     it trained), with the job's watch as its callback and the job's claim kept alive; raises
     Cancelled when an admin cancelled the job meanwhile, and notes what it trained in the job's
     events."""
     watch = job_callback(ctx.store, job.id, ctx.gate, progress)
     try:
         with claim_kept(ctx.store, job.id, ctx.holder, lease_s):
-            result = fit(
+            result = trainer(
                 Path(job.base_model),
                 pairs,
                 out,

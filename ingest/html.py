@@ -151,16 +151,16 @@ class _Walker:
         self.flush_inline()
         terms: list[str] = []
         last: str | None = None  # the term(s) of the definition before
-        previous = ""
+        last_tag = ""
         for child in dl:
             tag = child.tag if isinstance(child.tag, str) else ""
-            previous, tag_before = tag or previous, previous
+            after_dd, last_tag = last_tag == "dd", tag or last_tag
             if tag == "dt":
                 terms.extend(_terms(child))
             elif tag == "dd":
                 outer = self.term  # set: this list is inside a definition
                 # A `dd` after a `dd` is one more definition of the same term(s).
-                own = ", ".join(dict.fromkeys(terms)) or (last if tag_before == "dd" else None)
+                own = ", ".join(dict.fromkeys(terms)) or (last if after_dd else None)
                 last = own
                 # A value of an option ("d, directory" under "-F format") is quoted with the
                 # option it belongs to ("-F format: d, directory: ..."), as deep as lists go.

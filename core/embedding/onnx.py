@@ -307,7 +307,7 @@ class OnnxEmbedding(BaseEmbedding):
 
 def padded_feeds(encodings: Sequence[Any]) -> dict[str, np.ndarray]:
     """A batch of tokenizer encodings as a BERT-style ONNX model's inputs (ids, attention mask,
-    token types), zero-padded to the longest; a model that takes fewer is fed only those."""
+    token types), zero-padded to the longest; the caller feeds a model only the inputs it takes."""
     width = max(len(e.ids) for e in encodings)
     ids = np.zeros((len(encodings), width), np.int64)
     mask = np.zeros((len(encodings), width), np.int64)

@@ -24,7 +24,7 @@ from finetune.embedding.service import (
     stamp,
     write_heldout,
 )
-from finetune.watch import run_job, start_training, train_watched
+from finetune.watch import LEASE_S, run_job, start_training, train_watched
 
 if TYPE_CHECKING:
     from core.jobstore import FineTuneJob
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
     from core.settings import Settings
     from finetune.context import FineTuneContext
     from finetune.embedding.data import PairSet
-
-
-LEASE_S = 120.0
 
 
 @dataclass
@@ -141,7 +138,6 @@ def _train(
         checkpoints=checkpoints,
         max_steps=hp.max_steps,
         progress=progress,
-        lease_s=LEASE_S,
     )
     diagnostic: dict[str, Any] = {}
     if held is not None:

@@ -19,15 +19,12 @@ from finetune.embedding.service import (
     split_pairs,
     stamp,
 )
-from finetune.watch import Cancelled, claim_kept, run_job, start_training, train_watched
+from finetune.watch import LEASE_S, Cancelled, claim_kept, run_job, start_training, train_watched
 
 if TYPE_CHECKING:
     from core.jobstore import FineTuneJob
     from core.registry import ModelVersion
     from finetune.context import FineTuneContext
-
-
-LEASE_S = 120.0
 
 
 @dataclass
@@ -162,7 +159,6 @@ def _train(
         checkpoints=checkpoints,
         max_steps=hp.max_steps,
         progress=progress,
-        lease_s=LEASE_S,
     )
     fields: dict[str, Any] = {"status": "succeeded", "fine_tuned_model": str(out)}
     if hp.register:
