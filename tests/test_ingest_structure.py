@@ -31,6 +31,8 @@ OPTIONS_PAGE = """<html><head><title>pg_dump</title></head><body><main>
     <dd><p>It can be read in parallel.</p></dd></dl></div></dd>
 <dt><span class="term"><code class="option">-Z level</code></span></dt>
 <dd><dl><dt>0</dt><dd><p>No compression.</p></dd><dt>9</dt></dl></dd>
+<dt><code class="option">-v</code></dt><dd><p>Verbose mode.</p></dd>
+<dd><p>Prints each object as it is dumped.</p></dd>
 </dl></div>
 <h2>Defaults</h2>
 <table><thead><tr><th>Parameter</th><th>Default</th><th>Unit</th></tr></thead>
@@ -70,6 +72,8 @@ def test_a_definition_is_one_unit_that_names_its_term_and_every_alias():
     # option never stands alone; a value with no definition keeps the option too.
     assert "-Z level: 0: No compression." in found and "-Z level: 9" in found
     assert "-Z level" not in found
+    # At the top level too, a second `dd` names the term of the first.
+    assert "-v: Verbose mode." in found and "-v: Prints each object as it is dumped." in found
 
 
 def test_a_table_row_keeps_its_column_headers():
