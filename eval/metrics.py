@@ -37,7 +37,9 @@ _QUOTE = re.compile(r"^\s*>\s?", re.MULTILINE)
 
 def answer_text(response: str | None) -> str:
     """The answer's content: the extractive label, quote markers and [n] citations removed, so
-    that a quoted sentence scores as what it says."""
+    that a quoted sentence scores as what it says. References get the same treatment: one taken
+    from a rated answer in the chat log carries the same marks, and an answer identical to it must
+    score as identical."""
     text = response or ""
     if text.startswith(EXTRACTIVE_LABEL):
         text = text[len(EXTRACTIVE_LABEL) :].lstrip(":").strip()
@@ -127,7 +129,7 @@ async def _ragas_scores(pairs: list[tuple[EvalSample, ScoredSample]]) -> None:
         turn = SingleTurnSample(
             user_input=sample.user_input,
             response=answer,
-            reference=sample.reference,
+            reference=answer_text(sample.reference) if sample.reference else None,
             retrieved_contexts=scored.retrieved_contexts,
             reference_contexts=sample.reference_contexts or None,
         )
@@ -175,7 +177,7 @@ def score_offline(
     asyncio.run(_ragas_scores(list(zip(samples, answered, strict=True))))
     # Semantic similarity: answers and references embedded in batches with the local model.
     todo = [
-        (i, answer_text(a.response), s.reference)
+        (i, answer_text(a.response), answer_text(s.reference))
         for i, (s, a) in enumerate(zip(samples, answered, strict=True))
         if s.reference and answer_text(a.response)
     ]
@@ -197,7 +199,7 @@ def score_offline(
             )
         if sample.reference:
             scored.scores["answer_contains_reference"] = contains_reference(
-                answer, sample.reference
+                answer, answer_text(sample.reference)
             )
         else:
             _nan(scored, "answer_contains_reference", "no reference")

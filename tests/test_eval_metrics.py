@@ -24,6 +24,24 @@ def test_answer_text_drops_the_label_quotes_and_citations():
     assert contains_reference("The ferry is the Silver Heronry.", "silver heron") == 0.0
 
 
+def test_an_answer_identical_to_a_logged_reference_scores_as_identical(embed_model):
+    """A reference taken from a rated answer in the chat log carries the same label, quote marks
+    and citations as the answer; the two are compared by what they say."""
+    from eval.metrics import score_offline
+
+    logged = (
+        f"{EXTRACTIVE_LABEL}:\n\n> The ferry is the Silver Heron. [1]\n\n"
+        "> It sails from Ostrand at dawn. [2]\n"
+    )
+    sample = EvalSample(user_input="Which ferry sails at dawn?", reference=logged)
+    answered = ScoredSample(idx=0, user_input=sample.user_input, response=logged)
+    score_offline([sample], [answered], embed_model)
+    assert answered.scores["answer_contains_reference"] == 1.0
+    assert answered.scores["rouge_l"] == pytest.approx(1.0)
+    assert answered.scores["string_similarity"] == pytest.approx(1.0)
+    assert answered.scores["semantic_similarity"] == pytest.approx(1.0, abs=1e-4)
+
+
 def test_retrieval_scores_by_hand():
     got = retrieval_scores([0, 1, 0], n_gold=1)
     assert got["hit_at_1"] == 0.0 and got["hit_at_5"] == 1.0 and got["mrr_at_10"] == 0.5
