@@ -5,6 +5,7 @@ answer after)."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,21 @@ STOPPED = "stopped before the answer was complete"
 # How much less relevant to the question alone the joined reading's best passage may be than the
 # question's own best match, for a question read as a follow-up (cosine similarity).
 FOLLOW_UP_TOLERANCE = 0.15
+
+
+# What makes a question lean on the one before it: a word that points back ("it", "that one",
+# "there", "instead"), or an opening that continues it ("And ...", "What about ...", "Via ...").
+_REFERS_BACK = re.compile(
+    r"\b(it|its|itself|that|this|these|those|they|them|their|theirs|there|then|one|ones|same|"
+    r"such|also|else|instead|another|former|latter)\b|"
+    r"^\W*(and|or|but|so|also|what about|how about|via|for|with|without|using|in|on|from|by)\b",
+    re.IGNORECASE,
+)
+
+
+def refers_back(question: str) -> bool:
+    """Whether a question points back at an earlier one, so that it may be read with it."""
+    return _REFERS_BACK.search(question) is not None
 
 
 @dataclass
@@ -133,11 +149,14 @@ class RagPipeline:
 
     def standalone(self, question: str, history: Sequence[dict]) -> tuple[str, list[float]]:
         """The question to search with, and its embedding. With a chat model, its rewrite. With
-        none, decided by meaning, never by a word list: the question is read together with the
-        previous one when that finds a closer passage which the question alone also finds about
-        as relevant as its own best match. A true follow-up ("When does it take place?") matches
-        little by itself and gains from the context; a new topic has a strong match of its own
-        that the joined reading would trade for the previous topic's, whatever pronouns it uses."""
+        none, the question is read together with the previous one when it refers back to it (a
+        pronoun, "what about ...", a leading "and") and that reading finds a closer passage which
+        the question alone also finds about as relevant as its own best match. A true follow-up
+        ("When does it take place?") matches little by itself and gains from the context; a new
+        topic has a strong match of its own that the joined reading would trade for the previous
+        topic's, whatever pronouns it uses. A question that names its own subject and refers to
+        nothing ("How do I roll back a model?") is never joined: in a small collection of long
+        passages every question matches weakly, and meaning alone would glue it to the last one."""
         if self.chat_model.llm is not None:
             condensed = self.condense(question, history)  # a network call: not gated
             with self.gate.hold():
@@ -145,7 +164,7 @@ class RagPipeline:
         users = [m["content"] for m in history if m.get("role") == "user"]
         with self.gate.hold():
             alone = self.embed_model.get_query_embedding(question)
-            if not users:
+            if not users or not refers_back(question):
                 return question, alone
             joined = f"{users[-1]} {question}"
             together = self.embed_model.get_query_embedding(joined)

@@ -106,6 +106,31 @@ def test_a_new_topic_is_not_glued_to_the_previous_question(
     assert final.sources[0].file_name in {"handbook.docx", "faq.jsonl", "page.html"}
 
 
+def test_a_question_that_names_its_own_subject_is_never_glued_to_the_last(
+    embed_model, embed_id, tmp_path
+):
+    """On the bundled guide (a few long passages, where every question matches weakly) a new
+    question that refers to nothing is read alone; one that points back is read with the last."""
+    from pathlib import Path
+
+    from core.index.store import chroma_client, open_collection
+    from rag.pipeline import refers_back
+
+    settings = Settings(data_dir=tmp_path / "data")
+    collection = open_collection(chroma_client(settings), "guide", embed_id)
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    ingest_paths(settings, collection, embed_model, paths=[docs], progress=False)
+    pipe = make_pipeline((settings, collection), embed_model, LLMSettings(), tmp_path)
+    before = [{"role": "user", "content": "How do I configure an OpenAI-compatible server?"}]
+    for question in ("How do I roll back a model?", "How does the gate decide?"):
+        assert pipe.standalone(question, before)[0] == question
+    after = [{"role": "user", "content": "How do I remove a document?"}]
+    follow = "How do I do that from the command line?"
+    assert pipe.standalone(follow, after)[0] == f"How do I remove a document? {follow}"
+    assert refers_back("What about scanned PDFs?") and refers_back("When is it used?")
+    assert not refers_back("Which file formats are supported?")
+
+
 def test_sources_carry_the_sentences_quoted_from_them(indexed, embed_model, tmp_path):
     pipe = make_pipeline(indexed, embed_model, LLMSettings(), tmp_path)
     final = last(pipe.ask("s1", "Who is the keeper of the lighthouse in Velmora?"))[-1]
