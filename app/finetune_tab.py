@@ -39,7 +39,8 @@ PREVIEW_COLUMNS = [
     "answer",
 ]
 MODE_HELP = {
-    "none": "the logged answers as they are (no teacher needed)",
+    "none": "the logged answers as they are (no teacher needed; answers quoted without a "
+    "language model are left out)",
     "grade": "a teacher model grades each answer; low grades are dropped",
     "distill": "a teacher model answers each question itself",
     "relabel": "a teacher model rewrites the answers it grades low",
@@ -266,7 +267,8 @@ class FineTuneTab:
                 "A teacher model is configured."
                 if teacher_configured(self.settings)
                 else "No teacher model is configured (RAG_FINETUNE__TEACHER__MODEL), so only "
-                "mode **none** works here."
+                "mode **none** works here. It keeps answers a language model wrote; answers quoted "
+                "without one (extracted passages) teach a chat model nothing and are left out."
             )
             gr.Markdown(
                 teacher_note

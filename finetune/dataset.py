@@ -27,7 +27,7 @@ from core.records import DatasetCard, Turn
 from finetune.dedup import Embed, NearDuplicates
 from finetune.redact import redact
 from finetune.teacher import RUBRIC_VERSION, Teacher, TeacherReply
-from rag.synthesis import says_not_covered
+from rag.synthesis import EXTRACTIVE_LABEL, says_not_covered
 
 if TYPE_CHECKING:
     pass
@@ -133,6 +133,15 @@ def skip_reason(turn: Turn, filt: TurnFilter) -> str | None:
     if says_not_covered(turn.response or ""):
         return "not_covered"  # "the documents do not cover it" teaches nothing about them
     return None
+
+
+def quoted_not_written(turn: Turn) -> bool:
+    """Whether the logged answer quotes the passages (the app with no language model) rather than
+    answering in words: never a chat model's target as it stands, since a model trained on it
+    would learn to print the quoting label. A teacher may write the answer to its question."""
+    return turn.provider == "extractive" or (turn.response or "").lstrip().startswith(
+        EXTRACTIVE_LABEL
+    )
 
 
 def rated_down(turn: Turn) -> bool:
@@ -245,6 +254,9 @@ def _teach(teacher: Teacher | None, work: _Work, mode: Mode, threshold: float) -
     elif mode == "distill":
         work.reply = teacher.answer(work.question, work.contexts, work.comment)
     elif mode == "relabel":
+        if quoted_not_written(work.turn):  # quotes, not an answer: the teacher writes one
+            work.rewrite = teacher.answer(work.question, work.contexts, work.comment)
+            return
         if down:
             why = work.comment or "the user rated it down"
             work.rewrite = teacher.answer(
@@ -378,6 +390,8 @@ def build_dataset(
                 # A thumbs-down answer is never a target; distill and relabel answer it anew
                 # (and keep it as the rejected side of a preference pair).
                 drop(work.turn, work.question, "rated_down", answer=work.answer)
+            elif quoted_not_written(work.turn) and options.mode in ("none", "grade"):
+                drop(work.turn, work.question, "extractive_answer", answer=work.answer)
             else:
                 fresh.append(work)
         if teacher is not None and options.mode != "none":

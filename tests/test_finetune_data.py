@@ -395,3 +395,24 @@ def test_a_rated_copy_of_a_question_wins_and_a_thumbs_down_is_never_a_target(log
     card = build(log, tmp_path, None, "none").card
     assert card.source_turn_ids == [liked] and card.kept == 1
     assert card.dropped == {"duplicate_question": 2, "not_covered": 2, "rated_down": 1}
+
+
+def test_an_answer_quoted_without_a_language_model_is_never_a_target_as_logged(
+    log, tmp_path, teacher_server
+):
+    """The app's extracted passages are not an answer a chat model should learn to write: modes
+    none and grade leave them out, counted on the card; relabel has the teacher answer the
+    question from the same passages, even when the quotes were rated up."""
+    from rag.synthesis import EXTRACTIVE_LABEL
+
+    quotes = f"{EXTRACTIVE_LABEL}:\n\n> Orsolya Brandt kept the lighthouse. [1]\n"
+    log_turn(log, "Who kept the lighthouse?", answer=quotes, provider="extractive", rating="up")
+    log_turn(log, "How long did she serve?", rating="up")
+    card = build(log, tmp_path, None, "none", validation_share=0).card
+    assert card.kept == 1 and card.dropped == {"extractive_answer": 1}
+    result = build(
+        log, tmp_path, teacher_for(teacher_server), "relabel", name="re", validation_share=0
+    )
+    targets = [e["messages"][-1]["content"] for e in read_jsonl(result.path / "train.jsonl")]
+    assert len(targets) == 2 and not any(EXTRACTIVE_LABEL in t for t in targets)
+    assert any(t.startswith("Teacher answer") for t in targets)

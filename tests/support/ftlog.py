@@ -21,6 +21,7 @@ def log_turn(
     session: str = "s1",
     passages: list[str] | None = None,
     chat_version_id: int | None = None,
+    provider: str = "openai",
 ) -> int:
     """One turn, answered (or failed when `answer` is None), optionally rated."""
     turn_id = log.start_turn(session, question)
@@ -34,7 +35,7 @@ def log_turn(
             for i, t in enumerate(texts)
         ],
         model_id="gpt-4o-mini",
-        provider="openai",
+        provider=provider,
         prompt_version="1+abc",
         latency_ms=100.0,
         error=None if answer is not None else "the model server failed (500)",
