@@ -4,6 +4,7 @@ and the card of a training dataset."""
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -71,6 +72,28 @@ class Turn(BaseModel):
     created_at: datetime | None = None
     answered_at: datetime | None = None
     feedback: Feedback | None = None
+
+    def cited(self) -> list[SourceRef]:
+        """The passages the answer cited: those it quoted (extractive answers), else those its
+        `[n]` markers name, in order; none when it cited nothing."""
+        return cited_contexts(self.response, self.retrieved_contexts)
+
+
+_CITE = re.compile(r"\[(\d{1,2})\]")
+
+
+def cited_contexts(response: str | None, contexts: list[SourceRef]) -> list[SourceRef]:
+    """The passages an answer cited: those it quoted (extractive answers), else those its `[n]`
+    markers name, each once, in the order first cited."""
+    quoted = [c for c in contexts if c.quotes]
+    if quoted:
+        return quoted
+    marked: list[SourceRef] = []
+    for n in _CITE.findall(response or ""):
+        i = int(n) - 1
+        if 0 <= i < len(contexts) and contexts[i] not in marked:
+            marked.append(contexts[i])
+    return marked
 
 
 class DatasetCard(BaseModel):

@@ -23,6 +23,7 @@ from core.questions import question_key
 if TYPE_CHECKING:
     from core.chatlog import ChatLog
     from core.openai_api import ModelClient
+    from core.records import Turn
     from core.registry import ModelVersion
 
 
@@ -132,8 +133,11 @@ def from_chatlog(
     teacher: Callable[[str, list[str]], str | None] | None = None,
 ) -> list[EvalSample]:
     """A seeded sample of answered turns (filters as in export-logs). A thumbs-up answer becomes
-    the reference; for other turns a `teacher` (question, passages) -> answer writes it, or they
-    carry the question only (reference-free metrics)."""
+    the reference, and the passages it cited the reference contexts (so the set measures
+    retrieval too: an embedding or reranker candidate can be judged on it); for other turns a
+    `teacher` (question, passages) -> answer writes the reference, or they carry the question only
+    (reference-free metrics). A question asked more than once is sampled once: its newest
+    thumbs-up turn, else its newest turn."""
     turns = [
         t
         for t in chatlog.turns(since=since, feedback=feedback)
@@ -141,16 +145,28 @@ def from_chatlog(
     ]
     if not turns:
         raise EvalSetError("no answered turns match those filters in the chat log")
-    # One question once: the newest answer of a repeated question wins.
-    by_question = {question_key(t.user_input): t for t in turns}
+    # One question once: a rated-up answer wins over the others, then the newest.
+    by_question: dict[str, Turn] = {}
+    for t in turns:
+        key = question_key(t.user_input)
+        held = by_question.get(key)
+        if held is None or rated_up(t) or not rated_up(held):
+            by_question[key] = t
     picked = random.Random(seed).sample(list(by_question.values()), min(size, len(by_question)))
     out = []
     for t in sorted(picked, key=lambda t: t.id or 0):
-        reference = t.response if t.feedback and t.feedback.rating == "up" else None
+        reference = t.response if rated_up(t) else None
+        cited = [c.text for c in t.cited()] if rated_up(t) else []
         if reference is None and teacher is not None:
             reference = teacher(t.user_input, [c.text for c in t.retrieved_contexts])
-        out.append(EvalSample(user_input=t.user_input, reference=reference))
+        out.append(
+            EvalSample(user_input=t.user_input, reference=reference, reference_contexts=cited)
+        )
     return out
+
+
+def rated_up(turn: Turn) -> bool:
+    return turn.feedback is not None and turn.feedback.rating == "up"
 
 
 TEACHER_PROMPT = (

@@ -21,7 +21,7 @@ from core.datasource import load_rows
 from core.errors import ProviderError, RagError, SourceError
 from core.index.chunks import Meta, embed_text, iter_pages
 from core.questions import question_key
-from core.records import DatasetCard
+from core.records import DatasetCard, SourceRef, cited_contexts
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from core.openai_api import ModelClient
 
 SOURCES = ("chatlog", "teacher", "headings", "cloze", "dataset", "file", "generated")
-_CITE = re.compile(r"\[(\d{1,2})\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
 
@@ -178,18 +177,10 @@ def _chunks(collection: Collection) -> Iterable[tuple[str, str, dict[str, Any]]]
                 yield cid, doc, meta or {}
 
 
-def cited_chunks(response: str | None, contexts: list[Any]) -> list[str]:
-    """Chunk ids an answer cited: passages it quoted (extractive answers), else the `[n]` markers
-    of a written answer. Nothing when it cited nothing (such a turn teaches nothing sure)."""
-    quoted = [c.chunk_id for c in contexts if c.quotes]
-    if quoted:
-        return quoted
-    marked = []
-    for n in _CITE.findall(response or ""):
-        i = int(n) - 1
-        if 0 <= i < len(contexts) and contexts[i].chunk_id not in marked:
-            marked.append(contexts[i].chunk_id)
-    return marked
+def cited_chunks(response: str | None, contexts: list[SourceRef]) -> list[str]:
+    """Chunk ids an answer cited (see core.records.cited_contexts). Nothing when it cited nothing
+    (such a turn teaches nothing sure)."""
+    return [c.chunk_id for c in cited_contexts(response, contexts)]
 
 
 TEACHER_PROMPT = (
