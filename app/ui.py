@@ -142,11 +142,16 @@ def build_ui(
         if turn_id is None:
             mistake("that answer was not logged, so it cannot be rated")
             return gr.update(), gr.update(), gr.update()
-        if data.liked not in (True, False):
+        # The chatbot sends True (👍), False (👎), or "" when a rating is clicked again to take it
+        # back; other strings would be custom feedback options, which this app does not offer.
+        if data.liked not in (True, False, ""):
             return gr.update(), gr.update(), gr.update()
-        rating = "up" if data.liked else "down"
+        rating = "up" if data.liked is True else "down" if data.liked is False else None
         try:
-            chatlog.set_feedback(turn_id, rating)
+            if rating is None:
+                chatlog.clear_feedback(turn_id)
+            else:
+                chatlog.set_feedback(turn_id, rating)
         except Exception as exc:
             log.warning("could not save a rating: %s", exc)
             gr.Warning(f"could not save the rating ({type(exc).__name__}); try again")
@@ -155,8 +160,10 @@ def build_ui(
         number = sum(1 for m in history[: index + 1] if m.get("role") == "assistant")
         asked = [m for m in history[:index] if m.get("role") == "user"]
         question = plain_text(_text(asked[-1]["content"])) if asked else ""
-        rated = {"turn_id": turn_id, "rating": rating, "number": number, "question": question}
         about = f"answer {number} (“{safe_markdown(_short(question))}”)"
+        if rating is None:
+            return f"Rating of {about} removed.", None, gr.update(label=COMMENT_LABEL)
+        rated = {"turn_id": turn_id, "rating": rating, "number": number, "question": question}
         if rating == "up":
             note = f"👍 Thanks! You rated {about}. Add a comment below if you like."
         else:

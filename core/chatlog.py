@@ -110,6 +110,16 @@ class ChatLog:
                 if comment is not None:
                     row.comment = comment or None
 
+    def clear_feedback(self, turn_id: int) -> bool:
+        """Remove the rating (and its comment) of a turn, as when the user takes a rating back;
+        whether there was one."""
+        with Session(self.engine) as s, s.begin():
+            row = s.scalar(select(FeedbackRow).where(FeedbackRow.turn_id == turn_id))
+            if row is None:
+                return False
+            s.delete(row)
+            return True
+
     def count_turns(self, status: str | None = None) -> int:
         with Session(self.engine) as s:
             q = select(func.count(TurnRow.id))

@@ -164,10 +164,15 @@ def test_browser_ask_see_sources_and_thumbs_down_with_comment(app_server):
         page.locator("#comment textarea").fill("It should mention Azure first.")
         page.locator("#send-comment").click()
         expect(page.locator("#feedback-note")).to_contain_text("Comment saved", timeout=15_000)
+        [turn] = [t for t in chatlog(data).turns() if t.user_input == question]
+        assert turn.feedback.rating == "down"
+        assert turn.feedback.comment == "It should mention Azure first."
+        # Clicked again, the rating is taken back: in the log too.
+        page.locator("#chatbot button[aria-label='Disliked']").last.click()
+        expect(page.locator("#feedback-note")).to_contain_text("removed", timeout=15_000)
         browser.close()
     [turn] = [t for t in chatlog(data).turns() if t.user_input == question]
-    assert turn.feedback.rating == "down"
-    assert turn.feedback.comment == "It should mention Azure first."
+    assert turn.feedback is None
 
 
 HOSTILE_DOC = """# Harbour rules of Quillon

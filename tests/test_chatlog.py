@@ -55,6 +55,9 @@ def test_turn_round_trip_with_feedback(db_url):
     log.set_feedback(tid, "up")  # re-rating keeps the comment, changes the rating
     [turn] = log.turns()
     assert (turn.feedback.rating, turn.feedback.comment) == ("up", "wrong page")
+    assert log.clear_feedback(tid) and next(iter(log.turns())).feedback is None  # taken back
+    assert not log.clear_feedback(tid)
+    log.set_feedback(tid, "up", "wrong page")
     with pytest.raises(ValueError):
         log.set_feedback(tid, "meh")
     with pytest.raises(KeyError):
