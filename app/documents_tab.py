@@ -122,11 +122,13 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
         log.info("uploaded: %s", ", ".join(f"{r.name} {r.outcome}" for r in results))
         return upload_markdown(results), None, *listing()
 
-    def remove(source: str | None, password: str) -> tuple:
+    def remove(source: str | None, password: str, confirmed: bool = True) -> tuple:
         if not allowed(password):
             return gr.update(), gr.update(), gr.update()
         if not source:
             mistake("choose a document to remove first")
+            return gr.update(), gr.update(), gr.update()
+        if not confirmed:  # the admin cancelled the confirmation: nothing to say or do
             return gr.update(), gr.update(), gr.update()
         from core.errors import RagError
 
@@ -167,6 +169,9 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
                 remove_btn = gr.Button("Remove from index", variant="stop", elem_id="remove-doc")
                 refresh_btn = gr.Button("Refresh list", elem_id="refresh-docs")
             removed_note = gr.Markdown(elem_id="remove-result")
+            # Whether the admin confirmed the removal in the browser's dialog (an API call, which
+            # has no dialog, is confirmed by making it).
+            confirmed = gr.Checkbox(value=True, visible=False)
         add.click(
             upload,
             [files, password],
@@ -176,14 +181,14 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
         )
         remove_btn.click(
             remove,
-            [which, password],
+            [which, password, confirmed],
             [removed_note, table, which],
             api_name="remove_document",
             api_description="Remove a document (by its source path) from every index, and its "
             "uploaded file.",
-            # Removing cannot be undone: ask first (cancel sends no document, so nothing happens).
-            js="(source, password) => (source && confirm('Remove this document from the index?'))"
-            " ? [source, password] : [null, password]",
+            # Removing cannot be undone: ask first (cancelled, nothing happens and nothing is said).
+            js="(source, password, ok) => [source, password, "
+            "!!source && confirm('Remove this document from the index?')]",
         )
         refresh_btn.click(
             documents_view,

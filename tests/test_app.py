@@ -430,6 +430,13 @@ def test_browser_documents_tab_upload_list_and_remove(app_server, tmp_path):
 
         page.locator("#doc-choice input").click()
         page.get_by_role("option", name="tides.md").click()
+        # Cancelled in the dialog: nothing happens, and nothing is said about it.
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        page.locator("#remove-doc").click()
+        page.wait_for_timeout(1_000)
+        expect(table).to_contain_text("tides.md")
+        expect(page.locator("#remove-result")).to_have_text("")
+        expect(page.get_by_test_id("toast-text")).to_have_count(0)
         page.once("dialog", lambda dialog: dialog.accept())
         page.locator("#remove-doc").click()
         expect(page.locator("#remove-result")).to_contain_text("Removed tides.md", timeout=15_000)
