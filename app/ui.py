@@ -285,13 +285,26 @@ def build_ui(
             # New chat stops an answer still streaming (logged as stopped), then starts afresh.
             # The stop is its own listener, registered first, so the page asks for it before
             # new_chat runs (which waits for it); one listener with `cancels` would ask after.
-            new.click(None, None, None, cancels=answering, **quiet)
-            new.click(
-                new_chat,
-                session_id,
-                [session_id, chatbot, sources, turn_map, rated, comment, feedback_note, box, send],
-                api_visibility="private",
-            ).then(first_screen, None, chatbot, api_visibility="private")
+            # The chat's own Clear (trash) button does the same: an empty chat with the old
+            # sources and rating note left beside it would describe answers no longer shown.
+            for trigger in (new.click, chatbot.clear):
+                trigger(None, None, None, cancels=answering, **quiet)
+                trigger(
+                    new_chat,
+                    session_id,
+                    [
+                        session_id,
+                        chatbot,
+                        sources,
+                        turn_map,
+                        rated,
+                        comment,
+                        feedback_note,
+                        box,
+                        send,
+                    ],
+                    api_visibility="private",
+                ).then(first_screen, None, chatbot, api_visibility="private")
         if admin is not None:
             from app.documents_tab import build_documents_tab
 

@@ -292,11 +292,24 @@ def test_browser_first_screen_comment_on_the_right_answer_and_new_chat_clears(ap
         expect(page.locator("#comment textarea")).to_have_value("")
         expect(page.locator("#comment")).to_contain_text("Comment on the rated answer")
         expect(page.locator("#question textarea")).to_have_value("")
+
+        # The chat's own Clear (trash) button empties every panel as New chat does.
+        box.fill(second)
+        page.locator("#send").click()
+        expect(bots.first).to_contain_text("Extracted passages", timeout=30_000)
+        expect(page.locator("#sources")).not_to_contain_text("Ask a question to see")
+        chat.locator("button[aria-label='Like']").last.click()
+        expect(note).to_contain_text("Thanks", timeout=15_000)
+        chat.locator("button[aria-label='Clear']").click()
+        expect(chat).to_contain_text("documents indexed:", timeout=15_000)
+        expect(bots).to_have_count(0)
+        expect(page.locator("#sources")).to_contain_text("Ask a question to see its sources")
+        expect(note).to_contain_text("Rate an answer")
         browser.close()
     turns = {t.user_input: t for t in chatlog(data).turns()}
     assert turns[first].feedback.rating == "down"
     assert turns[first].feedback.comment == "It should list the commands."
-    assert turns[second].feedback is None
+    assert turns[second].feedback.rating == "up"  # the newest turn of that question
     log = log_path.read_text()
     assert "user mistake: rate an answer with 👍 or 👎 first" in log
     assert "Traceback" not in log
