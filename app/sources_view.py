@@ -62,6 +62,9 @@ def relevance_width(score: float) -> int:
     return max(3, min(100, round(100 * score / FULL_BAR_SCORE)))
 
 
+_BETWEEN = r"\s+(?:(?:[-*+•]|\d+[.)])\s+)?"  # between two quoted words: space, or a list marker
+
+
 def quote_spans(text: str, quotes: list[str]) -> list[tuple[int, int]]:
     """Where each quoted sentence sits in `text` (whitespace may differ), merged, in order."""
     spans: list[tuple[int, int]] = []
@@ -69,13 +72,14 @@ def quote_spans(text: str, quotes: list[str]) -> list[tuple[int, int]]:
         words = quote.split()
         if not words:
             continue
-        match = re.search(r"\s+".join(re.escape(w) for w in words), text)
+        # A quote may run across list items, whose markers the answerer does not quote.
+        match = re.search(_BETWEEN.join(re.escape(w) for w in words), text)
         if match:
             spans.append(match.span())
         elif len(words) > LEAD_WORDS:
             # Quoted with a small difference (a list marker, a joined line): found by its first
             # words, marked for about its length.
-            lead = re.search(r"\s+".join(re.escape(w) for w in words[:LEAD_WORDS]), text)
+            lead = re.search(_BETWEEN.join(re.escape(w) for w in words[:LEAD_WORDS]), text)
             if lead:
                 spans.append((lead.start(), min(len(text), lead.start() + len(" ".join(words)))))
     merged: list[tuple[int, int]] = []
@@ -131,7 +135,8 @@ SHORT_LINE = 50
 _MD_MARKUP = (
     (re.compile(r"^\s*(```|~~~).*$", re.MULTILINE), ""),
     (re.compile(r"`([^`\n]+)`"), r"\1"),
-    (re.compile(r"\*\*([^*\n]+)\*\*|__([^_\n]+)__"), r"\1\2"),
+    # Underscores inside a word never emphasise (RAG_FINETUNE__TEACHER__MODEL stays whole).
+    (re.compile(r"\*\*([^*\n]+)\*\*|(?<!\w)__([^_\n]+)__(?!\w)"), r"\1\2"),
     (re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])|(?<!\w)_([^_\n]+)_(?!\w)"), r"\1\2"),
     (re.compile(r"!?\[([^\]\n]+)\]\([^)\s]+\)"), r"\1"),
     (re.compile(r"^ {0,3}#{1,6}\s+", re.MULTILINE), ""),

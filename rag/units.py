@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9`])|\n{2,}")
+# A sentence ends before a capital, a digit or code (a `code span`, hidden as \x00n\x00 while
+# sentences are split, so that it is never split itself).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9`\x00])|\n{2,}")
 _HEADING = re.compile(r"^\s*#{1,6}\s+(.*)$", re.MULTILINE)
 _MARKUP = re.compile(r"^\s*(?:>|[-*+]|\d+[.)])\s+", re.MULTILINE)
 _FENCE = re.compile(r"^\s*```[^\n]*\n(.*?)^\s*```\s*$", re.MULTILINE | re.DOTALL)

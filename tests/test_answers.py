@@ -50,6 +50,12 @@ def test_code_blocks_and_code_spans_stay_whole():
     assert [u.text for u in code] == ["python -m app export-logs --out chats.jsonl --feedback down"]
     assert any("`--since 2026-11-01`" in u.text for u in units if not u.code)
     assert [u.position for u in units] == list(range(len(units)))
+    # A sentence that opens with a code span is a sentence of its own.
+    units = split_units("Nothing is set.\n- `RAG_LLM__PROVIDER`: `openai` or `extractive`.")
+    assert [u.text for u in units] == [
+        "Nothing is set.",
+        "`RAG_LLM__PROVIDER`: `openai` or `extractive`.",
+    ]
 
 
 def test_quotes_the_sentence_that_answers_not_the_one_that_sets_it_up(embed_model):

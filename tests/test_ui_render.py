@@ -188,6 +188,19 @@ def test_source_cards_show_markdown_as_it_reads_rendered():
     assert "<mark>Run python -m app export-logs to write" in html
 
 
+def test_setting_names_keep_their_underscores_and_a_quote_across_list_items_is_marked_whole():
+    """Double underscores inside a name are not emphasis; a quote that runs from one list item
+    into the next (the answerer drops list markers) is highlighted to its last word."""
+    text = (
+        "Set it in the environment.\n\n- `RAG_LLM__PROVIDER`: `openai` or `extractive`.\n"
+        "- The teacher is `RAG_FINETUNE__TEACHER__MODEL`, a __bold__ word."
+    )
+    quote = "`RAG_LLM__PROVIDER`: `openai` or `extractive`. The teacher is"
+    html = sources_html([ref(text, quotes=[quote])])
+    assert "RAG_FINETUNE__TEACHER__MODEL" in html and "__bold__" not in html
+    assert "<mark>RAG_LLM__PROVIDER: openai or extractive.\n- The teacher is</mark>" in html
+
+
 def test_suggested_questions_are_only_those_the_app_answers_well():
     """The first screen offers only questions that pass the answerability check, and never a
     reference page's generic section ("What do the documents say about synopsis?")."""
