@@ -294,20 +294,31 @@ def build_evaluate_tab(
         return decision_markdown(decision, champ, cand), delta_figure(decision)
 
     @handled(2)
-    def promote(version: float | None, password: str, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+    def promote(
+        version: float | None,
+        password: str,
+        confirmed: bool = True,
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008
+    ):
         check(password)
         if not version:
             raise RagError("type the version id to promote")
+        if not confirmed:  # cancelled in the confirmation dialog
+            return gr.skip(), gr.skip()
+        from eval.service import gate_verdict
         from eval.service import promote as promote_version
 
+        approved, verdict = gate_verdict(ctx, int(version))
         # An embedding version with its own collection is re-embedded first (blue/green).
         event, _ = promote_version(ctx, int(version), "admin")
         was = f"was v{event.previous_id}" if event.previous_id else "the first of its kind"
-        return (
+        note = (
             f"{event.kind} v{event.version_id} is active ({was}); the app answers with it from "
-            "the next question",
-            versions_markdown(registry),
+            "the next question"
         )
+        if not approved:
+            note += f". Promoted by hand: {verdict}. Roll back undoes it"
+        return note, versions_markdown(registry)
 
     @handled(2)
     def rollback(kind: str, password: str):
@@ -411,6 +422,9 @@ def build_evaluate_tab(
             with gr.Row():
                 version = gr.Number(label="Version id", precision=0, elem_id="eval-version")
                 promote_btn = gr.Button("Promote", elem_id="eval-promote")
+                # Whether the admin confirmed in the browser's dialog (an API call is confirmed by
+                # making it).
+                promote_confirmed = gr.Checkbox(value=True, visible=False)
                 kind = gr.Radio(["chat", "embedding", "reranker"], value="chat", label="Kind")
                 rollback_btn = gr.Button("Roll back", elem_id="eval-rollback")
             registry_note = gr.Markdown(elem_id="eval-registry-note")
@@ -445,7 +459,15 @@ def build_evaluate_tab(
                 compare_runs, [champ, cand, password], [decision, compared], api_name="compare"
             )
             promote_btn.click(
-                promote, [version, password], [registry_note, versions], api_name="promote"
+                promote,
+                [version, password, promote_confirmed],
+                [registry_note, versions],
+                api_name="promote",
+                # A promotion by hand skips the gate: ask first (cancelled, nothing happens).
+                js="(version, password, ok) => [version, password, !version || confirm("
+                "'Promote this version by hand? The gate makes a candidate active only when it "
+                "wins on an evaluation set; promoting by hand skips that check. Roll back undoes "
+                "it.')]",
             )
             rollback_btn.click(
                 rollback, [kind, password], [registry_note, versions], api_name="rollback"

@@ -413,6 +413,17 @@ class EvalStore:
                 raise RagError(f"no gate decision {decision_id}")
             return _decision(row)
 
+    def last_decision_for(self, version_id: int) -> GateDecision | None:
+        """The gate's latest decision on candidate `version_id`, if it ever judged it."""
+        with Session(self.engine) as s:
+            row = s.scalar(
+                select(GateDecisionRow)
+                .where(GateDecisionRow.candidate_version_id == version_id)
+                .order_by(GateDecisionRow.id.desc())
+                .limit(1)
+            )
+            return _decision(row) if row is not None else None
+
     def decisions(self, limit: int = 200) -> list[GateDecision]:
         with Session(self.engine) as s:
             rows = s.scalars(

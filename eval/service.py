@@ -192,6 +192,18 @@ def promote(
     return promote_version(ctx.settings, ctx.registry, version_id, reason, progress)
 
 
+def gate_verdict(ctx: EvalContext, version_id: int) -> tuple[bool, str]:
+    """Whether the gate's latest decision on a version promoted it, and that decision in words:
+    what an admin promoting it by hand should know."""
+    decision = ctx.store.last_decision_for(version_id)
+    if decision is None:
+        return False, "the gate has never compared it with the active version"
+    if decision.promote:
+        return True, f"the gate promoted it (decision {decision.id})"
+    why = decision.reasons[0] if decision.reasons else "it did not win"
+    return False, f"the gate rejected it (decision {decision.id}: {why})"
+
+
 def rollback(ctx: EvalContext, kind: str, reason: str = "admin") -> RegistryEvent:
     """Restore the version of `kind` that was active before the current one."""
     return ctx.registry.rollback(kind, reason=reason)  # type: ignore[arg-type]

@@ -121,9 +121,16 @@ def test_browser_the_admin_loop_from_chat_to_promotion_and_rollback(app_server, 
         expect(result).to_contain_text("too few samples")  # three questions prove nothing
         # 4. Promote it anyway (the admin's call): the next answer names it.
         page.locator("#eval-version input").fill(candidate)
-        page.locator("#eval-promote").click()
         note = page.locator("#eval-registry-note")
+        # A promotion by hand asks first; cancelled, nothing changes.
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        page.locator("#eval-promote").click()
+        page.wait_for_timeout(1_000)
+        expect(note).not_to_contain_text("is active")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#eval-promote").click()
         expect(note).to_contain_text(f"embedding v{candidate} is active", timeout=120_000)
+        expect(note).to_contain_text("Promoted by hand: the gate rejected it")
         page.get_by_role("tab", name="Chat").click()
         ask(page, QUESTIONS[0])
         expect(page.locator("#model-badge")).to_contain_text(f"embedding v{candidate}")

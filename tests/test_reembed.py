@@ -312,6 +312,7 @@ def test_commands_build_list_promote_and_drop(world, monkeypatch, capsys):
     assert eval_main(["promote", str(cand.id)]) == 0
     out = capsys.readouterr().out
     assert f"{blue.count()} already there" in out and f"embedding v{cand.id} is active" in out
+    assert "promoted by hand: the gate has never compared it" in out  # said, not refused
     assert reg.active("embedding").id == cand.id
 
     assert main(["drop", GREEN]) == 2  # the active collection
