@@ -519,3 +519,29 @@ def test_teacher_grades_unrated_turns_and_errors_stop_with_a_reason(indexed, tmp
                     teacher=openai_teacher(ModelClient(_openai(), "m", LLMSettings())),
                 )
     log.db.dispose()
+
+
+def test_too_few_passages_for_hard_negatives_says_what_to_do(tmp_path):
+    """Two rated answers citing two passages cannot give each question a hard negative: the
+    refusal says what would (more ratings, a corpus source, no negatives), and nothing is kept."""
+    from core.errors import RagError
+    from core.registry import Registry
+    from core.settings import Settings
+    from finetune.context import FineTuneContext
+    from finetune.embedding.service import PairsRequest, build_pairs
+
+    settings = Settings(data_dir=tmp_path / "data")
+    db = open_database(f"sqlite:///{(tmp_path / 'rag.db').resolve()}")
+    reg = Registry(db)
+    reg.seed(settings)
+    store = JobStore(db)
+    ctx = FineTuneContext(settings, store, reg)
+    two = PairSet()
+    two.add("q1", "Who keeps the lighthouse?", {"d1": "Orsolya keeps it."}, "file")
+    two.add("q2", "When is the festival?", {"d2": "It is in October."}, "file")
+    save_llamaindex(two, tmp_path / "two.json")
+    with pytest.raises(RagError, match=r"only 2 distinct passage.*0 hard negatives"):
+        build_pairs(ctx, PairsRequest(name="two", files=[tmp_path / "two.json"], negatives=1))
+    assert store.datasets() == []
+    built = build_pairs(ctx, PairsRequest(name="two", files=[tmp_path / "two.json"], negatives=0))
+    assert built.card.pairs == 2

@@ -203,6 +203,13 @@ def build_pairs(
             + (f" ({', '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else "")
         )
     negatives: dict[str, int] = {}
+    distinct = len(set(pairs.corpus.values()))
+    if request.negatives and distinct < request.negatives + 2:
+        raise RagError(
+            f"only {distinct} distinct passage(s) among the pairs: too few to give each question "
+            f"{request.negatives} hard negative(s) (other passages it must learn to tell apart). "
+            "Rate more answers up, add a corpus source such as headings, or use 0 hard negatives"
+        )
     if request.negatives:
         model = load_model(model_dir(applied), read_window(applied))
         negatives = d.mine_negatives(
