@@ -144,9 +144,7 @@ class EmbeddingSection:
             dataset = gr.Number(label="Pairs dataset id", precision=0, elem_id="emb-dataset")
             epochs = gr.Number(label="Epochs", value=2, precision=0)
             batch = gr.Number(label="Batch size", value=32, precision=0, elem_id="emb-batch")
-            steps = gr.Number(
-                label="At most steps (empty: all)", precision=0, elem_id="emb-max-steps"
-            )
+            steps = gr.Number(label="At most steps (0: all)", precision=0, elem_id="emb-max-steps")
         train_btn = gr.Button("Train", variant="primary", elem_id="emb-train")
         trained = gr.Markdown(elem_id="emb-trained")
 

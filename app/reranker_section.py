@@ -76,12 +76,8 @@ class RerankerSection:
             epochs = gr.Number(label="Epochs", value=4, precision=0)
             negatives = gr.Number(label="Hard negatives per question", value=3, precision=0)
         with gr.Row():
-            limit = gr.Number(
-                label="At most questions (empty: all)", precision=0, elem_id="rr-limit"
-            )
-            steps = gr.Number(
-                label="At most steps (empty: all)", precision=0, elem_id="rr-max-steps"
-            )
+            limit = gr.Number(label="At most questions (0: all)", precision=0, elem_id="rr-limit")
+            steps = gr.Number(label="At most steps (0: all)", precision=0, elem_id="rr-max-steps")
         train_btn = gr.Button("Train a reranker", variant="primary", elem_id="rr-train")
         trained = gr.Markdown(elem_id="rr-trained")
 
