@@ -194,6 +194,12 @@ NOT_COVERED = (
     "The documents do not cover this, as far as I can find: nothing in them matches the question "
     "closely. Try rephrasing, or add documents that cover it. The closest passage:"
 )
+# A follow-up whose best match is what the answer above quoted already: the passage may match
+# well, but it says nothing new.
+SAID_ALREADY = (
+    "The documents do not say more about this than the answer above, as far as I can find. Try "
+    "asking it as a question of its own. The closest passage:"
+)
 
 
 class ExtractiveSynthesizer(BaseSynthesizer):
@@ -237,6 +243,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         self.usage = TokenUsage()
         self.picked: list[Quote] = []
         self.weak = False
+        self.repeated = False  # weak because it only repeats the answer above
         # For a question read together with the one before it: the answer given to that one.
         self.previous: str | None = None
 
@@ -367,11 +374,13 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         self.weak = bool(picked) and max(by_unit[(q.passage, q.position)] for q in picked) < (
             self.weak_below
         )
-        if picked and self.previous is not None:
+        self.repeated = False
+        if picked and self.previous is not None and not self.weak:
             # A follow-up whose reading with the question before it finds only what the answer
             # above already quoted: the documents say nothing more about it.
             said = " ".join(self.previous.split())
-            self.weak = self.weak or all(" ".join(q.text.split()) in said for q in picked)
+            self.repeated = all(" ".join(q.text.split()) in said for q in picked)
+            self.weak = self.repeated
         if self.weak:
             return picked[:1]  # not an answer: only the closest passage, said to be the closest
         return sorted(picked, key=lambda q: (q.passage, q.position))
@@ -385,7 +394,8 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             if not picked:
                 yield NO_ANSWER
                 return
-            yield (NOT_COVERED if self.weak else EXTRACTIVE_LABEL + ":") + "\n\n"
+            lead = SAID_ALREADY if self.repeated else NOT_COVERED if self.weak else None
+            yield (lead or EXTRACTIVE_LABEL + ":") + "\n\n"
             for quote in picked:
                 if quote.code:
                     yield f"```\n{quote.text}\n```\n[{quote.passage}]\n\n"
