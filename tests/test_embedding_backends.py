@@ -84,6 +84,21 @@ def test_onnx_backends_agree_with_torch_and_reuse_their_export(tmp_path):
     assert "another library warns" in run.stderr
     assert "debug noise" not in run.stderr + run.stdout
     assert "handlers 0" in run.stdout
+    # In a process that configured logging (the app), the quantizer's hint stays out of its log.
+    script = (
+        "import logging, os\n"
+        "from core.embedding.onnx import _root_logger_left_alone\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "where = os.path.join('x', 'onnxruntime', 'quantization', 'quantize.py')\n"
+        "hint = logging.LogRecord('root', logging.WARNING, where, 1, 'run pre-processing', None, "
+        "None)\n"
+        "with _root_logger_left_alone():\n"
+        "    logging.getLogger().handle(hint)\n"
+        "    logging.getLogger('other').warning('another library warns')\n"
+        "logging.getLogger().handle(hint)  # outside the call, left as it was\n"
+    )
+    run = _python(script, timeout=60)
+    assert run.stderr.count("run pre-processing") == 1 and "another library warns" in run.stderr
     # The packaged model reads 512 word pieces unless told otherwise; its own window is 256.
     assert embedding_id(EmbeddingSettings(backend="torch")) == (
         "local:sentence-transformers/all-MiniLM-L6-v2@512"

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,11 @@ def export_onnx(model_dir: Path, cache_dir: Path, quantize: bool, scores: bool =
         target_dir.mkdir(parents=True, exist_ok=True)
         if not fp32.is_file():
             log.info("exporting %s to ONNX (once; cached in %s)", model_dir, target_dir)
-            _export_fp32(model_dir, fp32, scores)
+            with warnings.catch_warnings():
+                # The tracer's notes on shapes and indexing are about this code, not the admin's
+                # to act on (tests/test_embedding_backends.py checks the graph against torch).
+                warnings.simplefilter("ignore", category=UserWarning)
+                _export_fp32(model_dir, fp32, scores)
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -128,17 +133,20 @@ def _root_logger_left_alone() -> Iterator[None]:
     the quantizer's own hint goes to our debug log, nothing below WARNING prints, and the root
     has no handler again afterwards. A process that configured logging is left as it is."""
     root = logging.getLogger()
-    if root.handlers:
-        yield
-        return
-    guard = logging.StreamHandler()  # stderr, message only, like the last-resort handler
-    guard.setLevel(logging.WARNING)
-    guard.addFilter(_not_the_quantizers_hint)
-    root.addHandler(guard)
+    # The hint is logged on the root logger itself, so a filter there catches it (and nothing that
+    # other loggers propagate) in a process that configured logging too, as the app does.
+    root.addFilter(_not_the_quantizers_hint)
+    guard = None
+    if not root.handlers:
+        guard = logging.StreamHandler()  # stderr, message only, like the last-resort handler
+        guard.setLevel(logging.WARNING)
+        root.addHandler(guard)
     try:
         yield
     finally:
-        root.removeHandler(guard)
+        root.removeFilter(_not_the_quantizers_hint)
+        if guard is not None:
+            root.removeHandler(guard)
 
 
 def _not_the_quantizers_hint(record: logging.LogRecord) -> bool:
