@@ -71,7 +71,8 @@ def preview_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
 
 
 def _whole(value: float | None, what: str) -> int:
-    if value is None or value != value:  # an empty number box
+    # An id box left empty sends 0 (or nothing): ids start at 1.
+    if value is None or value != value or value < 1:
         raise RagError(f"type {what} first")
     return int(value)
 

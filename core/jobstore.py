@@ -184,7 +184,7 @@ class JobStore:
         with Session(self.engine) as s:
             row = s.get(DatasetRow, dataset_id)
             if row is None:
-                raise JobError(f"no dataset {dataset_id}; see `python -m finetune list`")
+                raise JobError(f"no dataset {dataset_id} (the dataset list shows each one's id)")
             return _dataset(row)
 
     def datasets(self, limit: int = 100) -> list[DatasetRecord]:
@@ -226,7 +226,7 @@ class JobStore:
         with Session(self.engine) as s:
             row = s.get(JobRow, job_id)
             if row is None:
-                raise JobError(f"no fine-tuning job {job_id}; see `python -m finetune list`")
+                raise JobError(f"no fine-tuning job {job_id} (the job list shows each one's id)")
             return _job(row)
 
     def jobs(self, limit: int = 100) -> list[FineTuneJob]:

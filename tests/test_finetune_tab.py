@@ -84,6 +84,8 @@ def test_build_preview_validate_launch_follow_and_cancel(tab):
     assert jobs[0][9] == "cancelled by an admin"
     with refused("no fine-tuning job 7"):
         tab.show(7, "pw")
+    with refused("type a job id from the table first"):
+        tab.show(0, "pw")  # the box left empty: Gradio sends 0
 
 
 def test_errors_reach_the_admin_as_messages(tab):
