@@ -203,6 +203,20 @@ def validate_dataset(
         )
     else:
         raise RagError("choose a dataset (its id) or a JSONL file to validate")
+    if backend == "openai":
+        # What Launch would refuse before creating a job, said now: a valid file is not yet a
+        # job the provider takes.
+        from datetime import UTC, datetime
+
+        from finetune.openai_jobs import creation_refusal
+
+        try:
+            ctx.client()
+        except RagError as exc:
+            report.warnings.append(f"Launch will be refused: {exc}")
+        refused = creation_refusal(model, datetime.now(UTC).date())
+        if refused:
+            report.warnings.append(f"Launch will be refused: {refused}")
     return Validation(report, cost, model)
 
 

@@ -98,7 +98,7 @@ def test_errors_reach_the_admin_as_messages(tab):
     with refused("'/nowhere' is not a folder here"):
         tab.validate(1, "local", "supervised", "/nowhere", "pw")
     with refused("no base model is chosen"):
-        tab.validate(1, "local", "supervised", "", "pw")
+        assert tab.validate(1, "local", "supervised", "", "pw") == ""  # no stale report left
     assert tab.ctx.store.datasets() == [] and tab.ctx.store.jobs() == []  # nothing left behind
 
 
@@ -112,3 +112,14 @@ def test_the_tab_lays_out_inside_the_app(tab):
         "Loss",
         "Jobs (newest first)",
     } <= labels
+
+
+def test_validate_says_what_launch_would_refuse(tab, monkeypatch):
+    """A valid file for the openai backend with no key: Validate says Launch will be refused."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    _, _, dataset_id = tab.build_dataset("v", "none", "up", "", "", None, 20, 4.0, False, "pw")
+    tab.ctx.openai_client = None
+    tab.settings.llm.api_key = None
+    checked = tab.validate(dataset_id, "openai", "supervised", "", "pw")
+    assert "valid:" in checked and "Launch will be refused" in checked
+    assert tab.ctx.store.jobs() == []
