@@ -211,7 +211,7 @@ def build_ui(
         with gr.Row():
             gr.Markdown("## Chat with your documents")
             badge = gr.Markdown("**Model:** starting…", elem_id="model-badge")
-        with gr.Tab("Chat"):
+        with gr.Tab("Chat") as chat_tab:
             with gr.Row():
                 # The two columns cannot both keep their least width on a narrow window (800 px),
                 # so the sources and feedback stack under the chat there.
@@ -315,6 +315,8 @@ def build_ui(
         # A reload shows what is indexed now and the model now active.
         demo.load(lambda: uuid.uuid4().hex, None, session_id, api_visibility="private")
         demo.load(first_screen, None, chatbot, api_visibility="private")
+        # Back from the Documents tab, the empty chat describes what is indexed now.
+        chat_tab.select(first_screen, None, chatbot, api_visibility="private")
         demo.load(lambda: _badge(pipeline), None, badge, api_visibility="private")
     return demo
 

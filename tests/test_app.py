@@ -427,6 +427,9 @@ def test_browser_documents_tab_upload_list_and_remove(app_server, tmp_path):
         browser = launch_browser(p)
         page = browser.new_page()
         page.goto(url, wait_until="domcontentloaded")
+        chat = page.locator("#chatbot")
+        expect(chat).to_contain_text("documents indexed", timeout=30_000)
+        before = int(re.search(r"(\d+) documents indexed", chat.inner_text()).group(1))
         page.get_by_role("tab", name="Documents").click()
         table = page.locator("#doc-table")
         expect(table).to_contain_text("getting-started.md", timeout=15_000)
@@ -440,6 +443,10 @@ def test_browser_documents_tab_upload_list_and_remove(app_server, tmp_path):
         expect(page.locator("#upload")).not_to_contain_text("blank")  # the picker is cleared
         expect(table).to_contain_text("tides.md")
         assert not (data / "uploads" / "blank.txt").exists()
+        # Back in the chat, the first screen counts the new document.
+        page.get_by_role("tab", name="Chat").click()
+        expect(chat).to_contain_text(f"{before + 1} documents indexed", timeout=15_000)
+        page.get_by_role("tab", name="Documents").click()
 
         page.locator("#doc-choice input").click()
         page.get_by_role("option", name="tides.md").click()
