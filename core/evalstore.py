@@ -62,6 +62,15 @@ class EvalSetInfo(BaseModel):
         return f"set {self.id}: {self.name} ({self.n_samples} questions, {kind})"
 
 
+# Why a metric is NaN on a sample when the set, not the run, lacks what it needs: the sample has
+# no reference answer, or no gold passages or sources. Such a sample is outside what the set can
+# measure for that metric (the gate neither pairs it nor counts it as a failure to measure).
+NO_REFERENCE = "no reference"
+NO_REFERENCE_CONTEXTS = "no reference_contexts"
+NO_GOLD = "no reference_sources or reference_contexts"
+SET_GAPS = frozenset({NO_REFERENCE, NO_REFERENCE_CONTEXTS, NO_GOLD})
+
+
 class ScoredSample(BaseModel):
     """A sample as one model version answered it, with its scores (None: not measured)."""
 

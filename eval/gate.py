@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
-from core.evalstore import ScoredSample
+from core.evalstore import SET_GAPS, ScoredSample
 
 
 class GatePolicy(BaseModel):
@@ -65,6 +65,16 @@ def compare_metric(
     """Pair the two runs' samples by position in the set and bootstrap the mean delta."""
     champ = {s.idx: s.scores.get(metric) for s in champion}
     cand = {s.idx: s.scores.get(metric) for s in candidate}
+    # A sample the set cannot measure this metric on (no reference, no gold passages) is left out
+    # on both sides: a set that gives gold passages to some questions only (a chat-log sample
+    # whose rated-up turns carry the passages they cited) measures retrieval on those.
+    gaps = {
+        s.idx
+        for s in [*champion, *candidate]
+        if not _measured(s.scores.get(metric)) and s.nan_reasons.get(metric) in SET_GAPS
+    }
+    champ = {i: v for i, v in champ.items() if i not in gaps}
+    cand = {i: v for i, v in cand.items() if i not in gaps}
     total = len(set(champ) | set(cand))
     pairs = [
         (champ[i], cand[i])

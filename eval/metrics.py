@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.evalstore import EvalSample, ScoredSample
+from core.evalstore import NO_GOLD, NO_REFERENCE, EvalSample, ScoredSample
 from rag.synthesis import EXTRACTIVE_LABEL
 
 if TYPE_CHECKING:
@@ -195,20 +195,20 @@ def score_offline(
             _nan(
                 scored,
                 "semantic_similarity",
-                "no reference" if not sample.reference else "no answer",
+                NO_REFERENCE if not sample.reference else "no answer",
             )
         if sample.reference:
             scored.scores["answer_contains_reference"] = contains_reference(
                 answer, answer_text(sample.reference)
             )
         else:
-            _nan(scored, "answer_contains_reference", "no reference")
+            _nan(scored, "answer_contains_reference", NO_REFERENCE)
         n_gold = len(sample.reference_sources or sample.reference_contexts)
         if n_gold:
             rel = relevance(sample, scored.retrieved_contexts, scored.retrieved_sources)
             scored.scores.update(retrieval_scores(rel, n_gold))
         else:
             for name in RETRIEVAL_METRICS:
-                _nan(scored, name, "no reference_sources or reference_contexts")
+                _nan(scored, name, NO_GOLD)
         if progress:
             progress(1)

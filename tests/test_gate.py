@@ -162,3 +162,26 @@ def test_only_evidence_its_recipe_did_not_make_may_judge_a_retrieval_candidate()
         assert evidence_refusal(cand, fresh, origin) is None
     chat = version("chat", heldout_question_keys=[question_key(q) for q in held])
     assert evidence_refusal(chat, samples, {"kind": "file"}) is None
+
+
+def test_samples_the_set_cannot_measure_are_left_out_not_counted_as_nan():
+    """A chat-log set gives gold passages only to its rated-up turns: the retrieval guard is
+    judged on those, and the others (no gold: a property of the set, the same for both runs)
+    neither pair nor count as unmeasured. A sample the candidate failed to measure still does."""
+    from core.evalstore import NO_GOLD
+
+    champion, candidate = runs(60, primary_shift=0.05, noise=0.01)
+    for run in (champion, candidate):
+        for s in run[:30]:
+            s.scores["hit_at_5"] = math.nan
+            s.nan_reasons["hit_at_5"] = NO_GOLD
+    comparison = compare_runs(champion, candidate, POLICY)
+    guard = comparison["hit_at_5"]
+    assert guard.total == 30 and guard.paired == 30 and guard.nan_share == 0.0
+    ok, reasons = decide_promotion(comparison, POLICY)
+    assert ok, reasons
+    candidate[40].scores["hit_at_5"] = math.nan  # the run's own failure: counted
+    candidate[40].nan_reasons["hit_at_5"] = "the retriever failed"
+    for s in candidate[41:45]:
+        s.scores["hit_at_5"] = math.nan
+    assert compare_runs(champion, candidate, POLICY)["hit_at_5"].nan_share == 5 / 30
