@@ -50,16 +50,29 @@ FOLLOW_UP_TOLERANCE = 0.15
 # What makes a question lean on the one before it: a word that points back ("it", "that one",
 # "there", "instead"), or an opening that continues it ("And ...", "What about ...", "Via ...").
 _REFERS_BACK = re.compile(
-    r"\b(it|its|itself|that|this|these|those|they|them|their|theirs|there|then|one|ones|same|"
-    r"such|also|else|instead|another|former|latter)\b|"
+    r"\b(it|its|itself|this|these|those|they|them|their|theirs|he|him|his|she|her|hers|"
+    r"here|then|one|ones|same|such|also|else|instead|another|former|latter)\b|"
+    r"(?<!is )(?<!are )(?<!was )(?<!were )\bthere\b|"  # "there", but not "is there a way"
+    # "that" where it points ("after that?", "do that from the command line", "that option"),
+    # not where it starts a clause ("make sure that the index is fresh").
+    r"\bthat(\s*[?.!,]|\s*$|\s+(from|in|on|with|by|for|to|at|via|without|using|through|over|"
+    r"again|too|instead|now|later|first|automatically|one|way|case|file|option|setting|command|"
+    r"step|part)\b)|"
     r"^\W*(and|or|but|so|also|what about|how about|via|for|with|without|using|in|on|from|by)\b",
     re.IGNORECASE,
 )
+# A question this short names no subject of its own ("Why?", "How long?", "Which default?").
+SHORT_QUESTION_WORDS = 3
 
 
 def refers_back(question: str) -> bool:
-    """Whether a question points back at an earlier one, so that it may be read with it."""
-    return _REFERS_BACK.search(question) is not None
+    """Whether a question points back at an earlier one, so that it may be read with it: a word
+    that points back, an opening that continues the last question, or too few words to name a
+    subject. "That" counts only where it points ("after that?", "that option"), not where it
+    joins a clause ("make sure that the index is fresh")."""
+    return (
+        len(question.split()) <= SHORT_QUESTION_WORDS or _REFERS_BACK.search(question) is not None
+    )
 
 
 @dataclass

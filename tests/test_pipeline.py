@@ -128,7 +128,13 @@ def test_a_question_that_names_its_own_subject_is_never_glued_to_the_last(
     follow = "How do I do that from the command line?"
     assert pipe.standalone(follow, after)[0] == f"How do I remove a document? {follow}"
     assert refers_back("What about scanned PDFs?") and refers_back("When is it used?")
+    assert refers_back("How long did she serve?") and refers_back("Why?")
+    assert refers_back("Does the app need a restart after that?")
     assert not refers_back("Which file formats are supported?")
+    assert not refers_back("How do I make sure that the index is fresh?")
+    assert not refers_back("Is there a way to roll back a model?")
+    assert refers_back("How do I do that from the command line?")
+    assert refers_back("Which files are kept there?")
 
 
 def test_sources_carry_the_sentences_quoted_from_them(indexed, embed_model, tmp_path):
