@@ -305,19 +305,18 @@ def build_evaluate_tab(
             raise RagError("type the version id to promote")
         if not confirmed:  # cancelled in the confirmation dialog
             return gr.skip(), gr.skip()
-        from eval.service import gate_verdict
         from eval.service import promote as promote_version
 
-        approved, verdict = gate_verdict(ctx, int(version))
         # An embedding version with its own collection is re-embedded first (blue/green).
-        event, _ = promote_version(ctx, int(version), "admin")
+        done = promote_version(ctx, int(version), "admin")
+        event = done.event
         was = f"was v{event.previous_id}" if event.previous_id else "the first of its kind"
         note = (
             f"{event.kind} v{event.version_id} is active ({was}); the app answers with it from "
             "the next question"
         )
-        if not approved:
-            note += f". Promoted by hand: {verdict}. Roll back undoes it"
+        if not done.approved:
+            note += f". Promoted by hand: {done.verdict}. Roll back undoes it"
         return note, versions_markdown(registry)
 
     @handled(2)

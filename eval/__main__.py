@@ -148,18 +148,17 @@ def cmd_compare(settings, args) -> int:
 
 def cmd_promote(settings, args) -> int:
     from eval.runner import EvalContext
-    from eval.service import gate_verdict, promote
+    from eval.service import promote
 
-    ctx = EvalContext.open(settings)
-    approved, verdict = gate_verdict(ctx, args.version)
     # An embedding version with its own collection is re-embedded first; the switch follows.
-    event, report = promote(ctx, args.version, reason=args.reason)
-    if report is not None:
-        print(report.summary())
+    done = promote(EvalContext.open(settings), args.version, reason=args.reason)
+    event = done.event
+    if done.reembed is not None:
+        print(done.reembed.summary())
     was = f"was v{event.previous_id}" if event.previous_id else "the first of its kind"
     print(f"{event.kind} v{event.version_id} is active ({was}): {event.reason}")
-    if not approved:
-        print(f"promoted by hand: {verdict}; `python -m eval rollback {event.kind}` undoes it")
+    if not done.approved:
+        print(f"promoted by hand: {done.verdict}; `python -m eval rollback {event.kind}` undoes it")
     return 0
 
 

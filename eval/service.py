@@ -182,14 +182,32 @@ def apply(ctx: EvalContext, decision: GateDecision) -> GateDecision:
     return ctx.store.decision(decision.id) if decision.id is not None else decision
 
 
+@dataclass
+class Promoted:
+    """What a promotion by hand did: the registry event, the re-embed (an embedding version with
+    its own collection), and what the gate had said of the version."""
+
+    event: RegistryEvent
+    reembed: ReembedReport | None
+    approved: bool  # the gate's latest decision on it promoted it
+    verdict: str  # that decision in words
+
+
 def promote(
     ctx: EvalContext, version_id: int, reason: str = "admin", progress: bool = True
-) -> tuple[RegistryEvent, ReembedReport | None]:
-    """Make a version active; an embedding version with its own collection is re-embedded into
-    it first (blue/green), and the registry switches only once it is complete."""
+) -> Promoted:
+    """Make a version active (the admin's call, whatever the gate said; what it said is returned
+    with the event); an embedding version with its own collection is re-embedded into it first
+    (blue/green), and the registry switches only once it is complete."""
     from ingest.reembed import promote_version
 
-    return promote_version(ctx.settings, ctx.registry, version_id, reason, progress)
+    approved, verdict = gate_verdict(ctx, version_id)
+    event, report = promote_version(ctx.settings, ctx.registry, version_id, reason, progress)
+    return Promoted(event, report, approved, verdict)
+
+
+# How the gate words a check that passed; a rejection is explained by the first other reason.
+_PASSED = ("a real improvement", "within tolerance", "(skipped)")
 
 
 def gate_verdict(ctx: EvalContext, version_id: int) -> tuple[bool, str]:
@@ -200,7 +218,8 @@ def gate_verdict(ctx: EvalContext, version_id: int) -> tuple[bool, str]:
         return False, "the gate has never compared it with the active version"
     if decision.promote:
         return True, f"the gate promoted it (decision {decision.id})"
-    why = decision.reasons[0] if decision.reasons else "it did not win"
+    failing = [r for r in decision.reasons if not r.endswith(_PASSED)]
+    why = (failing or decision.reasons or ["it did not win"])[0]
     return False, f"the gate rejected it (decision {decision.id}: {why})"
 
 

@@ -143,6 +143,26 @@ def test_eval_store_runs_decisions_and_locks(sql_url):
     )
     store.mark_applied(d.id)
     assert store.decision(d.id).applied and store.decisions()[0].id == d.id
+    # What the gate last said of a version, in words for an admin promoting it by hand: the
+    # reason it failed, not a check it passed.
+    from types import SimpleNamespace
+
+    from eval.service import gate_verdict
+
+    ctx = SimpleNamespace(store=store)
+    assert gate_verdict(ctx, 6) == (False, "the gate has never compared it with the active version")
+    last = store.save_decision(
+        GateDecision(
+            champion_run_id=run_id,
+            candidate_run_id=run_id,
+            candidate_version_id=5,
+            promote=False,
+            reasons=["mrr_at_10 +0.0400: a real improvement", "guard hit_at_5 regressed -0.0500"],
+        )
+    )
+    assert store.last_decision_for(5).id == last.id
+    approved, verdict = gate_verdict(ctx, 5)
+    assert not approved and verdict.endswith(f"{last.id}: guard hit_at_5 regressed -0.0500)")
     assert store.try_lock("eval:1", "a", timedelta(minutes=5))
     assert not store.try_lock("eval:1", "b", timedelta(minutes=5))  # held
     store.unlock("eval:1", "b")  # not b's to release
