@@ -136,7 +136,9 @@ def build_ui(
         text = str(value.get("text") or "")
         return gr.update(value=text, interactive=False), gr.update(interactive=False)
 
-    def on_like(data: gr.LikeData, history: list[dict], turn_map: dict) -> tuple:
+    def on_like(
+        data: gr.LikeData, history: list[dict], turn_map: dict, rated_now: dict | None = None
+    ) -> tuple:
         index = data.index if isinstance(data.index, int) else data.index[0]
         turn_id = turn_map.get(str(index))
         if turn_id is None:
@@ -162,7 +164,10 @@ def build_ui(
         question = plain_text(_text(asked[-1]["content"])) if asked else ""
         about = f"answer {number} (“{safe_markdown(_short(question))}”)"
         if rating is None:
-            return f"Rating of {about} removed.", None, gr.update(label=COMMENT_LABEL)
+            note = f"Rating of {about} removed."
+            if rated_now and rated_now.get("turn_id") != turn_id:
+                return note, gr.skip(), gr.skip()  # comments still go to the answer rated last
+            return note, None, gr.update(label=COMMENT_LABEL)
         rated = {"turn_id": turn_id, "rating": rating, "number": number, "question": question}
         if rating == "up":
             note = f"👍 Thanks! You rated {about}. Add a comment below if you like."
@@ -275,7 +280,7 @@ def build_ui(
                 answer.failure(_unlock, None, locked, **quiet)
             chatbot.like(
                 on_like,
-                [chatbot, turn_map],
+                [chatbot, turn_map, rated],
                 [feedback_note, rated, comment],
                 api_visibility="private",
             )

@@ -282,6 +282,24 @@ def test_browser_first_screen_comment_on_the_right_answer_and_new_chat_clears(ap
         page.locator("#send-comment").click()
         expect(note).to_contain_text("Comment saved on answer 1", timeout=15_000)
         assert page.get_by_text("Error", exact=True).count() == 0
+        turns = {t.user_input: t for t in chatlog(data).turns()}
+        assert turns[first].feedback.rating == "down"
+        assert turns[first].feedback.comment == "It should list the commands."
+
+        # Rate answer 2, then take answer 1's rating back: comments still go to answer 2.
+        chat.locator("button[aria-label='Like']").nth(1).click()
+        expect(note).to_contain_text("answer 2", timeout=15_000)
+        chat.locator("button[aria-label='Disliked']").first.click()
+        expect(note).to_contain_text("Rating of answer 1", timeout=15_000)
+        page.locator("#comment textarea").fill("Right answer.")
+        page.locator("#send-comment").click()
+        expect(note).to_contain_text("Comment saved on answer 2", timeout=15_000)
+        turns = {t.user_input: t for t in chatlog(data).turns()}
+        assert turns[first].feedback is None
+        assert (turns[second].feedback.rating, turns[second].feedback.comment) == (
+            "up",
+            "Right answer.",
+        )
 
         page.locator("#new-chat").click()
         expect(chat).to_contain_text("documents indexed:", timeout=15_000)
@@ -307,8 +325,6 @@ def test_browser_first_screen_comment_on_the_right_answer_and_new_chat_clears(ap
         expect(note).to_contain_text("Rate an answer")
         browser.close()
     turns = {t.user_input: t for t in chatlog(data).turns()}
-    assert turns[first].feedback.rating == "down"
-    assert turns[first].feedback.comment == "It should list the commands."
     assert turns[second].feedback.rating == "up"  # the newest turn of that question
     log = log_path.read_text()
     assert "user mistake: rate an answer with 👍 or 👎 first" in log
