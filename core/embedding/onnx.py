@@ -99,7 +99,8 @@ def export_onnx(model_dir: Path, cache_dir: Path, quantize: bool, scores: bool =
             with warnings.catch_warnings():
                 # The tracer's notes on shapes and indexing are about this code, not the admin's
                 # to act on (tests/test_embedding_backends.py checks the graph against torch).
-                warnings.simplefilter("ignore", category=UserWarning)
+                # (TracerWarning is no UserWarning: filtered by the modules that raise them.)
+                warnings.filterwarnings("ignore", module=r"(torch|transformers)(\.|$)")
                 _export_fp32(model_dir, fp32, scores)
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
