@@ -62,7 +62,8 @@ def relevance_width(score: float) -> int:
     return max(3, min(100, round(100 * score / FULL_BAR_SCORE)))
 
 
-_BETWEEN = r"\s+(?:(?:[-*+•]|\d+[.)])\s+)?"  # between two quoted words: space, or a list marker
+# Between two quoted words: space, or a list item's or a block quote's marker.
+_BETWEEN = r"\s+(?:(?:[-*+•>]|\d+[.)])\s+)?"
 
 
 def quote_spans(text: str, quotes: list[str]) -> list[tuple[int, int]]:

@@ -91,7 +91,7 @@ def cited_contexts(response: str | None, contexts: list[SourceRef]) -> list[Sour
     marked: list[SourceRef] = []
     for n in _CITE.findall(response or ""):
         i = int(n) - 1
-        if 0 <= i < len(contexts) and contexts[i] not in marked:
+        if 0 <= i < len(contexts) and all(c.chunk_id != contexts[i].chunk_id for c in marked):
             marked.append(contexts[i])
     return marked
 

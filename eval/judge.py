@@ -192,10 +192,14 @@ class Judge:
 
             return run()
 
+        from eval.metrics import answer_text
+
         for sample, scored in zip(samples, answered, strict=True):
-            response = scored.response
+            # Read as the offline metrics read them: the label, quote marks and [n] dropped from
+            # the answer and from a reference taken from a logged answer.
+            response = answer_text(scored.response) or None
             contexts = scored.retrieved_contexts
-            reference = sample.reference
+            reference = answer_text(sample.reference) if sample.reference else None
             q = sample.user_input
             m = metrics
             wants = {

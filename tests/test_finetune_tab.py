@@ -122,4 +122,5 @@ def test_validate_says_what_launch_would_refuse(tab, monkeypatch):
     tab.settings.llm.api_key = None
     checked = tab.validate(dataset_id, "openai", "supervised", "", "pw")
     assert "valid:" in checked and "Launch will be refused" in checked
+    assert "OPENAI_API_KEY" in checked  # the key, not only the wind-down date
     assert tab.ctx.store.jobs() == []
