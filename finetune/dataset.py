@@ -409,9 +409,15 @@ def build_dataset(
                 "train" if split == "train" else "validation",
                 chat_example(system_prompt, work.question, work.contexts, target),
             )
-            if which == "teacher" and (
-                work.rewrite is not None
-                or (work.turn.feedback is not None and work.turn.feedback.rating == "down")
+            # A preference pair where the logged answer was worse; quoted passages are not a
+            # worse answer, only no answer in words (its teacher-written target is enough).
+            if (
+                which == "teacher"
+                and not quoted_not_written(work.turn)
+                and (
+                    work.rewrite is not None
+                    or (work.turn.feedback is not None and work.turn.feedback.rating == "down")
+                )
             ):
                 openai_pair, trl_pair = preference_pair(
                     system_prompt, work.question, work.contexts, target, work.answer

@@ -416,3 +416,4 @@ def test_an_answer_quoted_without_a_language_model_is_never_a_target_as_logged(
     targets = [e["messages"][-1]["content"] for e in read_jsonl(result.path / "train.jsonl")]
     assert len(targets) == 2 and not any(EXTRACTIVE_LABEL in t for t in targets)
     assert any(t.startswith("Teacher answer") for t in targets)
+    assert result.card.preference_pairs == 0  # quotes are no worse answer to reject
