@@ -129,28 +129,20 @@ def test_chatlog_sample_uses_thumbs_up_answers_as_references(tmp_path):
 def test_chatlog_sample_keeps_the_rated_copy_and_the_passages_it_cited(tmp_path):
     """A question asked again later without a rating keeps its thumbs-up turn in the set, with
     the passages that answer quoted as reference contexts: the set then measures retrieval."""
-    from core.records import SourceRef
+    from tests.support.ftlog import log_turn
 
     log = ChatLog(open_database(f"sqlite:///{tmp_path / 'rag.db'}"))
-    passages = [
-        SourceRef(chunk_id="a", source="/d/remove.md", score=0.7, text="Remove it in the tab."),
-        SourceRef(chunk_id="b", source="/d/other.md", score=0.5, text="Unrelated text here."),
-    ]
-    passages[0].quotes.append("Remove it in the tab.")
+    passages = ["Remove it in the tab.", "Unrelated text here."]
     for n, rating in enumerate(["up", None]):
-        tid = log.start_turn("s", "How do I remove a document?")
-        log.finish_turn(
-            tid,
+        log_turn(
+            log,
+            "How do I remove a document?",
             answer=f"answer {n}",
-            condensed_question=None,
-            contexts=passages,
-            model_id="m",
+            rating=rating,
+            passages=passages,
             provider="extractive",
-            prompt_version="1",
-            latency_ms=1,
+            quoted=(0,),
         )
-        if rating:
-            log.set_feedback(tid, rating)
     [sample] = from_chatlog(log)
     assert sample.reference == "answer 0"
     assert sample.reference_contexts == ["Remove it in the tab."]

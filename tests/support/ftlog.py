@@ -22,8 +22,10 @@ def log_turn(
     passages: list[str] | None = None,
     chat_version_id: int | None = None,
     provider: str = "openai",
+    quoted: tuple[int, ...] = (),
 ) -> int:
-    """One turn, answered (or failed when `answer` is None), optionally rated."""
+    """One turn, answered (or failed when `answer` is None), optionally rated; the passages
+    numbered in `quoted` (0-based) were quoted whole by the answer, as extractive answers do."""
     turn_id = log.start_turn(session, question)
     texts = PASSAGES if passages is None else passages
     log.finish_turn(
@@ -31,7 +33,13 @@ def log_turn(
         answer=answer,
         condensed_question=condensed or question,
         contexts=[
-            SourceRef(chunk_id=f"c{i}", source="/docs/velmora.md", score=0.8, text=t)
+            SourceRef(
+                chunk_id=f"c{i}",
+                source="/docs/velmora.md",
+                score=0.8,
+                text=t,
+                quotes=[t] if i in quoted else [],
+            )
             for i, t in enumerate(texts)
         ],
         model_id="gpt-4o-mini",
