@@ -139,6 +139,22 @@ def _settings_snapshot(settings: Settings) -> dict[str, Any]:
     return data
 
 
+def openai_preflight(
+    ctx: FineTuneContext, model: str, today: date | None = None
+) -> RagError | None:
+    """What the openai backend would refuse a new job with now (no credentials: ConfigError; the
+    provider no longer takes jobs for `model`: JobRefused), or None. Checked before a job exists:
+    Launch raises it, Validate says it."""
+    from finetune.openai_jobs import JobRefused, creation_refusal
+
+    try:
+        ctx.client()
+    except RagError as exc:
+        return exc
+    refusal = creation_refusal(model, today or datetime.now(UTC).date())
+    return JobRefused(refusal) if refusal else None
+
+
 def launch(
     ctx: FineTuneContext,
     dataset_id: int,
@@ -161,13 +177,10 @@ def launch(
         first = "; ".join(f"line {e.line}: {e.kind}: {e.message}" for e in report.errors[:5])
         raise JobError(f"dataset {dataset_id} is not valid for training: {first}")
     if backend == "openai":
-        from finetune.openai_jobs import JobRefused, creation_refusal
-
         # Refused before a job exists: no credentials, or the provider no longer takes jobs.
-        ctx.client()
-        refusal = creation_refusal(model, today or datetime.now(UTC).date())
-        if refusal:
-            raise JobRefused(refusal)
+        refusal = openai_preflight(ctx, model, today)
+        if refusal is not None:
+            raise refusal
     job = ctx.store.create_job(
         backend,
         method,

@@ -206,16 +206,10 @@ def validate_dataset(
     if backend == "openai":
         # What Launch would refuse before creating a job, said now: a valid file is not yet a
         # job the provider takes.
-        from datetime import UTC, datetime
+        from finetune.jobs import openai_preflight
 
-        from finetune.openai_jobs import creation_refusal
-
-        try:
-            ctx.client()
-        except RagError as exc:
-            report.warnings.append(f"Launch will be refused: {exc}")
-        refused = creation_refusal(model, datetime.now(UTC).date())
-        if refused:
+        refused = openai_preflight(ctx, model)
+        if refused is not None:
             report.warnings.append(f"Launch will be refused: {refused}")
     return Validation(report, cost, model)
 
