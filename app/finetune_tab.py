@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.notices import check_password, handled, mistake
+from app.notices import check_password, handled
 from core.dates import parse_since
 from core.errors import RagError
 
@@ -152,20 +152,12 @@ class FineTuneTab:
         rows = [r.as_json() for r in built.result.preview]
         return summary, preview_table(rows), built.record.id
 
+    @handled(1, cleared=True)
     def validate(
         self, dataset_id: float | None, backend: str, method: str, base_model: str, password: str
     ) -> str:
         """Validation errors and warnings, and the cost estimate, as Markdown. Refused, the panel
         is emptied: a report on another dataset or backend left there would mislead."""
-        try:
-            return self._validate(dataset_id, backend, method, base_model, password)
-        except RagError as exc:
-            mistake(str(exc))
-            return ""
-
-    def _validate(
-        self, dataset_id: float | None, backend: str, method: str, base_model: str, password: str
-    ) -> str:
         self.check(password)
         from finetune.service import validate_dataset
 

@@ -29,10 +29,13 @@ def refusal(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def handled(outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def handled(
+    outputs: int, cleared: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """For a handler with `outputs` output components: a RagError it raises (a refusal: bad
     input, a missing setting, an unknown id) becomes one warning toast and one log line, and every
-    output keeps what it showed (no error badge, no traceback)."""
+    output keeps what it showed (no error badge, no traceback); with `cleared`, every output is
+    emptied instead, where what it showed (a report on other inputs) would mislead."""
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -41,7 +44,8 @@ def handled(outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 return fn(*args, **kwargs)
             except RagError as exc:
                 mistake(str(exc))
-                return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+                kept = gr.update(value=None) if cleared else gr.skip()
+                return kept if outputs == 1 else tuple(kept for _ in range(outputs))
 
         return run
 

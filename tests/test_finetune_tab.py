@@ -98,7 +98,8 @@ def test_errors_reach_the_admin_as_messages(tab):
     with refused("'/nowhere' is not a folder here"):
         tab.validate(1, "local", "supervised", "/nowhere", "pw")
     with refused("no base model is chosen"):
-        assert tab.validate(1, "local", "supervised", "", "pw") == ""  # no stale report left
+        emptied = tab.validate(1, "local", "supervised", "", "pw")
+    assert emptied == gr.update(value=None)  # no stale report left
     assert tab.ctx.store.datasets() == [] and tab.ctx.store.jobs() == []  # nothing left behind
 
 
