@@ -11,7 +11,7 @@ hit@1 and MRR@10 on the 42 questions without and with it. Cost: the added time p
 
     .venv/bin/python bench/rerank.py [--data DIR] [--manual DIR] [--manual-data DIR]
         [--epochs 4] [--lr 3e-4] [--negatives 3] [--train-length 128] [--top-n 10]
-        [--weight 0.25] [--no-manual] [--no-heldout] [--model DIR] [--limit-val N]
+        [--weight 0.5] [--no-manual] [--no-heldout] [--model DIR] [--limit-val N]
 
 The last line holds the figures.
 """

@@ -236,7 +236,7 @@ class RerankerSettings(BaseModel):
         "below them.",
     )
     weight: float = Field(
-        default=0.25,
+        default=0.5,
         ge=0,
         le=1,
         description="Share of the reranker's score in a candidate's new score; the rest is its "
@@ -250,8 +250,9 @@ class RerankerSettings(BaseModel):
     max_length: int = Field(
         default=256,
         ge=16,
-        description="Word pieces of question and passage read together (the passage is cut); a "
-        "reranker trained here is read at the window it was trained at (its version says so).",
+        description="Word pieces of question and passage read together (a longer passage is "
+        "read where it shares most words with the question); a reranker trained here is read "
+        "at the window it was trained at (its version says so).",
     )
 
 

@@ -6,7 +6,8 @@ request), inside the process's compute gate."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.errors import ConfigError
+from rag.units import content_words
 
 if TYPE_CHECKING:
     from core.compute import ComputeGate
@@ -23,6 +25,76 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH = 16  # question/passage pairs per forward pass
+# Where each word piece of a text starts and ends in it (a fast tokenizer's offsets).
+Offsets = Callable[[str], Sequence[tuple[int, int]]]
+# Pieces of a pair that are not the question's or the passage's: [CLS] q [SEP] p [SEP].
+_SPECIAL = 3
+
+
+def _stems(question: str) -> set[str]:
+    """The question's content words, a plural's last s dropped."""
+    return {w[:-1] if len(w) >= 5 and w.endswith("s") else w for w in content_words(question)}
+
+
+def _occurrences(words: set[str], text: str) -> list[tuple[int, str]]:
+    """(character position, word) of each place the question's words stand in `text`. A long
+    word counts inside a longer one too: extracted text glues words together ("Legal
+    Proceedings46Item") and inflects them ("risk" in "risks")."""
+    low = text.lower()
+    found = []
+    for w in words:
+        pattern = re.escape(w) if len(w) >= 4 else rf"(?<!\w){re.escape(w)}(?!\w)"
+        found.extend((m.start(), w) for m in re.finditer(pattern, low))
+    return sorted(found)
+
+
+def focus(question: str, passage: str, offsets: Offsets, max_length: int) -> str:
+    """The part of `passage` a cross-encoder reading `max_length` word pieces sees beside the
+    question: the whole passage when it fits, else the window (of the room the question leaves,
+    every quarter of it) that holds the most of the question's words, of equals the one they
+    stand most inside of; the head when none is there. A passage longer than the window is
+    otherwise cut to its head, and the place that answers the question is often further on;
+    training reads the same windows as serving."""
+    room = max_length - len(offsets(question)) - _SPECIAL
+    spans = offsets(passage)
+    if room < 16 or len(spans) <= room:
+        return passage
+    places = _occurrences(_stems(question), passage)
+    best, best_key = (0, room), (0, 0.0)
+    for start in [*range(0, len(spans) - room, max(1, room // 4)), len(spans) - room]:
+        end = start + room
+        lo, hi = spans[start][0], spans[end - 1][1]
+        inside = [(at, w) for at, w in places if lo <= at < hi]
+        if not inside:
+            continue
+        middle = (lo + hi) / 2
+        key = (
+            len({w for _, w in inside}),
+            -sum(abs(at - middle) for at, _ in inside) / len(inside) / (hi - lo),
+        )
+        if key > best_key:
+            best, best_key = (start, end), key
+    start, end = best
+    return passage[spans[start][0] : spans[end - 1][1]]
+
+
+def fast_offsets(tokenizer: Any) -> Offsets | None:
+    """Piece offsets from a `tokenizers` Tokenizer or a fast Hugging Face tokenizer, reading
+    whole texts (None for a slow tokenizer, whose passages are then read from their head)."""
+    from tokenizers import Tokenizer
+
+    if not isinstance(tokenizer, Tokenizer):
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        tokenizer = Tokenizer.from_str(backend.to_str())
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+
+    def offsets(text: str) -> Sequence[tuple[int, int]]:
+        return tokenizer.encode(text, add_special_tokens=False).offsets
+
+    return offsets
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -68,12 +140,14 @@ class CrossEncoderScorer:
         self.gate = gate
         self._torch: Any = None
         self._session: Any = None
+        self._offsets: Offsets | None = None
         if backend == "torch":
             from sentence_transformers.cross_encoder import CrossEncoder
 
             self._torch = CrossEncoder(
                 str(model_dir), device="cpu", local_files_only=True, max_length=max_length
             )
+            self._offsets = fast_offsets(self._torch.tokenizer)
             return
         if backend not in ("onnx", "onnx-int8"):
             raise ConfigError(
@@ -101,6 +175,13 @@ class CrossEncoderScorer:
         tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
         tokenizer.no_padding()
         self._tokenizer = tokenizer
+        self._offsets = fast_offsets(Tokenizer.from_str(tokenizer.to_str()))
+
+    def focused(self, query: str, text: str) -> str:
+        """What of `text` the model reads beside `query` (see focus)."""
+        if self._offsets is None:
+            return text
+        return focus(query, text, self._offsets, self.max_length)
 
     def _onnx(self, query: str, texts: Sequence[str]) -> np.ndarray:
         from core.embedding.onnx import padded_feeds
@@ -114,6 +195,7 @@ class CrossEncoderScorer:
         """One score per text, in order."""
         if not texts:
             return np.zeros(0, np.float32)
+        texts = [self.focused(query, t) for t in texts]
         with self.gate.hold() if self.gate is not None else nullcontext():
             if self._torch is not None:
                 scores = self._torch.predict(

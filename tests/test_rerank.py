@@ -21,7 +21,7 @@ from core.settings import Settings
 from finetune.embedding.data import PairSet, save_llamaindex
 from rag.live import EmbeddingCache, LivePipeline
 from rag.prompt import system_prompt
-from rag.rerank import CrossEncoderScorer, check_model_dir, mix
+from rag.rerank import CrossEncoderScorer, check_model_dir, fast_offsets, focus, mix
 from tests.support.corpus import make_corpus
 from tests.support.embedding_pairs import TRAIN_TEMPLATES, codename_pairs
 
@@ -87,6 +87,64 @@ def test_onnx_and_torch_serve_the_same_scores(trained, tmp_path):
     assert np.argmax(int8) == np.argmax(torch_scores)
     assert any(p.name.endswith("-scores") for p in tmp_path.iterdir())  # its own export
     assert CrossEncoderScorer(trained, "onnx", LENGTH, tmp_path).score(question, []).size == 0
+
+
+def _packaged_offsets():
+    from tokenizers import Tokenizer
+
+    from core.embedding.window import packaged_model_dir
+
+    tokenizer = Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    return fast_offsets(tokenizer)
+
+
+def test_a_long_passage_is_read_where_it_answers_the_question_not_cut_to_its_head():
+    offsets = _packaged_offsets()
+    filler = " ".join(
+        f"The annual report lists item {i} among the company's holdings." for i in range(40)
+    )
+    answer = "Payroll runs on the last working day of the month and includes overtime."
+    passage = f"{filler} {answer} {filler}"
+    question = "When does payroll run each month?"
+    seen = focus(question, passage, offsets, 64)
+    assert answer in seen and len(offsets(question)) + len(offsets(seen)) + 3 <= 64
+    # Of windows holding as many of its words, the one they stand most inside of: the sentence
+    # is not cut at the window's edge.
+    head = f"Payroll is handled in house. {filler}"
+    assert answer in focus(question, f"{head} {answer} {filler}", offsets, 64)
+    # A passage that fits is read whole; a question sharing no word with it reads its head.
+    assert focus(question, answer, offsets, 64) == answer
+    assert passage.startswith(focus("Zebra?", passage, offsets, 64))
+    # Glued and inflected words count: extracted text often loses its spaces.
+    glued = f"{filler} Legal Proceedings46Item risks follow here. {filler}"
+    assert "Proceedings46Item" in focus("What legal proceedings and risk?", glued, offsets, 64)
+
+
+def test_training_reads_each_passage_and_negative_as_serving_does():
+    from finetune.rerank.train import training_table
+
+    data = _with_negatives(codename_pairs(TRAIN_TEMPLATES))
+    read = []
+
+    def marked(query: str, text: str) -> str:
+        read.append(query)
+        return f"seen: {text}"
+
+    for loss in ("listwise", "bce"):
+        table = training_table(data, loss, marked)
+        texts = [v for c in table.column_names if c not in ("query", "label") for v in table[c]]
+        assert texts and all(t.startswith("seen: ") for t in texts)
+    assert set(read) == {q for _, q, _ in data.pairs()}  # each read for its own question
+
+
+def test_the_scorer_reads_the_window_that_answers(trained, tmp_path):
+    filler = " ".join(f"Library books may be renewed online, rule {i}." for i in range(30))
+    answer = "Payroll runs on the last working day of the month and includes overtime."
+    question = "When does payroll run?"
+    for backend in ("torch", "onnx"):
+        scorer = CrossEncoderScorer(trained, backend, LENGTH, tmp_path)
+        assert answer in scorer.focused(question, f"{filler} {answer} {filler}")
 
 
 def test_mixing_keeps_the_retrieval_order_at_weight_zero_and_the_rerankers_at_one():

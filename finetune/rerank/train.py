@@ -6,12 +6,14 @@ passage and its mined hard negatives; seeded, with a loss curve saved beside the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from core.errors import RagError
 from finetune.embedding.train import TrainResult, fit, seed_everything
+from rag.rerank import fast_offsets, focus
 
 if TYPE_CHECKING:
     from sentence_transformers.cross_encoder import CrossEncoder
@@ -34,6 +36,9 @@ class RerankConfig:
     learning_rate: float = 3e-4
     warmup_ratio: float = 0.1
     max_length: int = 128
+    # Each passage longer than the window is read where it shares most words with the question,
+    # as serving reads it (rag.rerank.focus), rather than cut to its head.
+    focus: bool = True
     seed: int = 0
 
     def check(self) -> None:
@@ -71,11 +76,15 @@ def load_cross_encoder(path: Path | str, max_length: int) -> CrossEncoder:
         hf_logging.set_verbosity(verbosity)
 
 
-def training_table(data: PairSet, loss: str) -> Any:
+def training_table(data: PairSet, loss: str, read: Callable[[str, str], str] | None = None) -> Any:
     """`listwise`: (question, passage, negative_1..n) rows, every question with the same number
     of mined negatives; `bce`: (question, passage, label) rows, 1 for the passage, 0 for each
-    negative."""
+    negative. `read(question, passage)` gives what of a passage the model reads (all of it by
+    default)."""
     from datasets import Dataset
+
+    def seen(query: str, text: str) -> str:
+        return read(query, text) if read is not None else text
 
     pairs = data.pairs()
     counts = {len(data.negatives.get(qid, ())) for qid, _, _ in pairs}
@@ -92,15 +101,17 @@ def training_table(data: PairSet, loss: str) -> Any:
                 (data.corpus[d], 0.0) for d in data.negatives[qid]
             ]:
                 rows["query"].append(query)
-                rows["passage"].append(text)
+                rows["passage"].append(seen(query, text))
                 rows["label"].append(label)
         return Dataset.from_dict(rows)
     columns: dict[str, list[str]] = {
         "query": [q for _, q, _ in pairs],
-        "passage": [p for _, _, p in pairs],
+        "passage": [seen(q, p) for _, q, p in pairs],
     }
     for i in range(n):
-        columns[f"negative_{i + 1}"] = [data.corpus[data.negatives[q][i]] for q, _, _ in pairs]
+        columns[f"negative_{i + 1}"] = [
+            seen(query, data.corpus[data.negatives[qid][i]]) for qid, query, _ in pairs
+        ]
     return Dataset.from_dict(columns)
 
 
@@ -136,7 +147,12 @@ def train_reranker(
         raise RagError(f"{len(data)} question(s) are too few to train a reranker")
     seed_everything(cfg.seed)
     model = load_cross_encoder(base, cfg.max_length)
-    table = training_table(data, cfg.loss)
+    offsets = fast_offsets(model.tokenizer) if cfg.focus else None
+
+    def read(query: str, text: str) -> str:
+        return focus(query, text, offsets, cfg.max_length) if offsets is not None else text
+
+    table = training_table(data, cfg.loss, read)
     loss = build_loss(model, cfg)
     config = {**asdict(cfg), "base": str(base), "questions": len(data), "rows": len(table)}
     return fit(
