@@ -11,7 +11,8 @@ hit@1 and MRR@10 on the 42 questions without and with it. Cost: the added time p
 
     .venv/bin/python bench/rerank.py [--data DIR] [--manual DIR] [--manual-data DIR]
         [--epochs 4] [--lr 3e-4] [--negatives 3] [--train-length 128] [--top-n 10]
-        [--weight 0.5] [--no-manual] [--no-heldout] [--model DIR] [--limit-val N]
+        [--weight 0.5] [--no-manual] [--no-heldout] [--model DIR] [--manual-model DIR]
+        [--limit-val N]
 
 The last line holds the figures.
 """
@@ -47,6 +48,12 @@ def _args() -> argparse.Namespace:
     p.add_argument("--no-heldout", action="store_true", help="the manual part only")
     p.add_argument(
         "--model", type=Path, help="held out: a reranker trained before, instead of training one"
+    )
+    p.add_argument(
+        "--manual-model",
+        type=Path,
+        help="manual: a reranker trained before (for example the held-out one) instead of one "
+        "trained on the manual's pairs; a diagnostic, not the corpus-only figure",
     )
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -210,22 +217,28 @@ def manual(args, work: Path) -> dict[str, float]:
     pipeline = pipeline_of(settings)
     report = ingest_paths(settings, pipeline.collection, pipeline.embed_model, paths=[args.manual])
     print(f"manual: {report.summary()}", flush=True)
-    # Pairs drawn from the manual itself: its headings and inverse cloze; no user question.
-    name = f"manual-{int(time.time())}"
-    request = PairsRequest(name=name, headings=True, cloze=True, negatives=0)
-    print(build_pairs(ctx, request, progress=False).summary(), flush=True)
-    spec, train_s = train(
-        ctx,
-        {
-            "epochs": args.epochs,
-            "learning_rate": args.lr,
-            "negatives": args.negatives,
-            "max_length": args.train_length,
-            "limit": args.manual_pairs,
-        },
-        name,
-    )
-    print(f"manual: trained in {train_s:.0f} s", flush=True)
+    if args.manual_model is not None:
+        # A diagnostic: a reranker trained elsewhere (the held-out one: other questions, another
+        # corpus), read at the training window, instead of one trained on the manual's pairs.
+        spec, train_s = {"model_dir": str(args.manual_model), "max_length": args.train_length}, nan
+        print(f"manual: the model in {args.manual_model}, not trained in this run", flush=True)
+    else:
+        # Pairs drawn from the manual itself: its headings and inverse cloze; no user question.
+        name = f"manual-{int(time.time())}"
+        request = PairsRequest(name=name, headings=True, cloze=True, negatives=0)
+        print(build_pairs(ctx, request, progress=False).summary(), flush=True)
+        spec, train_s = train(
+            ctx,
+            {
+                "epochs": args.epochs,
+                "learning_rate": args.lr,
+                "negatives": args.negatives,
+                "max_length": args.train_length,
+                "limit": args.manual_pairs,
+            },
+            name,
+        )
+        print(f"manual: trained in {train_s:.0f} s", flush=True)
     rows = [json.loads(line) for line in args.questions.read_text().splitlines() if line.strip()]
     questions = [r["q"] for r in rows]
     gold = [set(r["gold"]) for r in rows]
