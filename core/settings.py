@@ -254,6 +254,12 @@ class RerankerSettings(BaseModel):
         "read where it shares most words with the question); a reranker trained here is read "
         "at the window it was trained at (its version says so).",
     )
+    focus: bool = Field(
+        default=True,
+        description="Read a passage longer than the window where it holds the most of the "
+        "question's words (as a reranker trained here learned to); false: its head. A version "
+        "trained here says which it learned.",
+    )
 
 
 class AppSettings(BaseModel):

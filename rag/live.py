@@ -121,7 +121,7 @@ class EmbeddingCache:
         cfg = settings.reranker
         if cfg.model_dir is None:
             return None
-        key = f"{cfg.model_dir.resolve()}|{cfg.backend}|{cfg.max_length}"
+        key = f"{cfg.model_dir.resolve()}|{cfg.backend}|{cfg.max_length}|{cfg.focus}"
         with self._lock:
             found = self._rerankers.get(key)
         if found is None:

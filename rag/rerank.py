@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,52 +26,64 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH = 16  # question/passage pairs per forward pass
-# Where each word piece of a text starts and ends in it (a fast tokenizer's offsets).
-Offsets = Callable[[str], Sequence[tuple[int, int]]]
-# Pieces of a pair that are not the question's or the passage's: [CLS] q [SEP] p [SEP].
-_SPECIAL = 3
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """How a tokenizer reads text: where each word piece of a text starts and ends in it, and
+    how many special pieces it adds to a question/passage pair ([CLS] q [SEP] p [SEP]: 3)."""
+
+    offsets: Callable[[str], Sequence[tuple[int, int]]]
+    special: int = 3
 
 
 def _stems(question: str) -> set[str]:
-    """The question's content words, a plural's last s dropped."""
-    return {w[:-1] if len(w) >= 5 and w.endswith("s") else w for w in content_words(question)}
+    """The question's content words of two letters or more, a plural's last s dropped from
+    words of five letters or more ("risks": "risk"; "runs" stays)."""
+    return {
+        w[:-1] if len(w) >= 5 and w.endswith("s") else w
+        for w in content_words(question)
+        if len(w) >= 2
+    }
 
 
 def _occurrences(words: set[str], text: str) -> list[tuple[int, str]]:
-    """(character position, word) of each place the question's words stand in `text`. A long
-    word counts inside a longer one too: extracted text glues words together ("Legal
-    Proceedings46Item") and inflects them ("risk" in "risks")."""
-    low = text.lower()
+    """(character position in `text`, word) of each place a word of the question starts a word
+    of `text`: at a word's start, so "risk" counts in "risks" but "form" not in "platform", and
+    after a digit too, since extracted text glues words together ("Legal Proceedings46Item")."""
     found = []
     for w in words:
-        pattern = re.escape(w) if len(w) >= 4 else rf"(?<!\w){re.escape(w)}(?!\w)"
-        found.extend((m.start(), w) for m in re.finditer(pattern, low))
+        pattern = rf"(?<![^\W\d_]){re.escape(w)}"
+        if len(w) < 4:
+            pattern += r"(?!\w)"  # a short word whole: "run" not in "running"
+        found.extend((m.start(), w) for m in re.finditer(pattern, text, re.IGNORECASE))
     return sorted(found)
 
 
-def focus(question: str, passage: str, offsets: Offsets, max_length: int) -> str:
+def focus(question: str, passage: str, pieces: Pieces, max_length: int) -> str:
     """The part of `passage` a cross-encoder reading `max_length` word pieces sees beside the
     question: the whole passage when it fits, else the window (of the room the question leaves,
     every quarter of it) that holds the most of the question's words, of equals the one they
     stand most inside of; the head when none is there. A passage longer than the window is
     otherwise cut to its head, and the place that answers the question is often further on;
     training reads the same windows as serving."""
-    room = max_length - len(offsets(question)) - _SPECIAL
-    spans = offsets(passage)
+    room = max_length - len(pieces.offsets(question)) - pieces.special
+    spans = pieces.offsets(passage)
     if room < 16 or len(spans) <= room:
         return passage
     places = _occurrences(_stems(question), passage)
+    at = [a for a, _ in places]
     best, best_key = (0, room), (0, 0.0)
     for start in [*range(0, len(spans) - room, max(1, room // 4)), len(spans) - room]:
         end = start + room
-        lo, hi = spans[start][0], spans[end - 1][1]
-        inside = [(at, w) for at, w in places if lo <= at < hi]
+        lo, hi = spans[start][0], max(spans[end - 1][1], spans[start][0] + 1)
+        inside = places[bisect_left(at, lo) : bisect_left(at, hi)]
         if not inside:
             continue
         middle = (lo + hi) / 2
         key = (
             len({w for _, w in inside}),
-            -sum(abs(at - middle) for at, _ in inside) / len(inside) / (hi - lo),
+            -sum(abs(a - middle) for a, _ in inside) / len(inside) / (hi - lo),
         )
         if key > best_key:
             best, best_key = (start, end), key
@@ -78,23 +91,27 @@ def focus(question: str, passage: str, offsets: Offsets, max_length: int) -> str
     return passage[spans[start][0] : spans[end - 1][1]]
 
 
-def fast_offsets(tokenizer: Any) -> Offsets | None:
-    """Piece offsets from a `tokenizers` Tokenizer or a fast Hugging Face tokenizer, reading
-    whole texts (None for a slow tokenizer, whose passages are then read from their head)."""
+def fast_offsets(tokenizer: Any) -> Pieces | None:
+    """How a `tokenizers` Tokenizer or a fast Hugging Face tokenizer reads whole texts (a copy,
+    never truncating or padding); None for a slow tokenizer, whose passages are then read from
+    their head."""
     from tokenizers import Tokenizer
 
-    if not isinstance(tokenizer, Tokenizer):
+    backend = tokenizer if isinstance(tokenizer, Tokenizer) else None
+    if backend is None:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             return None
-        tokenizer = Tokenizer.from_str(backend.to_str())
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
+    whole = Tokenizer.from_str(backend.to_str())
+    whole.no_truncation()
+    whole.no_padding()
+    processor = whole.post_processor
+    special = processor.num_special_tokens_to_add(True) if processor is not None else 0
 
     def offsets(text: str) -> Sequence[tuple[int, int]]:
-        return tokenizer.encode(text, add_special_tokens=False).offsets
+        return whole.encode(text, add_special_tokens=False).offsets
 
-    return offsets
+    return Pieces(offsets, special)
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -132,6 +149,7 @@ class CrossEncoderScorer:
         max_length: int = 256,
         cache_dir: Path | None = None,
         gate: ComputeGate | None = None,
+        read_focus: bool = True,
     ):
         check_model_dir(model_dir)
         self.model_dir = model_dir
@@ -140,14 +158,14 @@ class CrossEncoderScorer:
         self.gate = gate
         self._torch: Any = None
         self._session: Any = None
-        self._offsets: Offsets | None = None
+        self._pieces: Pieces | None = None
         if backend == "torch":
             from sentence_transformers.cross_encoder import CrossEncoder
 
             self._torch = CrossEncoder(
                 str(model_dir), device="cpu", local_files_only=True, max_length=max_length
             )
-            self._offsets = fast_offsets(self._torch.tokenizer)
+            self._pieces = fast_offsets(self._torch.tokenizer) if read_focus else None
             return
         if backend not in ("onnx", "onnx-int8"):
             raise ConfigError(
@@ -175,13 +193,13 @@ class CrossEncoderScorer:
         tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
         tokenizer.no_padding()
         self._tokenizer = tokenizer
-        self._offsets = fast_offsets(Tokenizer.from_str(tokenizer.to_str()))
+        self._pieces = fast_offsets(tokenizer) if read_focus else None
 
     def focused(self, query: str, text: str) -> str:
         """What of `text` the model reads beside `query` (see focus)."""
-        if self._offsets is None:
+        if self._pieces is None:
             return text
-        return focus(query, text, self._offsets, self.max_length)
+        return focus(query, text, self._pieces, self.max_length)
 
     def _onnx(self, query: str, texts: Sequence[str]) -> np.ndarray:
         from core.embedding.onnx import padded_feeds
@@ -234,7 +252,9 @@ class Reranking:
     ) -> Reranking | None:
         if cfg.model_dir is None:
             return None
-        scorer = CrossEncoderScorer(cfg.model_dir, cfg.backend, cfg.max_length, cache_dir, gate)
+        scorer = CrossEncoderScorer(
+            cfg.model_dir, cfg.backend, cfg.max_length, cache_dir, gate, read_focus=cfg.focus
+        )
         return cls(scorer, cfg.top_n, cfg.weight)
 
 

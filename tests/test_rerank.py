@@ -89,36 +89,52 @@ def test_onnx_and_torch_serve_the_same_scores(trained, tmp_path):
     assert CrossEncoderScorer(trained, "onnx", LENGTH, tmp_path).score(question, []).size == 0
 
 
-def _packaged_offsets():
+def _packaged_pieces():
     from tokenizers import Tokenizer
 
     from core.embedding.window import packaged_model_dir
 
-    tokenizer = Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json"))
-    tokenizer.no_truncation()
-    return fast_offsets(tokenizer)
+    return fast_offsets(Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json")))
+
+
+FILLER = " ".join(
+    f"The annual report lists item {i} among the company's holdings." for i in range(40)
+)
+ANSWER = "Payroll runs on the last working day of the month and includes overtime."
 
 
 def test_a_long_passage_is_read_where_it_answers_the_question_not_cut_to_its_head():
-    offsets = _packaged_offsets()
-    filler = " ".join(
-        f"The annual report lists item {i} among the company's holdings." for i in range(40)
-    )
-    answer = "Payroll runs on the last working day of the month and includes overtime."
-    passage = f"{filler} {answer} {filler}"
+    pieces = _packaged_pieces()
+    assert pieces.special == 3  # [CLS] q [SEP] p [SEP], read from the tokenizer
+    passage = f"{FILLER} {ANSWER} {FILLER}"
     question = "When does payroll run each month?"
-    seen = focus(question, passage, offsets, 64)
-    assert answer in seen and len(offsets(question)) + len(offsets(seen)) + 3 <= 64
+    seen = focus(question, passage, pieces, 64)
+    assert ANSWER in seen and len(pieces.offsets(question)) + len(pieces.offsets(seen)) + 3 <= 64
     # Of windows holding as many of its words, the one they stand most inside of: the sentence
     # is not cut at the window's edge.
-    head = f"Payroll is handled in house. {filler}"
-    assert answer in focus(question, f"{head} {answer} {filler}", offsets, 64)
+    head = f"Payroll is handled in house. {FILLER}"
+    assert ANSWER in focus(question, f"{head} {ANSWER} {FILLER}", pieces, 64)
+    # The answer at the very end: the last window, though the stride does not land on it.
+    assert focus(question, f"{FILLER} {ANSWER}", pieces, 64).endswith(ANSWER)
     # A passage that fits is read whole; a question sharing no word with it reads its head.
-    assert focus(question, answer, offsets, 64) == answer
-    assert passage.startswith(focus("Zebra?", passage, offsets, 64))
+    assert focus(question, ANSWER, pieces, 64) == ANSWER
+    assert focus(question, "", pieces, 64) == ""
+    assert passage.startswith(focus("Zebra?", passage, pieces, 64))
+    # A question that leaves the passage too little room is left to the tokenizer's cut.
+    assert focus(" ".join(["payroll"] * 60), passage, pieces, 64) == passage
+
+
+def test_the_question_words_are_matched_where_words_start():
+    pieces = _packaged_pieces()
     # Glued and inflected words count: extracted text often loses its spaces.
-    glued = f"{filler} Legal Proceedings46Item risks follow here. {filler}"
-    assert "Proceedings46Item" in focus("What legal proceedings and risk?", glued, offsets, 64)
+    glued = f"{FILLER} Legal Proceedings46Item risks follow here. {FILLER}"
+    assert "Proceedings46Item" in focus("What legal proceedings and risk?", glued, pieces, 64)
+    # Not inside another word: "form" is not in "platform", nor "s" (of "Uber's") anywhere.
+    inside = f"{FILLER} The platform platform platform. {FILLER} The form is filed yearly. {FILLER}"
+    assert "form is filed" in focus("Which form is Uber's?", inside, pieces, 64)
+    # A letter whose lower case is longer (İ) does not shift where words are found.
+    dotted = "İ" * 300 + f" {FILLER} {ANSWER} {FILLER}"
+    assert ANSWER in focus("When does payroll run each month?", dotted, pieces, 64)
 
 
 def test_training_reads_each_passage_and_negative_as_serving_does():
@@ -138,13 +154,25 @@ def test_training_reads_each_passage_and_negative_as_serving_does():
     assert set(read) == {q for _, q, _ in data.pairs()}  # each read for its own question
 
 
-def test_the_scorer_reads_the_window_that_answers(trained, tmp_path):
+def test_the_scorer_reads_the_window_that_answers_as_training_did(trained, tmp_path):
+    from finetune.rerank.train import RerankConfig, load_cross_encoder, reader
+
     filler = " ".join(f"Library books may be renewed online, rule {i}." for i in range(30))
-    answer = "Payroll runs on the last working day of the month and includes overtime."
+    long = f"{filler} {ANSWER} {filler}"
     question = "When does payroll run?"
+    learned = reader(load_cross_encoder(trained, LENGTH), RerankConfig(max_length=LENGTH))
+    seen = []
     for backend in ("torch", "onnx"):
         scorer = CrossEncoderScorer(trained, backend, LENGTH, tmp_path)
-        assert answer in scorer.focused(question, f"{filler} {answer} {filler}")
+        seen.append(scorer.focused(question, long))
+        assert np.allclose(
+            scorer.score(question, [long]), scorer.score(question, [seen[-1]]), atol=1e-5
+        )
+    assert ANSWER in seen[0] and seen[0] == seen[1] == learned(question, long)
+    head = CrossEncoderScorer(trained, "onnx", LENGTH, tmp_path, read_focus=False)
+    assert head.focused(question, long) == long and ANSWER not in long[: len(seen[0])]
+    unfocused = RerankConfig(max_length=LENGTH, focus=False)
+    assert reader(load_cross_encoder(trained, LENGTH), unfocused)(question, long) == long
 
 
 def test_mixing_keeps_the_retrieval_order_at_weight_zero_and_the_rerankers_at_one():
@@ -256,6 +284,7 @@ def test_cli_trains_a_reranker_job_with_retrieved_negatives_and_registers_it(
     assert Path(cand.spec["reranker"]["model_dir"]).is_dir()
     # Served at the window it was trained at, whatever the settings' default.
     assert cand.spec["reranker"]["max_length"] == LENGTH
+    assert cand.spec["reranker"]["focus"] is True  # served reading as it learned
     negatives = cand.provenance["negatives"]
     assert negatives["retrieved"] > 0 and negatives["mined"] == 48
     assert cand.provenance["train_question_keys"] and "file" in cand.provenance["recipe"]

@@ -170,7 +170,15 @@ def _train(
             "train_config": result.config,
         }
         version = register_reranker(
-            ctx, out, card, train, job.base_model, extra, held, max_length=hp.max_length
+            ctx,
+            out,
+            card,
+            train,
+            job.base_model,
+            extra,
+            held,
+            max_length=hp.max_length,
+            read_focus=cfg.focus,
         )
         store.add_event(
             job.id,
@@ -190,15 +198,18 @@ def register_reranker(
     extra: dict[str, Any],
     held: Any = None,
     max_length: int | None = None,
+    read_focus: bool | None = None,
 ) -> ModelVersion:
     """Register a trained cross-encoder as a candidate reranker version, served as the settings
     serve rerankers (backend, candidates re-scored, weight) and read at the window it was trained
-    at: read at a longer one, it scores passages cut differently from those it learned on, and
-    ranks worse."""
+    at, reading long passages as it learned to (see rag.rerank.focus): read at a longer window, it
+    scores passages cut differently from those it learned on, and ranks worse."""
     active = ctx.registry.active("reranker")
     spec: dict[str, Any] = {"model_dir": str(out.resolve())}
     if max_length is not None:
         spec["max_length"] = max_length
+    if read_focus is not None:
+        spec["focus"] = read_focus  # read as it learned: windows where the question's words are
     spec = {"reranker": spec}
     return ctx.registry.register(
         "reranker",

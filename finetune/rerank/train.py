@@ -115,6 +115,17 @@ def training_table(data: PairSet, loss: str, read: Callable[[str, str], str] | N
     return Dataset.from_dict(columns)
 
 
+def reader(model: CrossEncoder, cfg: RerankConfig) -> Callable[[str, str], str]:
+    """What of a passage the model reads in training: as serving reads it (rag.rerank.focus) at
+    the training window, or all of it (cut to its head by the trainer) without `focus`."""
+    pieces = fast_offsets(model.tokenizer) if cfg.focus else None
+
+    def read(query: str, text: str) -> str:
+        return focus(query, text, pieces, cfg.max_length) if pieces is not None else text
+
+    return read
+
+
 def build_loss(model: CrossEncoder, cfg: RerankConfig) -> Any:
     from sentence_transformers.cross_encoder import losses
 
@@ -147,12 +158,7 @@ def train_reranker(
         raise RagError(f"{len(data)} question(s) are too few to train a reranker")
     seed_everything(cfg.seed)
     model = load_cross_encoder(base, cfg.max_length)
-    offsets = fast_offsets(model.tokenizer) if cfg.focus else None
-
-    def read(query: str, text: str) -> str:
-        return focus(query, text, offsets, cfg.max_length) if offsets is not None else text
-
-    table = training_table(data, cfg.loss, read)
+    table = training_table(data, cfg.loss, reader(model, cfg))
     loss = build_loss(model, cfg)
     config = {**asdict(cfg), "base": str(base), "questions": len(data), "rows": len(table)}
     return fit(
