@@ -34,7 +34,7 @@ class Pieces:
     how many special pieces it adds to a question/passage pair ([CLS] q [SEP] p [SEP]: 3)."""
 
     offsets: Callable[[str], Sequence[tuple[int, int]]]
-    special: int = 3
+    special: int
 
 
 def _stems(question: str) -> set[str]:
@@ -91,18 +91,17 @@ def focus(question: str, passage: str, pieces: Pieces, max_length: int) -> str:
     return passage[spans[start][0] : spans[end - 1][1]]
 
 
-def fast_offsets(tokenizer: Any) -> Pieces | None:
+def pieces_of(tokenizer: Any) -> Pieces | None:
     """How a `tokenizers` Tokenizer or a fast Hugging Face tokenizer reads whole texts (a copy,
     never truncating or padding); None for a slow tokenizer, whose passages are then read from
     their head."""
     from tokenizers import Tokenizer
 
-    backend = tokenizer if isinstance(tokenizer, Tokenizer) else None
-    if backend is None:
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None:
+    if not isinstance(tokenizer, Tokenizer):
+        tokenizer = getattr(tokenizer, "backend_tokenizer", None)
+        if tokenizer is None:
             return None
-    whole = Tokenizer.from_str(backend.to_str())
+    whole = Tokenizer.from_str(tokenizer.to_str())
     whole.no_truncation()
     whole.no_padding()
     processor = whole.post_processor
@@ -165,7 +164,7 @@ class CrossEncoderScorer:
             self._torch = CrossEncoder(
                 str(model_dir), device="cpu", local_files_only=True, max_length=max_length
             )
-            self._pieces = fast_offsets(self._torch.tokenizer) if read_focus else None
+            self._pieces = pieces_of(self._torch.tokenizer) if read_focus else None
             return
         if backend not in ("onnx", "onnx-int8"):
             raise ConfigError(
@@ -193,7 +192,7 @@ class CrossEncoderScorer:
         tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
         tokenizer.no_padding()
         self._tokenizer = tokenizer
-        self._pieces = fast_offsets(tokenizer) if read_focus else None
+        self._pieces = pieces_of(tokenizer) if read_focus else None
 
     def focused(self, query: str, text: str) -> str:
         """What of `text` the model reads beside `query` (see focus)."""

@@ -21,7 +21,7 @@ from core.settings import Settings
 from finetune.embedding.data import PairSet, save_llamaindex
 from rag.live import EmbeddingCache, LivePipeline
 from rag.prompt import system_prompt
-from rag.rerank import CrossEncoderScorer, check_model_dir, fast_offsets, focus, mix
+from rag.rerank import CrossEncoderScorer, check_model_dir, focus, mix, pieces_of
 from tests.support.corpus import make_corpus
 from tests.support.embedding_pairs import TRAIN_TEMPLATES, codename_pairs
 
@@ -94,7 +94,7 @@ def _packaged_pieces():
 
     from core.embedding.window import packaged_model_dir
 
-    return fast_offsets(Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json")))
+    return pieces_of(Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json")))
 
 
 FILLER = " ".join(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from core.errors import RagError
 from finetune.embedding.train import TrainResult, fit, seed_everything
-from rag.rerank import fast_offsets, focus
+from rag.rerank import focus, pieces_of
 
 if TYPE_CHECKING:
     from sentence_transformers.cross_encoder import CrossEncoder
@@ -118,7 +118,7 @@ def training_table(data: PairSet, loss: str, read: Callable[[str, str], str] | N
 def reader(model: CrossEncoder, cfg: RerankConfig) -> Callable[[str, str], str]:
     """What of a passage the model reads in training: as serving reads it (rag.rerank.focus) at
     the training window, or all of it (cut to its head by the trainer) without `focus`."""
-    pieces = fast_offsets(model.tokenizer) if cfg.focus else None
+    pieces = pieces_of(model.tokenizer) if cfg.focus else None
 
     def read(query: str, text: str) -> str:
         return focus(query, text, pieces, cfg.max_length) if pieces is not None else text
