@@ -270,6 +270,16 @@ def main() -> int:
     if not (args.data / "train_dataset.json").is_file():
         print(f"missing {args.data}/train_dataset.json (see ../shared/data/SOURCES.md)")
         return 2
+    from core.errors import ConfigError
+    from rag.rerank import check_model_dir
+
+    for given in (args.model, args.manual_model):
+        try:
+            if given is not None:
+                check_model_dir(given)  # before an hour of work, not after it
+        except ConfigError as exc:
+            print(f"cannot read that reranker: {exc}")
+            return 2
     work = Path(tempfile.mkdtemp(prefix="bench-rerank-"))
     figures = {} if args.no_heldout else held_out(args, work)
     if not args.no_manual:
