@@ -573,3 +573,35 @@ def test_a_run_of_neighbouring_passages_of_one_section_counts_once():
         (10, "B"),
         ("0", "A"),
     ]
+
+
+def test_collections_search_widely_and_an_older_one_is_widened_on_open(embedded_settings, embed_id):
+    """Chroma's default search breadth (ef_search 100) misses some true nearest chunks, and which
+    ones changes from one process to the next; every collection the app opens searches at
+    SEARCH_EF, one made before that included, so its nearest chunks are the exact ones."""
+    import numpy as np
+
+    from core.index.store import SEARCH_EF, chroma_client, open_collection
+
+    client = chroma_client(embedded_settings)
+    fresh = open_collection(client, "fresh", embed_id)
+    assert fresh.configuration["hnsw"]["ef_search"] == SEARCH_EF
+
+    older = client.create_collection(
+        "older",
+        metadata={"embed_model": embed_id},
+        configuration={"hnsw": {"space": "cosine"}},
+        embedding_function=None,
+    )
+    assert older.configuration["hnsw"]["ef_search"] < SEARCH_EF
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    older.add(ids=[str(i) for i in range(len(vectors))], embeddings=vectors.tolist())
+
+    reopened = open_collection(chroma_client(embedded_settings), "older", embed_id)
+    assert reopened.configuration["hnsw"]["ef_search"] == SEARCH_EF
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for q in rng.normal(size=(20, 16)).astype(np.float32):
+        exact = set(np.argsort(-(unit @ (q / np.linalg.norm(q))))[:30].astype(str))
+        found = reopened.query(query_embeddings=[q.tolist()], n_results=30, include=[])
+        assert set(found["ids"][0]) == exact
