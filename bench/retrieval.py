@@ -6,7 +6,9 @@ records (see filings_hit1). Installs nothing: it says what to install when the m
         [--no-filings] [--variants]
 
 Ours: our ingest (main-content HTML, heading paths, model-sized chunks, lexical index) into a
-temporary data directory, questions asked through the app's retriever. Baseline:
+temporary data directory, questions asked through the app's retriever; `dense_recall30` is the
+share of each question's exact 30 nearest chunks that Chroma's search returns
+(`base_dense_recall30` at Chroma's default search breadth, in the same run). Baseline:
 `VectorStoreIndex.from_documents` over BeautifulSoup `get_text()` of each page, SentenceSplitter
 1024/200, the same embedding model. Chunks are deduplicated into pages in rank order.
 """
@@ -17,6 +19,7 @@ import argparse
 import csv
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,6 +103,48 @@ def variants(base):
             f"hybrid weighted {w}",
             base.model_copy(update={"fusion": "weighted", "lexical_weight": w}),
         )
+
+
+def dense_recall(col, embed, questions: list[str], k: int = 30) -> float:
+    """The share of each question's exact `k` nearest chunks (cosine over every stored vector)
+    that the collection's HNSW search returns: the dense side's candidate pool as it should be."""
+    import numpy as np
+
+    got = col.get(include=["embeddings"])
+    ids = np.asarray(got["ids"])
+    unit = np.asarray(got["embeddings"], np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    found = 0
+    for q in questions:
+        e = np.asarray(embed.get_query_embedding(q), np.float32)
+        exact = set(ids[np.argsort(-(unit @ (e / np.linalg.norm(e))), kind="stable")[:k]])
+        res = col.query(query_embeddings=[e.tolist()], n_results=k, include=[])
+        found += len(exact & set(res["ids"][0]))
+    return found / (k * len(questions))
+
+
+def recall_of(data_dir: Path, questions: list[str], ef: int) -> float:
+    """dense_recall of the manual's collection in `data_dir` searched at breadth `ef`, read by
+    this process as a restarted app reads it (the breadth is read when the search first loads the
+    index, so each breadth needs a process of its own)."""
+    from core.embedding.providers import build_embedding
+    from core.index.store import chroma_client
+    from core.settings import Settings
+
+    settings = Settings(data_dir=data_dir)
+    embed = build_embedding(settings.embedding, cache_dir=data_dir / "models")
+    col = chroma_client(settings).get_collection("manual", embedding_function=None)
+    col.modify(configuration={"hnsw": {"ef_search": ef}})
+    return dense_recall(col, embed, questions)
+
+
+def recall_after_restart(data_dir: Path, questions: Path, ef: int) -> float:
+    """recall_of in a fresh process."""
+    command = [sys.executable, __file__, "--recall-of", str(data_dir), "--ef", str(ef)]
+    done = subprocess.run(
+        [*command, "--questions", str(questions)], check=True, capture_output=True, text=True
+    )
+    return float(done.stdout.splitlines()[-1])
 
 
 def retrievers_on(settings, embed, col):
@@ -196,7 +241,13 @@ def main() -> int:
     )
     parser.add_argument("--sciq-limit", type=int, default=None)
     parser.add_argument("--no-filings", action="store_true", help="skip the 10-K records check")
+    parser.add_argument("--recall-of", type=Path, help=argparse.SUPPRESS)  # see recall_of
+    parser.add_argument("--ef", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.recall_of is not None:
+        items = [json.loads(line) for line in args.questions.read_text().splitlines() if line]
+        print(recall_of(args.recall_of, [item["q"] for item in items], args.ef))
+        return 0
     if not args.manual.is_dir():
         print(
             f"the manual is not at {args.manual}: install it with "
@@ -214,7 +265,7 @@ def main() -> int:
 
     from core.embedding.providers import build_embedding, embedding_id
     from core.embedding.window import model_window, packaged_model_dir
-    from core.index.store import chroma_client, open_collection
+    from core.index.store import SEARCH_EF, chroma_client, open_collection
     from core.settings import Settings
     from ingest import ingest_paths
 
@@ -241,6 +292,15 @@ def main() -> int:
         retriever_for = retrievers_on(settings, embed, col)
         ours = page_metrics(ask_ours(retriever_for(settings.retrieval), embed, questions), gold)
         print(f"ours ({settings.retrieval.fusion}): {_fmt(ours)}", flush=True)
+        # In a fresh process, as the app reads the index after a restart (the search graph is
+        # loaded from disk there; the one built during ingest finds everything).
+        narrow = recall_after_restart(Path(tmp), args.questions, 100)  # Chroma's default
+        recall = recall_after_restart(Path(tmp), args.questions, SEARCH_EF)
+        print(
+            f"dense search after a restart: {recall:.3f} of the exact 30 nearest chunks found at "
+            f"ef_search {SEARCH_EF}, {narrow:.3f} at Chroma's default 100",
+            flush=True,
+        )
         if args.variants:
             for name, variant in variants(settings.retrieval):
                 r = retriever_for(variant)
@@ -273,7 +333,8 @@ def main() -> int:
     print(
         f"hit1={ours['hit1']:.3f} mrr10={ours['mrr10']:.3f} base_hit1={base['hit1']:.3f} "
         f"base_mrr10={base['mrr10']:.3f} hit5={ours['hit5']:.3f} base_hit5={base['hit5']:.3f} "
-        f"ingest_ratio={ours_s / base_s:.2f}"
+        f"ingest_ratio={ours_s / base_s:.2f} dense_recall30={recall:.3f} "
+        f"base_dense_recall30={narrow:.3f}"
         + (f" sciq_hit1={sciq:.3f}" if sciq is not None else "")
         + (f" filings_hit1={filings['default']:.3f}" if filings is not None else "")
     )
