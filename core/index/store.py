@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 EMBED_MODEL_KEY = "embed_model"
 EMBED_DIM_KEY = "embed_dim"
 # How widely a query searches Chroma's HNSW graph. At Chroma's default of 100, queries over the
-# PostgreSQL manual (4,871 chunks) missed about one in 150 of their true 30 nearest chunks, some
+# PostgreSQL manual (4,871 chunks) missed about one in 140 of their true 30 nearest chunks, some
 # well inside the 30, and which ones changed from one process to the next, so the same question
 # could be answered from other pages after a restart. At 400 none was missed and every run agreed
 # (bench/NOTES.md); the search costs a few milliseconds more.
@@ -101,8 +101,9 @@ def open_collection(
 
 def _search_widely(collection: Collection) -> None:
     """Raise the collection's HNSW search breadth to SEARCH_EF (a collection made before it was
-    set keeps Chroma's default otherwise). Searching narrower is slower to notice than a failure
-    to open, so a store that refuses the change is logged, never a reason to stop."""
+    set keeps Chroma's default otherwise). Chroma reads the breadth when a process first searches
+    the collection, so this runs on open, before any query. A store that refuses the change still
+    opens, with a warning: a narrower search misses a few passages, it does not fail."""
     try:
         hnsw = dict((collection.configuration or {}).get("hnsw") or {})
         if int(hnsw.get("ef_search") or 0) < SEARCH_EF:
