@@ -141,9 +141,9 @@ def recall_of(data_dir: Path, questions: list[str], ef: int) -> float:
 def recall_after_restart(data_dir: Path, questions: Path, ef: int) -> float:
     """recall_of in a fresh process."""
     command = [sys.executable, __file__, "--recall-of", str(data_dir), "--ef", str(ef)]
-    done = subprocess.run(
-        [*command, "--questions", str(questions)], check=True, capture_output=True, text=True
-    )
+    done = subprocess.run([*command, "--questions", str(questions)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"measuring dense recall at ef_search {ef} failed:\n{done.stderr[-2000:]}")
     return float(done.stdout.splitlines()[-1])
 
 
@@ -245,7 +245,9 @@ def main() -> int:
     parser.add_argument("--ef", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.recall_of is not None:
-        items = [json.loads(line) for line in args.questions.read_text().splitlines() if line]
+        items = [
+            json.loads(line) for line in args.questions.read_text().splitlines() if line.strip()
+        ]
         print(recall_of(args.recall_of, [item["q"] for item in items], args.ef))
         return 0
     if not args.manual.is_dir():
