@@ -545,3 +545,29 @@ def test_too_few_passages_for_hard_negatives_says_what_to_do(tmp_path):
     assert store.datasets() == []
     built = build_pairs(ctx, PairsRequest(name="two", files=[tmp_path / "two.json"], negatives=0))
     assert built.card.pairs == 2
+
+
+def test_training_on_one_pair_is_refused_before_a_job_exists(tmp_path):
+    """One pair teaches nothing (each question learns against the others' passages): pressing
+    Train on it is refused in plain words, and no job is left behind to fail later."""
+    from core.errors import RagError
+    from core.registry import Registry
+    from core.settings import Settings
+    from finetune.context import FineTuneContext
+    from finetune.embedding.job import TrainRequest, launch_training
+    from finetune.embedding.service import PairsRequest, build_pairs
+
+    settings = Settings(data_dir=tmp_path / "data")
+    db = open_database(f"sqlite:///{(tmp_path / 'rag.db').resolve()}")
+    reg = Registry(db)
+    reg.seed(settings)
+    store = JobStore(db)
+    ctx = FineTuneContext(settings, store, reg)
+    one = PairSet()
+    one.add("q1", "Who keeps the lighthouse?", {"d1": "Orsolya keeps it."}, "file")
+    save_llamaindex(one, tmp_path / "one.json")
+    built = build_pairs(ctx, PairsRequest(name="one", files=[tmp_path / "one.json"], negatives=0))
+    with pytest.raises(RagError, match=r"has 1 training pair\(s\).*at least 2") as refused:
+        launch_training(ctx, TrainRequest(dataset_id=built.record.id, max_steps=2))
+    assert "MNRL" not in str(refused.value)
+    assert store.jobs() == []

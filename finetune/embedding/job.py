@@ -70,7 +70,16 @@ def launch_training(
     if request.loss not in LOSSES:
         raise RagError(f"unknown loss {request.loss!r}; known: {', '.join(LOSSES)}")
     record = pairs_dataset(ctx, request.dataset_id)
-    read_dataset(Path(record.path))  # there, and as its card says
+    data, _ = read_dataset(Path(record.path))  # there, and as its card says
+    train, _ = split_pairs(data, request.holdout, request.seed)
+    if len(train) < 2:
+        # Each question learns against the other questions' passages in its batch: one pair
+        # teaches nothing. Said before a job exists, so that a refusal leaves nothing behind.
+        raise RagError(
+            f"dataset {record.id} has {len(train)} training pair(s) to learn from; training needs "
+            "at least 2 (each question is told apart from the others' passages). Rate more "
+            "answers up, or add a corpus source, and build the pairs again"
+        )
     request = TrainRequest(**{**asdict(request), "dataset_id": record.id})
     _, applied = active_embedding(ctx)
     base = model_dir(applied)

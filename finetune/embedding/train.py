@@ -140,7 +140,10 @@ def train_model(
 
     cfg.check()
     if len(data) < 2:
-        raise RagError(f"{len(data)} training pair(s) are too few; MNRL needs a batch of two")
+        raise RagError(
+            f"{len(data)} training pair(s) are too few: training needs at least 2 (each question "
+            "is told apart from the other questions' passages)"
+        )
     seed_everything(cfg.seed)
     model = load_model(base, cfg.max_seq_length)
     table = training_table(data)
