@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from app.markup import plain_markdown
 from app.notices import check_password, handled
 from core.errors import RagError
 
@@ -46,7 +47,10 @@ def _metric_cell(run: EvalRun, name: str) -> str:
     return f"{value} ({m.nan} NaN)" if m.nan else value
 
 
-def runs_table(runs: list[EvalRun]) -> list[list[Any]]:
+def runs_table(runs: list[EvalRun], names: dict[str, str] | None = None) -> list[list[Any]]:
+    """One row a run; its set named as the set list names it ("set 2") when a stored set holds
+    that content, else by the start of its content hash."""
+    names = names or {}
     rows = []
     for r in runs:
         samples = max((m.measured + m.nan for m in r.summary.values()), default=0)
@@ -58,7 +62,7 @@ def runs_table(runs: list[EvalRun]) -> list[list[Any]]:
                 f"v{r.chat_version_id}",
                 f"v{r.embedding_version_id}",
                 r.reranker_cell,
-                r.set_hash[:10],
+                names.get(r.set_hash, r.set_hash[:10]),
                 samples,
                 *(_metric_cell(r, m) for m in SHOWN_METRICS),
             ]
@@ -137,6 +141,13 @@ def build_evaluate_tab(
     def check(password: str) -> None:
         check_password(admin_password, password)
 
+    def set_names() -> dict[str, str]:
+        """Each stored content's set, as the set list names it (the first set that holds it)."""
+        names: dict[str, str] = {}
+        for info in sorted(store.sets(), key=lambda i: -i.id):
+            names[info.content_hash] = f"set {info.id}"
+        return names
+
     def set_choices() -> list[tuple[str, int]]:
         return [(s.label, s.id) for s in store.sets()]
 
@@ -168,7 +179,7 @@ def build_evaluate_tab(
         return (
             gr.update(choices=sets, value=set_id if sets else None),
             gr.update(choices=version_choices(), value=0),
-            runs_table(runs),
+            runs_table(runs, set_names()),
             history(set_id),
             versions_markdown(registry),
             note,
@@ -196,9 +207,10 @@ def build_evaluate_tab(
             gr.update(choices=set_choices(), value=set_id),
             f"Added {info.label}.",
             history(set_id),
+            NO_RUNS if not store.runs(limit=1) else "",
         )
 
-    @handled(3)
+    @handled(4)
     def add_upload(upload: Any, password: str):
         from eval.service import SetRequest
 
@@ -207,13 +219,13 @@ def build_evaluate_tab(
         path = Path(upload if isinstance(upload, str) else upload.name)
         return stored(SetRequest(path=path, kind="upload", name=path.name), password)
 
-    @handled(3)
+    @handled(4)
     def add_log_sample(feedback: str, size: float | None, password: str):
         from eval.service import SetRequest
 
         return stored(SetRequest(from_log=True, feedback=feedback, size=int(size or 100)), password)
 
-    @handled(3)
+    @handled(4)
     def add_dataset(upload: Any, question: str, reference: str, contexts: str, password: str):
         from eval.service import SetRequest
 
@@ -228,13 +240,13 @@ def build_evaluate_tab(
         )
         return stored(request, password)
 
-    @handled(3)
+    @handled(4)
     def add_generated(size: float | None, password: str):
         from eval.service import SetRequest
 
         return stored(SetRequest(generate=int(size or 20)), password)
 
-    @handled(5)
+    @handled(6)
     def evaluate(set_id: Any, who: Any, password: str, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         check(password)
         from eval.report import delta_figure
@@ -244,16 +256,18 @@ def build_evaluate_tab(
         chosen = chosen_set(set_id)
         if not who:  # the active versions
             run = run_eval(ctx, chosen)
-            text = f"**Done.** {run_line(run)}"
-            return text, None, runs_table(store.runs(limit=200)), history(chosen), gr.skip()
+            text = f"**Done.** {run_line(run, f'set {chosen}')}"
+            table = runs_table(store.runs(limit=200), set_names())
+            return text, None, table, history(chosen), gr.skip(), ""
         version_id = int(who)
         decision, champion, candidate = compare(ctx, chosen, version_id)
         return (
             decision_markdown(decision, champion, candidate),
             delta_figure(decision),
-            runs_table(store.runs(limit=200)),
+            runs_table(store.runs(limit=200), set_names()),
             history(chosen),
             gr.update(value=version_id if decision.promote else None),
+            "",
         )
 
     @handled(2)
@@ -264,7 +278,12 @@ def build_evaluate_tab(
         samples = store.samples(int(run_id))
         names = sorted({m for s in samples for m in s.scores})
         rows = [
-            [s.idx, s.user_input, (s.response or "")[:200], *(_fmt(s.scores.get(m)) for m in names)]
+            [
+                s.idx + 1,  # numbered from 1, as "Sample #" takes them
+                s.user_input,
+                plain_markdown(s.response or "")[:200],
+                *(_fmt(s.scores.get(m)) for m in names),
+            ]
             for s in samples
         ]
         import pandas as pd
@@ -276,9 +295,9 @@ def build_evaluate_tab(
         check(password)
         if not run_id or idx is None:
             raise RagError("choose a run and a sample number")
-        found = [s for s in store.samples(int(run_id)) if s.idx == int(idx)]
+        found = [s for s in store.samples(int(run_id)) if s.idx + 1 == int(idx)]
         if not found:
-            raise RagError(f"run {int(run_id)} has no sample {int(idx)}")
+            raise RagError(f"run {int(run_id)} has no sample {int(idx)} (they are numbered from 1)")
         return sample_markdown(found[0])
 
     @handled(2)
@@ -368,7 +387,7 @@ def build_evaluate_tab(
                     log_btn = gr.Button("Sample the chat log", elem_id="eval-add-log")
                 with gr.Row():
                     data_file = gr.File(
-                        label="`datasets` file",
+                        label="Dataset file (for the datasets library)",
                         file_types=[".csv", ".jsonl", ".json", ".parquet"],
                     )
                     q_field = gr.Textbox(label="Question column", value="question")
@@ -402,24 +421,37 @@ def build_evaluate_tab(
             )
             plot = gr.Plot(label="Metric history on the chosen set")
             with gr.Row():
-                run_id = gr.Number(label="Run id", precision=0, elem_id="eval-run-id")
+                run_id = gr.Number(label="Run id", value=None, precision=0, elem_id="eval-run-id")
                 show = gr.Button("Show samples", elem_id="eval-show")
-            samples = gr.Dataframe(label="Samples", interactive=False, elem_id="eval-samples")
+            samples = gr.Dataframe(
+                headers=["#", "question", "answer"],
+                label="Samples",
+                interactive=False,
+                elem_id="eval-samples",
+            )
             with gr.Row():
-                idx = gr.Number(label="Sample #", precision=0, elem_id="eval-sample-idx")
+                idx = gr.Number(
+                    label="Sample #", value=None, precision=0, elem_id="eval-sample-idx"
+                )
                 detail_btn = gr.Button("Show sample", elem_id="eval-detail")
             detail = gr.Markdown(elem_id="eval-sample-detail")
             gr.Markdown("### 4. Compare two runs of one set (the gate)")
             with gr.Row():
-                champ = gr.Number(label="Champion run", precision=0, elem_id="eval-champion")
-                cand = gr.Number(label="Candidate run", precision=0, elem_id="eval-candidate")
+                champ = gr.Number(
+                    label="Champion run", value=None, precision=0, elem_id="eval-champion"
+                )
+                cand = gr.Number(
+                    label="Candidate run", value=None, precision=0, elem_id="eval-candidate"
+                )
                 cmp_btn = gr.Button("Compare", elem_id="eval-compare")
             decision = gr.Markdown(elem_id="eval-decision")
             compared = gr.Plot(label="Deltas with 95% intervals")
             gr.Markdown("### 5. Promote or roll back")
             versions = gr.Markdown(elem_id="eval-versions")
             with gr.Row():
-                version = gr.Number(label="Version id", precision=0, elem_id="eval-version")
+                version = gr.Number(
+                    label="Version id", value=None, precision=0, elem_id="eval-version"
+                )
                 promote_btn = gr.Button("Promote", elem_id="eval-promote")
                 # Whether the admin confirmed in the browser's dialog (an API call is confirmed by
                 # making it).
@@ -432,7 +464,7 @@ def build_evaluate_tab(
             tab.select(on_open, [password, set_id], shown, api_visibility="private")
             refresh_btn.click(refresh, [password, set_id], shown, api_name="refresh")
             set_id.change(history, set_id, plot, api_visibility="private")
-            adding = [set_id, added, plot]
+            adding = [set_id, added, plot, note]
             upload_btn.click(add_upload, [upload, password], adding, api_name="add_set")
             log_btn.click(
                 add_log_sample, [feedback, size, password], adding, api_visibility="private"
@@ -447,7 +479,7 @@ def build_evaluate_tab(
             evaluate_btn.click(
                 evaluate,
                 [set_id, who, password],
-                [result, deltas, runs, plot, version],
+                [result, deltas, runs, plot, version, note],
                 api_name="evaluate",
             )
             show.click(drill, [run_id, password], [samples, detail], api_name="drill")

@@ -22,3 +22,19 @@ def safe_markdown(text: str) -> str:
 def plain_text(shown: str) -> str:
     """What the user saw as text, from a message `safe_markdown` made (for the chat history)."""
     return html.unescape(shown)
+
+
+_EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1", re.DOTALL)
+_QUOTE_MARK = re.compile(r"^\s*>\s?", re.MULTILINE)
+_FENCE_MARK = re.compile(r"^\s*(```|~~~)[^\n]*$", re.MULTILINE)
+_SPAN = re.compile(r"`([^`]+)`")
+
+
+def plain_markdown(text: str) -> str:
+    """Chat Markdown as one line of plain text, for a table cell that does not render it: bold
+    and quote marks, code fences and backticks taken out, the words kept."""
+    text = _FENCE_MARK.sub(" ", text)
+    text = _EMPHASIS.sub(r"\2", text)
+    text = _QUOTE_MARK.sub("", text)
+    text = _SPAN.sub(r"\1", text)
+    return " ".join(text.split())

@@ -59,7 +59,8 @@ class EvalSetInfo(BaseModel):
     @property
     def label(self) -> str:
         kind = self.origin.get("kind", "set")
-        return f"set {self.id}: {self.name} ({self.n_samples} questions, {kind})"
+        questions = "question" if self.n_samples == 1 else "questions"
+        return f"set {self.id}: {self.name} ({self.n_samples} {questions}, {kind})"
 
 
 # Why a metric is NaN on a sample when the set, not the run, lacks what it needs: the sample has

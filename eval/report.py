@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,13 @@ def history_figure(runs: list[EvalRun], metrics: tuple[str, ...] = HISTORY_METRI
         height=380,
         margin={"l": 50, "r": 20, "t": 50, "b": 40},
     )
+    values = [y for trace in fig.data for y in trace.y]
+    if values and all(0.0 <= y <= 1.0 for y in values):
+        fig.update_yaxes(range=[0, 1.05])  # shares and scores: their own scale, not plotly's
+    times = {x for trace in fig.data for x in trace.x}
+    if len(times) == 1:  # one run: an hour either side, not milliseconds around one point
+        (t,) = times
+        fig.update_xaxes(range=[t - timedelta(hours=1), t + timedelta(hours=1)])
     return fig
 
 

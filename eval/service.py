@@ -152,9 +152,16 @@ def judge_runs(ctx: EvalContext, champion_run_id: int, candidate_run_id: int) ->
     from eval.evidence import check_evidence
     from eval.runner import decide, policy_from
 
+    if champion_run_id == candidate_run_id:
+        raise RagError(f"run {champion_run_id} against itself proves nothing; choose two runs")
     champion, candidate = ctx.store.run(champion_run_id), ctx.store.run(candidate_run_id)
     if champion.set_hash != candidate.set_hash:
         raise RagError("those runs answered different sets; compare two runs of one set")
+    if champion.versions == candidate.versions:
+        raise RagError(
+            f"runs {champion_run_id} and {candidate_run_id} ran the same versions "
+            f"({candidate.versions}): nothing differs between them for the gate to judge"
+        )
     kind = "chat"
     if candidate.chat_version_id != champion.chat_version_id:
         version_id = candidate.chat_version_id
@@ -247,8 +254,9 @@ def register(
     return ctx.registry.register(kind, name, spec, parent_id, provenance)  # type: ignore[arg-type]
 
 
-def run_line(run: EvalRun) -> str:
-    """One line about a run: versions, set, samples, headline metrics, unmeasured samples."""
+def run_line(run: EvalRun, set_name: str | None = None) -> str:
+    """One line about a run: versions, set (by `set_name`, else its content hash), samples,
+    headline metrics, unmeasured samples."""
     versions = run.versions
     parts = []
     for name in HEADLINE:
@@ -259,7 +267,7 @@ def run_line(run: EvalRun) -> str:
     nan = sum(m.nan for m in run.summary.values())
     n = max((m.measured + m.nan for m in run.summary.values()), default=0)
     return (
-        f"run {run.id}: {versions} on set {run.set_hash[:12]} ({n} samples) in "
+        f"run {run.id}: {versions} on {set_name or 'set ' + run.set_hash[:12]} ({n} samples) in "
         f"{run.duration_s:.1f} s: " + ", ".join(parts) + f"; nan total {nan}"
     )
 

@@ -117,6 +117,26 @@ def test_run_stores_per_sample_scores_and_counts_nan(ctx):
     )
 
 
+def test_the_gate_refuses_to_judge_a_run_against_itself_or_the_same_versions(ctx):
+    """Two runs the gate could judge differ in a version: a run against itself, or two runs of
+    the same versions, are refused with the reason, and no decision is stored."""
+    from core.errors import RagError
+    from eval.runner import run_eval
+    from eval.service import judge_runs
+    from eval.sets import load_jsonl
+
+    context, golden = ctx
+    set_id = context.save_set("same", load_jsonl(golden)[:3])
+    first = run_eval(context, set_id, progress=False)
+    second = run_eval(context, set_id, progress=False)
+    decided = len(context.store.decisions())
+    with pytest.raises(RagError, match=f"run {first.id} against itself proves nothing"):
+        judge_runs(context, first.id, first.id)
+    with pytest.raises(RagError, match=r"ran the same versions \(chat v\d+ \+ embedding v\d+\)"):
+        judge_runs(context, first.id, second.id)
+    assert len(context.store.decisions()) == decided
+
+
 def test_eval_store_runs_decisions_and_locks(sql_url):
     store = EvalStore(open_database(sql_url))
     samples = [EvalSample(user_input="q1", reference="r")]
@@ -174,3 +194,22 @@ def test_eval_store_runs_decisions_and_locks(sql_url):
 
     later = datetime.now(UTC) + timedelta(minutes=10)
     assert store.try_lock("eval:1", "c", timedelta(minutes=5), now=later)
+
+
+def test_history_of_one_run_reads_on_the_metrics_own_scale():
+    """One run's point: the y axis spans the scores' 0..1 and the x axis an hour either side,
+    not plotly's guess around a single value (0..2, milliseconds)."""
+    from datetime import UTC, datetime
+
+    from core.evalstore import EvalRun, MetricSummary
+    from eval.report import history_figure
+
+    at = datetime(2026, 12, 7, 4, 35, tzinfo=UTC)
+    run = EvalRun(
+        id=1, set_id=1, set_hash="h", chat_version_id=1, embedding_version_id=2, status="done",
+        summary={"hit_at_5": MetricSummary(mean=1.0, measured=1, nan=0)}, started_at=at,
+    )  # fmt: skip
+    fig = history_figure([run])
+    assert list(fig.layout.yaxis.range) == [0, 1.05]
+    low, high = fig.layout.xaxis.range
+    assert (low, high) == (at - timedelta(hours=1), at + timedelta(hours=1))

@@ -57,15 +57,19 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
     )
     [row] = runs["data"]
     assert row[2] == "done" and row[5] == "none" and row[7] == 2  # status, reranker, samples
+    assert row[6] == "set 1"  # the set as the set list names it, not a hash
     assert "| chat | v1 | active |" in versions
     samples, _ = client.predict(row[0], "", api_name="/drill")
     assert [r[1] for r in samples["data"]] == [
         "How do I export the chat log?",
         "Which chat models are supported?",
     ]
-    detail = client.predict(row[0], 0, "", api_name="/sample_detail")
+    assert [r[0] for r in samples["data"]] == [1, 2]  # numbered as "Sample #" takes them
+    detail = client.predict(row[0], 1, "", api_name="/sample_detail")
     assert "feedback-and-logs.md" in detail and "hit_at_1" in detail
-    assert "no reference" in client.predict(row[0], 1, "", api_name="/sample_detail")
+    assert "no reference" in client.predict(row[0], 2, "", api_name="/sample_detail")
+    # The answers column is plain text: the table does not render Markdown.
+    assert all("**" not in r[2] and not r[2].startswith(">") for r in samples["data"])
 
     reg = Registry(open_database(f"sqlite:///{(data / 'rag.db').resolve()}"))
     candidate = reg.register("chat", "top-1", {"retrieval": {"top_k": 1}})
@@ -110,7 +114,7 @@ def test_browser_evaluate_tab_runs_and_samples(app_server, tmp_path, monkeypatch
         page.locator("#eval-run-id input").fill(str(run_id))
         page.locator("#eval-show").click()
         expect(page.locator("#eval-samples")).to_contain_text(question, timeout=30_000)
-        page.locator("#eval-sample-idx input").fill("0")
+        page.locator("#eval-sample-idx input").fill("1")
         page.locator("#eval-detail").click()
         expect(page.locator("#eval-sample-detail")).to_contain_text("Retrieved", timeout=30_000)
         browser.close()
