@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.markup import plain_markdown
+from app.markup import one_line
 from app.notices import check_password, handled
 from core.errors import RagError
 
@@ -281,7 +281,7 @@ def build_evaluate_tab(
             [
                 s.idx + 1,  # numbered from 1, as "Sample #" takes them
                 s.user_input,
-                plain_markdown(s.response or "")[:200],
+                one_line(s.response or "")[:200],
                 *(_fmt(s.scores.get(m)) for m in names),
             ]
             for s in samples

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.markup import plain_markdown
+from app.markup import one_line
 from app.notices import check_password, handled
 from core.dates import parse_since
 from core.errors import RagError
@@ -65,7 +65,7 @@ def preview_table(rows: list[dict[str, Any]]) -> list[list[Any]]:
                 grade.get("helpfulness", ""),
                 r.get("target") or "",
                 r.get("question", ""),
-                plain_markdown(r.get("answer") or "")[:200],
+                one_line(r.get("answer") or "")[:200],
             ]
         )
     return out

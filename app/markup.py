@@ -24,17 +24,28 @@ def plain_text(shown: str) -> str:
     return html.unescape(shown)
 
 
-_EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1", re.DOTALL)
+# Markdown as a reader sees it rendered: code spans without their backticks (a span may cross one
+# line break, as wrapped source text has them), emphasis without its stars, links as their text,
+# headings without their hashes, fences gone (their code stays).
+_MD_MARKUP = (
+    (re.compile(r"^\s*(```|~~~).*$", re.MULTILINE), ""),
+    (re.compile(r"`([^`\n]+(?:\n[^`\n]+)?)`"), r"\1"),
+    # Underscores inside a word never emphasise (RAG_FINETUNE__TEACHER__MODEL stays whole).
+    (re.compile(r"\*\*([^*\n]+)\*\*|(?<!\w)__([^_\n]+)__(?!\w)"), r"\1\2"),
+    (re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])|(?<!\w)_([^_\n]+)_(?!\w)"), r"\1\2"),
+    (re.compile(r"!?\[([^\]\n]+)\]\([^)\s]+\)"), r"\1"),
+    (re.compile(r"^ {0,3}#{1,6}\s+", re.MULTILINE), ""),
+)
 _QUOTE_MARK = re.compile(r"^\s*>\s?", re.MULTILINE)
-_FENCE_MARK = re.compile(r"^\s*(```|~~~)[^\n]*$", re.MULTILINE)
-_SPAN = re.compile(r"`([^`]+)`")
 
 
 def plain_markdown(text: str) -> str:
-    """Chat Markdown as one line of plain text, for a table cell that does not render it: bold
-    and quote marks, code fences and backticks taken out, the words kept."""
-    text = _FENCE_MARK.sub(" ", text)
-    text = _EMPHASIS.sub(r"\2", text)
-    text = _QUOTE_MARK.sub("", text)
-    text = _SPAN.sub(r"\1", text)
-    return " ".join(text.split())
+    """`text` without Markdown's markup characters, as it would read rendered."""
+    for pattern, replacement in _MD_MARKUP:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def one_line(text: str) -> str:
+    """Chat Markdown as one line of plain text, for a table cell that does not render it."""
+    return " ".join(_QUOTE_MARK.sub("", plain_markdown(text)).split())

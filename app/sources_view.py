@@ -8,6 +8,8 @@ import html
 import re
 from typing import TYPE_CHECKING
 
+from app.markup import plain_markdown
+
 if TYPE_CHECKING:
     from core.records import SourceRef
 
@@ -131,24 +133,6 @@ def excerpt_bounds(text: str, spans: list[tuple[int, int]]) -> tuple[int, int]:
 
 _LIST_ITEM = re.compile(r"^\s*([-*+•]|\d+[.)])\s")
 SHORT_LINE = 50
-# Markdown as a reader sees it rendered: code spans without their backticks, emphasis without its
-# stars, links as their text, headings without their hashes, fences gone (their code stays).
-_MD_MARKUP = (
-    (re.compile(r"^\s*(```|~~~).*$", re.MULTILINE), ""),
-    (re.compile(r"`([^`\n]+)`"), r"\1"),
-    # Underscores inside a word never emphasise (RAG_FINETUNE__TEACHER__MODEL stays whole).
-    (re.compile(r"\*\*([^*\n]+)\*\*|(?<!\w)__([^_\n]+)__(?!\w)"), r"\1\2"),
-    (re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])|(?<!\w)_([^_\n]+)_(?!\w)"), r"\1\2"),
-    (re.compile(r"!?\[([^\]\n]+)\]\([^)\s]+\)"), r"\1"),
-    (re.compile(r"^ {0,3}#{1,6}\s+", re.MULTILINE), ""),
-)
-
-
-def plain_markdown(text: str) -> str:
-    """`text` without Markdown's markup characters, as it would read rendered."""
-    for pattern, replacement in _MD_MARKUP:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def display_text(text: str) -> str:
@@ -187,11 +171,14 @@ def _card(number: int, source: SourceRef) -> str:
     if source.heading_path:
         crumbs = " › ".join(html.escape(p.strip()) for p in source.heading_path.split(">"))
         parts.append(f'<div class="src-path">{crumbs}</div>')
-    label = relevance_label(source.score)
+    # A cosine can fall just below 0 for a passage found by its keywords alone: shown on the
+    # 0 to 1 scale the guide and the tooltip give, as 0.
+    score = max(0.0, source.score)
+    label = relevance_label(score)
     parts.append(
-        f'<div class="src-rel" title="similarity to the question: {source.score:.2f} (0 to 1)">'
-        f'<div class="src-bar"><div style="width:{relevance_width(source.score)}%"></div></div>'
-        f"<span>{label} · {source.score:.2f}</span></div>"
+        f'<div class="src-rel" title="similarity to the question: {score:.2f} (0 to 1)">'
+        f'<div class="src-bar"><div style="width:{relevance_width(score)}%"></div></div>'
+        f"<span>{label} · {score:.2f}</span></div>"
     )
     parts.append(f'<div class="src-text">{body}</div>')
     if (lo, hi) != (0, len(text)):

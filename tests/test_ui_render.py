@@ -186,6 +186,18 @@ def test_source_cards_show_markdown_as_it_reads_rendered():
     html = sources_html([ref(text, quotes=["Run `python -m app export-logs` to write"])])
     assert "`" not in html and "**" not in html and "## " not in html
     assert "<mark>Run python -m app export-logs to write" in html
+    # A code span the file wrapped across a line ends at its closing backtick there too.
+    wrapped = "Use `--since\n2026-11-01` to limit it to recent turns and `--feedback down` too."
+    html = sources_html([ref(wrapped, quotes=[])])
+    assert "`" not in html and "--since\n2026-11-01 to limit" in html
+
+
+def test_a_score_below_zero_shows_on_the_zero_to_one_scale():
+    """A passage found by its keywords alone can have a cosine just under 0: the card shows
+    0.00, never a negative number on a scale said to run from 0 to 1."""
+    card = ref("Keywords alone found this passage about pumps.", quotes=[])
+    html = sources_html([card.model_copy(update={"score": -0.0123})])
+    assert "· 0.00</span>" in html and "-0.01" not in html
 
 
 def test_setting_names_keep_their_underscores_and_a_quote_across_list_items_is_marked_whole():
