@@ -379,7 +379,7 @@ def build_evaluate_tab(
                     upload_btn = gr.Button("Add the file", elem_id="eval-add-upload")
                 with gr.Row():
                     feedback = gr.Radio(
-                        ["up", "any", "all", "none", "down"],
+                        ["all", "any", "up", "down", "none"],
                         value="up",
                         label="Chat log turns rated",
                     )

@@ -207,8 +207,8 @@ class ExtractiveSynthesizer(BaseSynthesizer):
     read together with its neighbours (the sentence next to one that sets up a topic often holds
     the answer), plus the share of the question's words it contains and a small lead for the best
     passage. Sentences that only restate the question (or ask one) and bare headings are never
-    quoted; the best few are quoted in document order, commands whole, under a clear label, and a
-    weak best match is said plainly."""
+    quoted; the best few are quoted in document order within each passage (the passage with the
+    best one first), commands whole, under a clear label, and a weak best match is said plainly."""
 
     def __init__(
         self,
@@ -302,7 +302,8 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         return scored, by_unit
 
     def pick(self, query_str: str, text_chunks: Sequence[str]) -> list[Quote]:
-        """The quotes, in document order (passage, then position); empty when nothing fits."""
+        """The quotes, passage by passage (the one holding the best quote first), each passage's
+        in its own order; empty when nothing fits."""
         passages = [split_units(text) for text in text_chunks]
         scored, by_unit = self.score_units(query_str, passages)
         if not scored:
@@ -383,7 +384,12 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             self.weak = self.repeated
         if self.weak:
             return picked[:1]  # not an answer: only the closest passage, said to be the closest
-        return sorted(picked, key=lambda q: (q.passage, q.position))
+        # Each passage's quotes in its own order, the passage holding the best quote first: the
+        # answer leads with its best evidence, and reads in order within each passage.
+        lead: dict[int, float] = {}
+        for q in picked:
+            lead[q.passage] = max(lead.get(q.passage, q.score), q.score)
+        return sorted(picked, key=lambda q: (-lead[q.passage], q.passage, q.position))
 
     def get_response(
         self, query_str: str, text_chunks: Sequence[str], **kwargs: Any

@@ -106,6 +106,24 @@ def test_quotes_follow_document_order_and_are_recorded(embed_model):
     assert all(q.passage == 1 for q in synth.picked)
 
 
+def test_the_passage_holding_the_best_quote_leads_the_answer(embed_model):
+    """When the best evidence sits in a later passage, the answer starts with it (a follow-up's
+    command should not come third behind loosely related sentences of the first passage)."""
+    passages = [
+        "Documents you indexed stay on disk after the app stops. The Documents tab lists each "
+        "indexed file with its chunk count.",
+        "From the command line, index a folder of documents with python -m ingest PATH. It "
+        "skips files that have not changed since the last run.",
+    ]
+    question = "How do I index a folder of documents from the command line?"
+    text, synth = answer(embed_model, question, passages)
+    best = max(synth.picked, key=lambda q: q.score)
+    assert best.passage == 2 and synth.picked[0].passage == 2
+    assert text.index("python -m ingest PATH") < min(
+        (text.index(q.text) for q in synth.picked if q.passage == 1), default=len(text)
+    )
+
+
 def test_weak_evidence_is_said_to_be_no_answer_with_the_closest_passage(embed_model):
     """When the best evidence is weak the answer says the documents do not cover the question,
     and shows the closest passage as the closest, not as an answer."""
