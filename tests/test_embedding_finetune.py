@@ -521,21 +521,27 @@ def test_teacher_grades_unrated_turns_and_errors_stop_with_a_reason(indexed, tmp
     log.db.dispose()
 
 
-def test_too_few_passages_for_hard_negatives_says_what_to_do(tmp_path):
-    """Two rated answers citing two passages cannot give each question a hard negative: the
-    refusal says what would (more ratings, a corpus source, no negatives), and nothing is kept."""
-    from core.errors import RagError
+def _bare_context(tmp_path):
+    """A fine-tuning context on a fresh SQLite database with the seeded registry, no index."""
     from core.registry import Registry
     from core.settings import Settings
     from finetune.context import FineTuneContext
-    from finetune.embedding.service import PairsRequest, build_pairs
 
     settings = Settings(data_dir=tmp_path / "data")
     db = open_database(f"sqlite:///{(tmp_path / 'rag.db').resolve()}")
     reg = Registry(db)
     reg.seed(settings)
-    store = JobStore(db)
-    ctx = FineTuneContext(settings, store, reg)
+    return FineTuneContext(settings, JobStore(db), reg)
+
+
+def test_too_few_passages_for_hard_negatives_says_what_to_do(tmp_path):
+    """Two rated answers citing two passages cannot give each question a hard negative: the
+    refusal says what would (more ratings, a corpus source, no negatives), and nothing is kept."""
+    from core.errors import RagError
+    from finetune.embedding.service import PairsRequest, build_pairs
+
+    ctx = _bare_context(tmp_path)
+    store = ctx.store
     two = PairSet()
     two.add("q1", "Who keeps the lighthouse?", {"d1": "Orsolya keeps it."}, "file")
     two.add("q2", "When is the festival?", {"d2": "It is in October."}, "file")
@@ -551,18 +557,11 @@ def test_training_on_one_pair_is_refused_before_a_job_exists(tmp_path):
     """One pair teaches nothing (each question learns against the others' passages): pressing
     Train on it is refused in plain words, and no job is left behind to fail later."""
     from core.errors import RagError
-    from core.registry import Registry
-    from core.settings import Settings
-    from finetune.context import FineTuneContext
     from finetune.embedding.job import TrainRequest, launch_training
     from finetune.embedding.service import PairsRequest, build_pairs
 
-    settings = Settings(data_dir=tmp_path / "data")
-    db = open_database(f"sqlite:///{(tmp_path / 'rag.db').resolve()}")
-    reg = Registry(db)
-    reg.seed(settings)
-    store = JobStore(db)
-    ctx = FineTuneContext(settings, store, reg)
+    ctx = _bare_context(tmp_path)
+    store = ctx.store
     one = PairSet()
     one.add("q1", "Who keeps the lighthouse?", {"d1": "Orsolya keeps it."}, "file")
     save_llamaindex(one, tmp_path / "one.json")
