@@ -29,7 +29,7 @@ SHOWN_METRICS = ("semantic_similarity", "answer_contains_reference", "hit_at_5",
 ACTIVE = "the active versions"
 NO_SETS = (
     "**No evaluation set yet.** Add one below: upload a JSONL golden set, sample rated turns "
-    "from the chat log, or load a `datasets` file. Then press **Evaluate**."
+    "from the chat log, or load a dataset file. Then press **Evaluate**."
 )
 NO_RUNS = "_No runs on this set yet: press **Evaluate** to run the active versions on it._"
 
@@ -47,10 +47,8 @@ def _metric_cell(run: EvalRun, name: str) -> str:
     return f"{value} ({m.nan} NaN)" if m.nan else value
 
 
-def runs_table(runs: list[EvalRun], names: dict[str, str] | None = None) -> list[list[Any]]:
-    """One row a run; its set named as the set list names it ("set 2") when a stored set holds
-    that content, else by the start of its content hash."""
-    names = names or {}
+def runs_table(runs: list[EvalRun]) -> list[list[Any]]:
+    """One row a run; its set by number, as the set list names it ("set 2")."""
     rows = []
     for r in runs:
         samples = max((m.measured + m.nan for m in r.summary.values()), default=0)
@@ -62,7 +60,7 @@ def runs_table(runs: list[EvalRun], names: dict[str, str] | None = None) -> list
                 f"v{r.chat_version_id}",
                 f"v{r.embedding_version_id}",
                 r.reranker_cell,
-                names.get(r.set_hash, r.set_hash[:10]),
+                f"set {r.set_id}",
                 samples,
                 *(_metric_cell(r, m) for m in SHOWN_METRICS),
             ]
@@ -141,13 +139,6 @@ def build_evaluate_tab(
     def check(password: str) -> None:
         check_password(admin_password, password)
 
-    def set_names() -> dict[str, str]:
-        """Each stored content's set, as the set list names it (the first set that holds it)."""
-        names: dict[str, str] = {}
-        for info in sorted(store.sets(), key=lambda i: -i.id):
-            names[info.content_hash] = f"set {info.id}"
-        return names
-
     def set_choices() -> list[tuple[str, int]]:
         return [(s.label, s.id) for s in store.sets()]
 
@@ -169,17 +160,26 @@ def build_evaluate_tab(
         runs = [r for r in store.runs(limit=200) if r.set_hash == digest and r.status == "done"]
         return history_figure(runs) if runs else None
 
+    def set_note(set_id: Any) -> str:
+        """What to do next on the chosen set: add a set, or run one; nothing once it has runs."""
+        if set_id in (None, ""):
+            return NO_SETS
+        return "" if any(r.set_id == int(set_id) for r in store.runs(limit=200)) else NO_RUNS
+
+    def chosen(set_id: Any):
+        return history(set_id), set_note(set_id)
+
     def overview(set_id: Any = None):
         """Everything the tab shows: sets, versions to run, runs, the chosen set's history."""
         sets = set_choices()
         if set_id in (None, "") and sets:
             set_id = sets[0][1]
         runs = store.runs(limit=200)
-        note = NO_SETS if not sets else (NO_RUNS if not runs else "")
+        note = set_note(set_id if sets else None)
         return (
             gr.update(choices=sets, value=set_id if sets else None),
             gr.update(choices=version_choices(), value=0),
-            runs_table(runs, set_names()),
+            runs_table(runs),
             history(set_id),
             versions_markdown(registry),
             note,
@@ -207,7 +207,7 @@ def build_evaluate_tab(
             gr.update(choices=set_choices(), value=set_id),
             f"Added {info.label}.",
             history(set_id),
-            NO_RUNS if not store.runs(limit=1) else "",
+            set_note(set_id),
         )
 
     @handled(4)
@@ -256,15 +256,15 @@ def build_evaluate_tab(
         chosen = chosen_set(set_id)
         if not who:  # the active versions
             run = run_eval(ctx, chosen)
-            text = f"**Done.** {run_line(run, f'set {chosen}')}"
-            table = runs_table(store.runs(limit=200), set_names())
+            text = f"**Done.** {run_line(run)}"
+            table = runs_table(store.runs(limit=200))
             return text, None, table, history(chosen), gr.skip(), ""
         version_id = int(who)
         decision, champion, candidate = compare(ctx, chosen, version_id)
         return (
             decision_markdown(decision, champion, candidate),
             delta_figure(decision),
-            runs_table(store.runs(limit=200), set_names()),
+            runs_table(store.runs(limit=200)),
             history(chosen),
             gr.update(value=version_id if decision.promote else None),
             "",
@@ -463,7 +463,7 @@ def build_evaluate_tab(
             shown = [set_id, who, runs, plot, versions, note]
             tab.select(on_open, [password, set_id], shown, api_visibility="private")
             refresh_btn.click(refresh, [password, set_id], shown, api_name="refresh")
-            set_id.change(history, set_id, plot, api_visibility="private")
+            set_id.change(chosen, set_id, [plot, note], api_visibility="private")
             adding = [set_id, added, plot, note]
             upload_btn.click(add_upload, [upload, password], adding, api_name="add_set")
             log_btn.click(

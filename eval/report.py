@@ -171,7 +171,7 @@ def build_report(ctx: EvalContext, run_id: int) -> str:
     worst = worst_samples(samples, primary)
     worst_html = "".join(
         "<details><summary>"
-        + html.escape(f"#{s.idx} {primary}={_fmt(s.scores[primary])}: {s.user_input}")
+        + html.escape(f"#{s.idx + 1} {primary}={_fmt(s.scores[primary])}: {s.user_input}")
         + "</summary>"
         + f"<p><b>Answer</b></p><pre>{html.escape(s.response or '')}</pre>"
         + f"<p><b>Reference</b>: {html.escape(s.reference or '—')}</p>"

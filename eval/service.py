@@ -254,8 +254,8 @@ def register(
     return ctx.registry.register(kind, name, spec, parent_id, provenance)  # type: ignore[arg-type]
 
 
-def run_line(run: EvalRun, set_name: str | None = None) -> str:
-    """One line about a run: versions, set (by `set_name`, else its content hash), samples,
+def run_line(run: EvalRun) -> str:
+    """One line about a run: versions, set (by its number, as the set list names it), samples,
     headline metrics, unmeasured samples."""
     versions = run.versions
     parts = []
@@ -267,7 +267,7 @@ def run_line(run: EvalRun, set_name: str | None = None) -> str:
     nan = sum(m.nan for m in run.summary.values())
     n = max((m.measured + m.nan for m in run.summary.values()), default=0)
     return (
-        f"run {run.id}: {versions} on {set_name or 'set ' + run.set_hash[:12]} ({n} samples) in "
+        f"run {run.id}: {versions} on set {run.set_id} ({n} samples) in "
         f"{run.duration_s:.1f} s: " + ", ".join(parts) + f"; nan total {nan}"
     )
 

@@ -49,7 +49,8 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
     assert eval_main(["run", "--set", str(golden), "--report", str(tmp_path / "r.html")]) == 0
     assert "Evaluation run" in (tmp_path / "r.html").read_text()
     client = Client(url, verbose=False)
-    chosen, _who, runs, _history, versions, _note = client.predict("", None, api_name="/refresh")
+    chosen, _who, runs, _history, versions, note = client.predict("", None, api_name="/refresh")
+    assert note == ""  # the chosen set has a run: nothing to prompt
     # The set `eval run` stored is listed, with where it came from, and chosen.
     assert (
         chosen["value"] == 1

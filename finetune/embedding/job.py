@@ -77,8 +77,8 @@ def launch_training(
         # teaches nothing. Said before a job exists, so that a refusal leaves nothing behind.
         raise RagError(
             f"dataset {record.id} has {len(train)} training pair(s) to learn from; training needs "
-            "at least 2 (each question is told apart from the others' passages). Rate more "
-            "answers up, or add a corpus source, and build the pairs again"
+            "at least 2 (each question is told apart from the others' passages). Build the "
+            "pairs again with more of them: more rated-up answers, a corpus source or a larger file"
         )
     request = TrainRequest(**{**asdict(request), "dataset_id": record.id})
     _, applied = active_embedding(ctx)
