@@ -95,6 +95,13 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
             teacher=teacher,
         )
         name = f"chat log sample ({request.feedback}, {len(samples)})"
+        if any(s.reference for s in samples):
+            notes.append(
+                "Rated-up turns keep the app's own answer as their reference: answer scores "
+                "measure agreement with what it said then, so the versions that wrote them score "
+                "near 1 on those turns. Compare a candidate against them, not the active versions "
+                "against themselves."
+            )
         origin = {
             "kind": "chatlog",
             "feedback": request.feedback,

@@ -176,3 +176,29 @@ def test_training_questions_are_refused_with_the_count(tmp_path):
     ]
     with pytest.raises(EvalSetError, match="2 of 3 questions in this set trained chat v1"):
         check_no_training_overlap(leaky, None, v)
+
+
+def test_a_chat_log_set_with_the_apps_own_answers_as_references_says_so(tmp_path):
+    """Stored from the chat log, rated-up turns keep the app's own answers as references: the
+    admin is told that the versions that wrote them score near 1 on them."""
+    from core.settings import Settings
+    from eval.runner import EvalContext
+    from eval.service import SetRequest, store_set
+
+    ctx = EvalContext.open(Settings(data_dir=tmp_path / "data"))
+    log = ChatLog(ctx.registry.db)
+    tid = log.start_turn("s", "Who keeps the lighthouse?")
+    log.finish_turn(
+        tid, answer="Orsolya keeps it.", condensed_question=None, contexts=[], model_id="m",
+        provider="extractive", prompt_version="1", latency_ms=1,
+    )  # fmt: skip
+    log.set_feedback(tid, "up")
+    unrated = log.start_turn("s", "When is the festival?")
+    log.finish_turn(
+        unrated, answer="In October.", condensed_question=None, contexts=[], model_id="m",
+        provider="extractive", prompt_version="1", latency_ms=1,
+    )  # fmt: skip
+    _, notes = store_set(ctx, SetRequest(from_log=True, feedback="up"))
+    assert any("agreement with what it said then" in n for n in notes)
+    _, notes = store_set(ctx, SetRequest(from_log=True, feedback="none"))  # no references
+    assert notes == []
