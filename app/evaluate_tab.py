@@ -151,23 +151,17 @@ def build_evaluate_tab(
             raise RagError("choose an evaluation set first (or add one)")
         return int(set_id)
 
-    def history(set_id: Any):
+    def on_set(set_id: Any, runs: list[EvalRun] | None = None):
+        """The chosen set's history plot and what to do next on it (add a set, run one; nothing
+        once it has runs), from one read of the runs (`runs`, when the caller has them)."""
         from eval.report import history_figure
 
         if set_id in (None, ""):
-            return None
-        digest = store.set_info(int(set_id)).content_hash
-        runs = [r for r in store.runs(limit=200) if r.set_hash == digest and r.status == "done"]
-        return history_figure(runs) if runs else None
-
-    def set_note(set_id: Any) -> str:
-        """What to do next on the chosen set: add a set, or run one; nothing once it has runs."""
-        if set_id in (None, ""):
-            return NO_SETS
-        return "" if any(r.set_id == int(set_id) for r in store.runs(limit=200)) else NO_RUNS
-
-    def chosen(set_id: Any):
-        return history(set_id), set_note(set_id)
+            return None, NO_SETS
+        runs = store.runs(limit=200) if runs is None else runs
+        mine = [r for r in runs if r.set_id == int(set_id)]  # a set is stored once per content
+        done = [r for r in mine if r.status == "done"]
+        return (history_figure(done) if done else None), ("" if mine else NO_RUNS)
 
     def overview(set_id: Any = None):
         """Everything the tab shows: sets, versions to run, runs, the chosen set's history."""
@@ -175,12 +169,12 @@ def build_evaluate_tab(
         if set_id in (None, "") and sets:
             set_id = sets[0][1]
         runs = store.runs(limit=200)
-        note = set_note(set_id if sets else None)
+        figure, note = on_set(set_id if sets else None, runs)
         return (
             gr.update(choices=sets, value=set_id if sets else None),
             gr.update(choices=version_choices(), value=0),
             runs_table(runs),
-            history(set_id),
+            figure,
             versions_markdown(registry),
             note,
         )
@@ -206,8 +200,7 @@ def build_evaluate_tab(
         return (
             gr.update(choices=set_choices(), value=set_id),
             f"Added {info.label}.",
-            history(set_id),
-            set_note(set_id),
+            *on_set(set_id),
         )
 
     @handled(4)
@@ -256,18 +249,20 @@ def build_evaluate_tab(
         chosen = chosen_set(set_id)
         if not who:  # the active versions
             run = run_eval(ctx, chosen)
-            text = f"**Done.** {run_line(run)}"
-            table = runs_table(store.runs(limit=200))
-            return text, None, table, history(chosen), gr.skip(), ""
+            runs = store.runs(limit=200)
+            figure, note = on_set(chosen, runs)
+            return f"**Done.** {run_line(run)}", None, runs_table(runs), figure, gr.skip(), note
         version_id = int(who)
         decision, champion, candidate = compare(ctx, chosen, version_id)
+        runs = store.runs(limit=200)
+        figure, note = on_set(chosen, runs)
         return (
             decision_markdown(decision, champion, candidate),
             delta_figure(decision),
-            runs_table(store.runs(limit=200)),
-            history(chosen),
+            runs_table(runs),
+            figure,
             gr.update(value=version_id if decision.promote else None),
-            "",
+            note,
         )
 
     @handled(2)
@@ -463,7 +458,7 @@ def build_evaluate_tab(
             shown = [set_id, who, runs, plot, versions, note]
             tab.select(on_open, [password, set_id], shown, api_visibility="private")
             refresh_btn.click(refresh, [password, set_id], shown, api_name="refresh")
-            set_id.change(chosen, set_id, [plot, note], api_visibility="private")
+            set_id.change(on_set, set_id, [plot, note], api_visibility="private")
             adding = [set_id, added, plot, note]
             upload_btn.click(add_upload, [upload, password], adding, api_name="add_set")
             log_btn.click(

@@ -51,6 +51,13 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
     client = Client(url, verbose=False)
     chosen, _who, runs, _history, versions, note = client.predict("", None, api_name="/refresh")
     assert note == ""  # the chosen set has a run: nothing to prompt
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"user_input": "Which file formats can be indexed?"}) + "\n")
+    _, added, figure, note = client.predict(
+        {"path": str(other), "meta": {"_type": "gradio.FileData"}}, "", api_name="/add_set"
+    )
+    assert "set 2: other.jsonl (1 question, upload)" in added
+    assert figure is None and "No runs on this set yet" in note  # the new set, not set 1
     # The set `eval run` stored is listed, with where it came from, and chosen.
     assert (
         chosen["value"] == 1
