@@ -3,7 +3,10 @@ paths, chunks that fit the model's window, hybrid search, and the lexical index 
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -598,10 +601,27 @@ def test_collections_search_widely_and_an_older_one_is_widened_on_open(embedded_
     vectors = rng.normal(size=(3000, 16)).astype(np.float32)
     older.add(ids=[str(i) for i in range(len(vectors))], embeddings=vectors.tolist())
 
-    reopened = open_collection(chroma_client(embedded_settings), "older", embed_id)
-    assert reopened.configuration["hnsw"]["ef_search"] == SEARCH_EF
+    # The search runs after a restart, as the app's does: this process loaded the graph while
+    # adding, at the breadth of the time, and Chroma reads the breadth when it loads the graph.
+    queries = rng.normal(size=(20, 16)).astype(np.float32)
+    child = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from core.index.store import chroma_client, open_collection\n"
+        "from core.settings import Settings\n"
+        "data, embed_id, queries = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])\n"
+        "col = open_collection(chroma_client(Settings(data_dir=Path(data))), 'older', embed_id)\n"
+        "found = col.query(query_embeddings=queries, n_results=30, include=[])\n"
+        "print(json.dumps([col.configuration['hnsw']['ef_search'], found['ids']]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(embedded_settings.data_dir), embed_id,
+         json.dumps(queries.tolist())],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )  # fmt: skip
+    ef, found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert ef == SEARCH_EF
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    for q in rng.normal(size=(20, 16)).astype(np.float32):
+    for q, ids in zip(queries, found, strict=True):
         exact = set(np.argsort(-(unit @ (q / np.linalg.norm(q))))[:30].astype(str))
-        found = reopened.query(query_embeddings=[q.tolist()], n_results=30, include=[])
-        assert set(found["ids"][0]) == exact
+        assert set(ids) == exact
