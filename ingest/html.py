@@ -122,6 +122,36 @@ def _header_cells(table) -> list[str] | None:
     return None
 
 
+def _paragraphs(cell) -> list:
+    """The paragraphs a table cell is written in, or none when it holds only inline text."""
+    return [c for c in cell if isinstance(c.tag, str) and c.tag == "p"]
+
+
+def _entry_table(table) -> bool:
+    """A one-column table of entries, each cell written in paragraphs under a header cell that
+    names them ("Operator / Description / Example(s)", "Column Type / Description"): the layout
+    of function, operator and system-view references generated from DocBook."""
+    rows = table.xpath("./thead/tr | ./tr | ./tbody/tr")
+    if not rows:
+        return False
+    cells = [c for c in rows[0] if c.tag in ("td", "th")]
+    return len(cells) == 1 and cells[0].tag == "th" and len(_paragraphs(cells[0])) >= 2
+
+
+def _entry_term(cell) -> tuple[list[str], list]:
+    """A cell of an entry table as (what it names, the paragraphs that define it): its leading
+    paragraphs of the first paragraph's class (one signature per overload, a column's name and
+    type), else its first paragraph."""
+    paragraphs = _paragraphs(cell)
+    first = paragraphs[0].get("class") if paragraphs else None
+    n = 1
+    if first:
+        while n < len(paragraphs) and paragraphs[n].get("class") == first:
+            n += 1
+    names = [_words(p.text_content()) for p in paragraphs[:n]]
+    return [t for t in names if t], paragraphs[n:]
+
+
 class _Walker:
     def __init__(self) -> None:
         self.sections: list[HtmlSection] = [HtmlSection([])]
@@ -142,6 +172,8 @@ class _Walker:
     def flush_inline(self) -> None:
         text = _words("".join(self.inline))
         self.inline = []
+        if text == "-":  # a list item's marker with nothing after it in the same block
+            return
         if text:
             self.add_block(text)
 
@@ -180,6 +212,31 @@ class _Walker:
             self.sections[-1].blocks.append(f"{self.term}: {own}" if self.term else own)
             self.term_used = self.term is not None
 
+    def entry_table(self, table) -> None:
+        """Each entry as a definition that carries its term ("json ->> text → text: Extracts
+        JSON object field with the given key, as text."), as a definition list's item does; the
+        header row, which only labels the paragraphs, is left out."""
+        for row in table.xpath("./thead/tr | ./tr | ./tbody/tr"):
+            cells = [c for c in row if c.tag in ("td", "th")]
+            if not cells or cells[0].tag == "th":
+                continue
+            names, definition = _entry_term(cells[0])
+            if not definition or not names:  # not written as an entry: the cell as it is
+                text = _words(cells[0].text_content())
+                if text:
+                    self.add_block(text)
+                continue
+            outer = self.term
+            own = ", ".join(dict.fromkeys(names))
+            self.term = f"{outer}: {own}" if outer else own
+            self.term_used = False
+            for p in definition:
+                self.walk(p)
+            self.flush_inline()
+            if not self.term_used:
+                self.sections[-1].blocks.append(self.term)
+            self.term, self.term_used = outer, outer is not None
+
     def heading(self, level: int, text: str) -> None:
         self.flush_inline()
         while self.stack and self.stack[-1][0] >= level:
@@ -217,6 +274,9 @@ class _Walker:
             return
         if tag == "table":
             self.flush_inline()
+            if _entry_table(el):
+                self.entry_table(el)
+                return
             self.headers.append(_header_cells(el))
             self.walk_children(el)
             self.headers.pop()
@@ -233,7 +293,10 @@ class _Walker:
             return
         block = tag in _BLOCK
         if block:
-            self.flush_inline()
+            # A paragraph inside a list item takes the item's marker ("- text"), not a line
+            # of its own.
+            if tag == "li" or _words("".join(self.inline)) != "-":
+                self.flush_inline()
             if tag == "li":
                 self.inline.append("- ")
         self.walk_children(el)

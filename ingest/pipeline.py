@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 # 3: definitions carry their terms, table rows their headers, code blocks their fences; PDF running
 #    headers, footers and page numbers removed.
 # 4: a definition inside a definition (a value of an option) carries its parent's term.
-SPLITTER_VERSION = "4"
+# 5: an entry of a one-column table written in paragraphs (a function's signature and its
+#    description) carries its term like a definition; a list item's paragraph keeps its marker.
+SPLITTER_VERSION = "5"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256
 # Sources read and chunked ahead of the one being embedded.

@@ -84,6 +84,45 @@ def test_a_table_row_keeps_its_column_headers():
     assert "now() returns the time" in found  # a one-column table's header names the table
 
 
+ENTRY_TABLE_PAGE = """<html><head><title>JSON</title></head><body><main>
+<h1>JSON functions</h1>
+<p>This section describes:</p>
+<ul><li><p>operators for JSON data</p></li><li><p>the path language</p></li><li>plain item</li></ul>
+<div class="table"><p class="title"><strong>Table 9.45. json Operators</strong></p>
+<table><thead><tr><th class="func_table_entry"><p class="func_signature">Operator</p>
+<p>Description</p><p>Example(s)</p></th></tr></thead>
+<tbody><tr><td class="func_table_entry"><p class="func_signature">json <code>-&gt;&gt;</code> text
+ → text</p><p class="func_signature">jsonb <code>-&gt;&gt;</code> text → text</p>
+<p>Extracts JSON object field with the given key, as text.</p>
+<p><code>'{"a":1}'::json -&gt;&gt; 'a'</code> → <code>1</code></p></td></tr>
+<tr><td class="func_table_entry"><p class="column_definition">userid oid</p>
+<p>OID of the user</p></td></tr>
+<tr><td>a cell written without paragraphs</td></tr></tbody></table></div>
+</main></body></html>"""
+
+
+def test_an_entry_of_a_one_column_table_carries_its_term_like_a_definition():
+    """Function, operator and system-view references generated from DocBook are one-column
+    tables whose cells hold a signature (one per overload) and its description in paragraphs,
+    under a header cell that labels them: each entry reads as a definition of its signature."""
+    found = blocks(ENTRY_TABLE_PAGE)
+    term = "json ->> text → text, jsonb ->> text → text"
+    assert f"{term}: Extracts JSON object field with the given key, as text." in found
+    assert f"""{term}: '{{"a":1}}'::json ->> 'a' → 1""" in found  # the example names it too
+    assert "userid oid: OID of the user" in found  # paragraphs of another class: the first
+    assert "a cell written without paragraphs" in found
+    assert "Table 9.45. json Operators" in found  # the table's title stays
+    # The header row only labels the paragraphs: no unit of its own.
+    assert not any(b.startswith("Operator") for b in found)
+
+
+def test_a_list_item_written_in_a_paragraph_keeps_its_marker():
+    found = blocks(ENTRY_TABLE_PAGE)
+    assert "- operators for JSON data" in found and "- the path language" in found
+    assert "- plain item" in found
+    assert "-" not in found
+
+
 def test_markdown_and_docx_tables_keep_their_column_headers(tmp_path):
     import docx
 
