@@ -138,6 +138,13 @@ def _entry_table(table) -> bool:
     return len(cells) == 1 and cells[0].tag == "th" and len(_paragraphs(cells[0])) >= 2
 
 
+def _example(p) -> str | None:
+    """A paragraph that is an example (mostly code: "'[1,2,3]'::json ->> 2 → 3"), as text."""
+    text = _words(p.text_content())
+    code = sum(len(_words(c.text_content())) for c in p.iter("code"))
+    return text if text and code >= 0.5 * len(text) else None
+
+
 def _entry_term(cell) -> tuple[list[str], list]:
     """A cell of an entry table as (what it names, the paragraphs that define it): its leading
     paragraphs of the first paragraph's class (one signature per overload, a column's name and
@@ -231,8 +238,12 @@ class _Walker:
             self.term = f"{outer}: {own}" if outer else own
             self.term_used = False
             for p in definition:
+                example = _example(p)
+                if example and self.term_used:  # with the description it shows
+                    self.sections[-1].blocks[-1] += " " + example
+                    continue
                 self.walk(p)
-            self.flush_inline()
+                self.flush_inline()
             if not self.term_used:
                 self.sections[-1].blocks.append(self.term)
             self.term, self.term_used = outer, outer is not None
@@ -254,10 +265,9 @@ class _Walker:
             )
             if text and not in_admonition:
                 self.heading(_HEADING[tag], text)
-            elif text:
+            elif text:  # an admonition's title ("Note:"): a label, not part of a definition
                 self.flush_inline()
-                self.inline.append(text + ":")
-                self.flush_inline()
+                self.sections[-1].blocks.append(text + ":")
             return
         if tag == "pre":
             self.flush_inline()

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 # 3: definitions carry their terms, table rows their headers, code blocks their fences; PDF running
 #    headers, footers and page numbers removed.
 # 4: a definition inside a definition (a value of an option) carries its parent's term.
-# 5: an entry of a one-column table written in paragraphs (a function's signature and its
-#    description) carries its term like a definition; a list item's paragraph keeps its marker.
+# 5: an entry of a one-column table written in paragraphs (a function's signature, its
+#    description and examples) carries its term like a definition; a list item's paragraph keeps
+#    its marker; an admonition's label inside a definition does not take the term.
 SPLITTER_VERSION = "5"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256

@@ -97,6 +97,8 @@ ENTRY_TABLE_PAGE = """<html><head><title>JSON</title></head><body><main>
 <p><code>'{"a":1}'::json -&gt;&gt; 'a'</code> → <code>1</code></p></td></tr>
 <tr><td class="func_table_entry"><p class="column_definition">userid oid</p>
 <p>OID of the user</p></td></tr>
+<tr><td class="func_table_entry"><p class="func_signature">jsonb ? text → boolean</p>
+<p>Does the key exist?</p></td></tr>
 <tr><td>a cell written without paragraphs</td></tr></tbody></table></div>
 </main></body></html>"""
 
@@ -107,9 +109,13 @@ def test_an_entry_of_a_one_column_table_carries_its_term_like_a_definition():
     under a header cell that labels them: each entry reads as a definition of its signature."""
     found = blocks(ENTRY_TABLE_PAGE)
     term = "json ->> text → text, jsonb ->> text → text"
-    assert f"{term}: Extracts JSON object field with the given key, as text." in found
-    assert f"""{term}: '{{"a":1}}'::json ->> 'a' → 1""" in found  # the example names it too
+    # An example (a paragraph of code) goes with the description it shows.
+    assert (
+        f"""{term}: Extracts JSON object field with the given key, as text. '{{"a":1}}'::json """
+        """->> 'a' → 1"""
+    ) in found
     assert "userid oid: OID of the user" in found  # paragraphs of another class: the first
+    assert "jsonb ? text → boolean: Does the key exist?" in found
     assert "a cell written without paragraphs" in found
     assert "Table 9.45. json Operators" in found  # the table's title stays
     # The header row only labels the paragraphs: no unit of its own.
@@ -121,6 +127,15 @@ def test_a_list_item_written_in_a_paragraph_keeps_its_marker():
     assert "- operators for JSON data" in found and "- the path language" in found
     assert "- plain item" in found
     assert "-" not in found
+
+
+def test_an_admonition_label_inside_a_definition_does_not_carry_the_term():
+    found = blocks(
+        "<html><body><main><dl><dt>-n pattern</dt><dd><p>Dump schemas.</p>"
+        '<div class="note"><h3>Note</h3><p>Blobs are left out.</p></div></dd></dl>'
+        "</main></body></html>"
+    )
+    assert found == ["-n pattern: Dump schemas.", "Note:", "-n pattern: Blobs are left out."]
 
 
 def test_markdown_and_docx_tables_keep_their_column_headers(tmp_path):
