@@ -101,6 +101,12 @@ def _history_text(history: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def places_of(meta: dict) -> str:
+    """Where a passage stands: its heading path, file name and title, for the answerer."""
+    keys = (Meta.HEADING_PATH, Meta.FILE_NAME, Meta.TITLE)
+    return " ".join(str(meta.get(k) or "") for k in keys)
+
+
 class RagPipeline:
     """Answers questions over one collection with one chat model, logging every turn."""
 
@@ -198,6 +204,7 @@ class RagPipeline:
             if not found or str((found[0].metadata or {}).get(Meta.SOURCE)) != source:
                 return False
             synth = ExtractiveSynthesizer(self.sentence_vectors, embedding)
+            synth.places = [places_of(c.metadata or {}) for c in found]
             return bool(synth.pick(question, [c.text or "" for c in found])) and not synth.weak
 
     def _engine(
@@ -247,7 +254,9 @@ class RagPipeline:
             extractive = isinstance(synth, ExtractiveSynthesizer)
             with self.gate.hold():
                 nodes = engine.retrieve(bundle)
-                if extractive:  # ranking sentences is CPU work too; a chat model's is not ours
+                if extractive:
+                    # Ranking sentences is CPU work too; a chat model's is not ours.
+                    synth.places = [places_of(n.node.metadata) for n in nodes]
                     response = engine.synthesize(bundle, nodes)
             if not extractive:
                 response = engine.synthesize(bundle, nodes)

@@ -18,7 +18,15 @@ from llama_index.core.response_synthesizers.base import BaseSynthesizer
 
 from core.prompting import context_message
 from core.records import TokenUsage
-from rag.units import Unit, content_words, names_term, new_term, normalise, split_units
+from rag.units import (
+    Unit,
+    content_words,
+    names_term,
+    new_term,
+    normalise,
+    split_units,
+    term_of,
+)
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -34,7 +42,7 @@ NO_ANSWER = (
 # How an answer says the documents do not hold the answer: the app's own words, and what the
 # system prompt asks a chat model to say.
 _NOT_COVERED = re.compile(
-    r"(could not find anything relevant|(documents?|passages?|context)\s+(do|does)\s+not\s+"
+    r"(could not find anything relevant|(documents?|passages?|context)\s+(do|does|may)\s+not\s+"
     r"(cover|contain|mention|say)|not covered (by|in) the (documents|passages))",
     re.IGNORECASE,
 )
@@ -179,6 +187,25 @@ class SentenceVectors:
         return np.stack([known[s] for s in sentences])
 
 
+# A name no prose word looks like: an identifier with `_` or `.` inside (pg_stat_statements,
+# postgresql.conf), a call (lower(), to_char(), or a long option (--schema-only).
+_NAME = re.compile(r"(?<![\w.-])(?:[A-Za-z]\w*[_.]\w[\w.]*\w|\w+\(\)?|--[A-Za-z][\w-]*)")
+
+
+def missing_names(question: str, passages: Sequence[str]) -> list[str]:
+    """The names the question uses (see _NAME) that none of the passages mentions, in the
+    question's order; a name counts wherever it stands as a word of its own, in any case."""
+    names = dict.fromkeys(m.rstrip("()") for m in _NAME.findall(question))
+    text = " ".join(passages).lower()
+    return [
+        n for n in names if re.search(rf"(?<![\w-]){re.escape(n.lower())}(?![\w-])", text) is None
+    ]
+
+
+# A sentence that goes on from the one before it, about the same thing.
+_GOES_ON = re.compile(r"(this|these|that|those|such|it|doing so|to do (this|so))\b", re.I)
+
+
 @dataclass(frozen=True)
 class Quote:
     """A unit the extractive answer quotes: its text, passage number (1-based) and score."""
@@ -194,6 +221,11 @@ NOT_COVERED = (
     "The documents do not cover this, as far as I can find: nothing in them matches the question "
     "closely. Try rephrasing, or add documents that cover it. The closest passage:"
 )
+# The question names a thing (an identifier, a file, a call, an option) that none of the quoted
+# passages mentions: said above the quotes, as a search engine marks a word a result lacks. Not a
+# verdict: the name may be the user's own (their column, their table), which the documents
+# answer about without naming it.
+NOT_MENTIONED = "None of these passages mentions {names}."
 # A follow-up whose best match is what the answer above quoted already: the passage may match
 # well, but it says nothing new.
 SAID_ALREADY = (
@@ -244,6 +276,10 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         self.picked: list[Quote] = []
         self.weak = False
         self.repeated = False  # weak because it only repeats the answer above
+        self.missing: list[str] = []  # what the question names that no passage mentions
+        # Where the passages stand (heading paths, file names), set by the pipeline: a name
+        # there is mentioned too (a page's rows need not repeat the name of their table).
+        self.places: list[str] = []
         # For a question read together with the one before it: the answer given to that one.
         self.previous: str | None = None
 
@@ -284,8 +320,8 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 continue  # the question quoted, with nothing after it that completes it
             if not (words - asked_words):
                 continue
-            if not unit.code and unit.text.rstrip().endswith("?"):
-                continue
+            if not unit.code and unit.text.rstrip().endswith("?") and term_of(unit.text) is None:
+                continue  # a question, not an answer ("x ? y: Does ... exist?" defines x ? y)
             cosine = by_unit[(n, unit.position)]
             near = [by_unit.get((n, unit.position + d)) for d in (-1, 1)]
             neighbour = max((c for c in near if c is not None), default=cosine)
@@ -326,6 +362,19 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 after = following[0]
                 if after.code:
                     quotes.append(Quote(after.text, n, after.position, score, True))
+            elif (
+                following[:1]
+                and not unit.code
+                and not following[0].code
+                and _GOES_ON.match(following[0].text)
+                and names_term(following[0].text, asked_words)
+                and not names_term(unit.text, asked_words)
+            ):
+                # The next sentence names what this one describes ("... without locking out
+                # writes. This method is invoked by specifying the CONCURRENTLY option"): the
+                # name is the answer, so it is quoted with the description it belongs to.
+                after = following[0]
+                quotes.append(Quote(after.text, n, after.position, score, False))
             return quotes
 
         def size(quotes: list[Quote]) -> int:
@@ -383,7 +432,15 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             self.repeated = all(" ".join(q.text.split()) in said for q in picked)
             self.weak = self.repeated
         if self.weak:
-            return picked[:1]  # not an answer: only the closest passage, said to be the closest
+            picked = picked[:1]  # not an answer: only the closest passage, said to be the closest
+        quoted = {q.passage for q in picked}
+        self.missing = missing_names(
+            query_str,
+            [t for n, t in enumerate(text_chunks, 1) if n in quoted]
+            + [p for n, p in enumerate(self.places, 1) if n in quoted],
+        )
+        if self.weak:
+            return picked
         # Each passage's quotes in its own order, the passage holding the best quote first: the
         # answer leads with its best evidence, and reads in order within each passage.
         lead: dict[int, float] = {}
@@ -402,6 +459,9 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 return
             lead = SAID_ALREADY if self.repeated else NOT_COVERED if self.weak else None
             yield (lead or EXTRACTIVE_LABEL + ":") + "\n\n"
+            if self.missing:
+                names = " or ".join(f"`{t}`" for t in self.missing)
+                yield "_" + NOT_MENTIONED.format(names=names) + "_\n\n"
             for quote in picked:
                 if quote.code:
                     yield f"```\n{quote.text}\n```\n[{quote.passage}]\n\n"

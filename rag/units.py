@@ -122,7 +122,7 @@ _LABEL = re.compile(
     r"see also|that is|in short|e\.g|i\.e)\b",
     re.IGNORECASE,
 )
-_TERMISH = re.compile(r"[-_()./=<>\[\]]|\b[A-Z][A-Z0-9_]{2,}\b")
+_TERMISH = re.compile(r"[-_()./=<>\[\]→]|\b[A-Z][A-Z0-9_]{2,}\b")
 
 
 def term_of(unit: str) -> str | None:

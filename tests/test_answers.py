@@ -306,3 +306,83 @@ def test_terms_and_purpose_lines():
     assert new_term("password: Require the client to supply a password.", asked) is None
     assert not names_term("password: Require the client to supply a password.", asked)
     assert names_term("Use scram_sha_256 for password clients.", asked)
+
+
+def test_a_name_no_quoted_passage_mentions_is_said_above_the_quotes(embed_model):
+    """A question that names something (a view, a file, a call, an option) answered from
+    passages none of which mentions it: the answer says so above its quotes, as a search engine
+    marks a word a result lacks. It still quotes: the name may be the user's own (their column),
+    which the documents answer about without naming it."""
+    env = (
+        "PGDATABASE, PGHOST, PGOPTIONS: Default connection parameters. You can turn off "
+        "statistics collection by setting track_counts to false via PGOPTIONS."
+    )
+    question = "How do I reset the pg_stat_statements statistics?"
+    text, synth = answer(embed_model, question, [env])
+    assert synth.missing == ["pg_stat_statements"]
+    assert "_None of these passages mentions `pg_stat_statements`._" in text
+    assert "> " in text and not says_not_covered(text)
+    # The same question over a passage that names it: nothing to say.
+    view = (
+        "pg_stat_statements_reset discards all statistics gathered so far by "
+        "pg_stat_statements. By default, this function can only be executed by superusers."
+    )
+    text, synth = answer(embed_model, question, [view])
+    assert not synth.missing and "None of these passages" not in text
+    # Where a passage stands counts as mentioning: rows under the view's heading.
+    rows = "calls bigint: Number of times the statement was executed. Reset by a superuser."
+    synth = ExtractiveSynthesizer(
+        SentenceVectors(embed_model), embed_model.get_query_embedding(question)
+    )
+    synth.places = ["pg_stat_statements > The pg_stat_statements View"]
+    assert "None of these passages" not in "".join(synth.get_response(question, [rows]))
+    assert not synth.missing
+
+
+def test_missing_names_reads_identifiers_calls_files_and_options_only():
+    from rag.synthesis import missing_names
+
+    asked = "Where is postgresql.conf, what does lower() do, and what is --schema-only, e.g.?"
+    assert missing_names(asked, ["nothing here"]) == ["postgresql.conf", "lower", "--schema-only"]
+    assert missing_names(asked, ["Edit POSTGRESQL.CONF; LOWER(x); --schema-only"]) == []
+    # Prose words, versions and abbreviations are not names.
+    assert missing_names("What changed in v1.2, i.e. the new release?", ["x"]) == []
+    # A name inside a longer one is not mentioned.
+    assert missing_names("What is work_mem?", ["maintenance_work_mem is ..."]) == ["work_mem"]
+
+
+def test_a_definition_that_asks_a_question_is_still_quoted(embed_model):
+    """An operator described as a question ("Does the key exist ...?") defines the operator;
+    only prose that asks a question is never quoted."""
+    entry = (
+        "jsonb ? text → boolean: Does the text string exist as a top-level key or array "
+        "element within the JSON value?"
+    )
+    text, _ = answer(embed_model, "How do I check whether a jsonb value has a key?", [entry])
+    assert "jsonb ? text → boolean" in text
+
+
+def test_the_sentence_that_names_what_a_quote_describes_is_quoted_with_it(embed_model):
+    """ "... without locking out writes. This method is invoked by specifying the CONCURRENTLY
+    option": the user asked by what it does, and the name is in the next sentence."""
+    passage = (
+        "Creating an index can interfere with regular operation of a database. Normally "
+        "PostgreSQL locks the table to be indexed against writes and performs the entire index "
+        "build with a single scan of the table. Other transactions can still read the table, "
+        "but if they try to insert, update, or delete rows in the table they will block until "
+        "the index build is finished. This could have a severe effect if the system is a live "
+        "production database. Very large tables can take many hours to be indexed, and "
+        "even for smaller tables, an index build can lock out writers for periods that are "
+        "unacceptably long for a production system.\n\nPostgreSQL supports building indexes "
+        "without locking out writes. This method is invoked by specifying the CONCURRENTLY "
+        "option of CREATE INDEX. When this option is used, PostgreSQL must perform two scans "
+        "of the table, and in addition it must wait for all existing transactions that could "
+        "potentially modify or use the index to terminate. Thus this method requires more total "
+        "work than a standard index build and takes significantly longer to complete."
+    )
+    text, synth = answer(embed_model, "How do I build an index without blocking writes?", [passage])
+    assert "> This method is invoked by specifying the CONCURRENTLY option" in text
+    # Only as a continuation of a quote that does not name it already.
+    named = "Use the CONCURRENTLY option to build indexes without locking out writes. It is slower."
+    text, _ = answer(embed_model, "How do I build an index without blocking writes?", [named])
+    assert "It is slower" not in text
