@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gradio as gr
 
+from app.markup import counted
 from app.notices import mistake
 from app.overview import escape_markdown
 
@@ -72,7 +73,7 @@ def choices(docs: list[DocumentInfo]) -> list[tuple[str, str]]:
 def upload_markdown(results: list[UploadResult]) -> str:
     """One line per uploaded file, by name, with the reason for each failure."""
     ok = sum(r.outcome != "failed" for r in results)
-    lines = [f"**{ok} of {len(results)} file(s) indexed.**", ""]
+    lines = [f"**{ok} of {counted(len(results), 'file')} indexed.**", ""]
     for r in results:
         name = escape_markdown(r.name)
         if r.outcome == "failed":
@@ -138,7 +139,8 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
             mistake(str(exc))
             return gr.update(), *listing()
         name = escape_markdown(Path(source).name)
-        note = f"Removed **{name}**: {removed.chunks} passage(s) are gone from the index"
+        gone = counted(removed.chunks, "passage") + (" is" if removed.chunks == 1 else " are")
+        note = f"Removed **{name}**: {gone} gone from the index"
         note += " and the uploaded file is deleted." if removed.file_removed else "."
         return note, *listing()
 
@@ -188,7 +190,13 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
             "uploaded file.",
             # Removing cannot be undone: ask first (cancelled, nothing happens and nothing is said).
             js="(source, password, ok) => [source, password, "
-            "!!source && confirm('Remove this document from the index?')]",
+            "!!source && confirm('Remove ' + source.split(/[\\\\/]/).pop() + ' from the index?')]",
+        ).then(
+            # What the last upload reported is about a list that has changed since.
+            lambda: "",
+            None,
+            result,
+            api_visibility="private",
         )
         refresh_btn.click(
             documents_view,

@@ -49,3 +49,8 @@ def plain_markdown(text: str) -> str:
 def one_line(text: str) -> str:
     """Chat Markdown as one line of plain text, for a table cell that does not render it."""
     return " ".join(_QUOTE_MARK.sub("", plain_markdown(text)).split())
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 file`, `4 files`: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -70,11 +70,19 @@ def question_for(heading: str) -> str | None:
     return f"What do the documents say about {_topic(heading)}?"
 
 
+def newest_first(docs: list[DocumentInfo]) -> list[DocumentInfo]:
+    """Documents by when they were indexed, the latest first (undated ones last, in order)."""
+    dated = sorted((d for d in docs if d.indexed_at), key=lambda d: d.indexed_at, reverse=True)
+    return dated + [d for d in docs if not d.indexed_at]
+
+
 def suggestion_candidates(docs: list[DocumentInfo]) -> list[tuple[str, str]]:
     """(question, the document it comes from) for every usable section heading, one per document
-    in turn while documents last, each document's sections in order (below its title)."""
+    in turn while documents last, each document's sections in order (below its title). The
+    documents added last come first: what a user just uploaded is what they came to ask about,
+    not the guide that was there before it."""
     per_doc: list[list[tuple[str, str]]] = []
-    for doc in docs:
+    for doc in newest_first(docs):
         questions: list[tuple[str, str]] = []
         for path in doc.headings:
             parts = [p.strip() for p in path.split(">") if p.strip()]
@@ -120,7 +128,7 @@ def overview_markdown(docs: list[DocumentInfo]) -> str:
             "**Nothing is indexed yet.** Add documents in the Documents tab "
             "(or with `python -m ingest PATH`), then ask about them."
         )
-    names = ", ".join(escape_markdown(d.name) for d in docs[:NAMES_SHOWN])
+    names = ", ".join(escape_markdown(d.name) for d in newest_first(docs)[:NAMES_SHOWN])
     more = len(docs) - NAMES_SHOWN
     tail = f" and {more} more" if more > 0 else ""
     noun = "document" if len(docs) == 1 else "documents"

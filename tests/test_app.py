@@ -80,7 +80,7 @@ def test_upload_ask_then_remove_the_document(app_server, tmp_path):
     result, picker, table, _choice = client.predict(
         [handle_file(str(pdf)), handle_file(str(bad))], "", api_name="/upload"
     )
-    assert "1 of 2 file(s) indexed" in result
+    assert "1 of 2 files indexed" in result
     assert "✅ **velmora\\.pdf**: added" in result
     assert "❌ **broken\\.pdf**: not indexed:" in result
     assert picker is None  # the file picker is cleared
@@ -453,7 +453,7 @@ def test_browser_documents_tab_upload_list_and_remove(app_server, tmp_path):
         expect(page.locator("#upload")).to_contain_text("blank", timeout=15_000)
         page.locator("#add-docs").click()
         result = page.locator("#ingest-result")
-        expect(result).to_contain_text("1 of 2 file(s) indexed", timeout=30_000)
+        expect(result).to_contain_text("1 of 2 files indexed", timeout=30_000)
         expect(result).to_contain_text("tides.md: added")
         expect(result).to_contain_text("blank.txt: not indexed")
         expect(page.locator("#upload")).not_to_contain_text("blank")  # the picker is cleared

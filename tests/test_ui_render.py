@@ -127,6 +127,20 @@ def test_suggested_questions_come_from_section_headings_one_per_document():
     assert suggest_questions([]) == []
 
 
+def test_suggestions_and_names_lead_with_the_documents_added_last():
+    """A user who uploads a manual next to the bundled guide came to ask about the manual."""
+    guide = doc("chatting.md", "Chatting > Rating answers", indexed_at="2026-12-01T09:00:00+00:00")
+    manual = doc("pg_dump.html", "pg_dump > Restoring a dump", indexed_at="2026-12-07T10:00:00Z")
+    undated = doc("old.md", "Old > Keeping notes")
+    docs = [guide, undated, manual]  # as listed: by name
+    assert suggest_questions(docs) == [
+        "What do the documents say about restoring a dump?",
+        "What do the documents say about rating answers?",
+        "What do the documents say about keeping notes?",
+    ]
+    assert "indexed:** pg\\_dump\\.html, chatting\\.md, old\\.md" in overview_markdown(docs)
+
+
 def test_overview_counts_documents_and_names_a_few_safely():
     docs = [doc(f"doc{i}.md") for i in range(6)] + [doc("<b>x</b>.md")]
     text = overview_markdown(docs[-2:])
@@ -153,7 +167,7 @@ def test_documents_table_and_upload_results_by_file_name():
             UploadResult("broken.pdf", "failed", "not a readable PDF"),
         ]
     )
-    assert "1 of 2 file(s) indexed" in text
+    assert "1 of 2 files indexed" in text
     assert "✅ **velmora\\.pdf**: added" in text
     assert "❌ **broken\\.pdf**: not indexed: not a readable PDF" in text
     assert "were not kept" in text

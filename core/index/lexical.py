@@ -279,7 +279,9 @@ class LexicalSource:
                 self._pointer = pointer
             if self._index is None or len(self._index) != self.collection.count():
                 self._index, rebuilt = ensure_lexical(self.collection, self.directory)
-                if rebuilt:
+                if rebuilt and pointer is None:  # a new data directory: nothing was lost
+                    log.info("built the lexical index of %r from Chroma", self.collection.name)
+                elif rebuilt:
                     log.warning("lexical index was missing or stale; rebuilt from Chroma")
                 self._pointer = current_build(self.directory)
             return self._index
