@@ -306,8 +306,11 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         by_unit = {(n, u.position): float(c) for (n, u), c in zip(flat, cosines, strict=True)}
         asked, asked_words = normalise(query_str), content_words(query_str)
         scored: list[tuple[float, int, Unit]] = []
+        last = {n: units[-1].position for n, units in enumerate(passages, start=1) if units}
         for n, unit in flat:
             words = content_words(unit.text)
+            if unit.position == last[n] and not unit.code and unit.text.rstrip()[-1:] in ",;(":
+                continue  # cut where the passage ends: the rest is in the next one
             # Only restates the question (an example question in the docs, or the question's own
             # words and nothing more), or asks one: never an answer. A sentence that goes on
             # after the question's words completes it (a fill-in question's answer).

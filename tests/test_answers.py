@@ -380,9 +380,22 @@ def test_the_sentence_that_names_what_a_quote_describes_is_quoted_with_it(embed_
         "potentially modify or use the index to terminate. Thus this method requires more total "
         "work than a standard index build and takes significantly longer to complete."
     )
-    text, synth = answer(embed_model, "How do I build an index without blocking writes?", [passage])
+    text, _ = answer(embed_model, "How do I build an index without blocking writes?", [passage])
     assert "> This method is invoked by specifying the CONCURRENTLY option" in text
     # Only as a continuation of a quote that does not name it already.
     named = "Use the CONCURRENTLY option to build indexes without locking out writes. It is slower."
     text, _ = answer(embed_model, "How do I build an index without blocking writes?", [named])
     assert "It is slower" not in text
+
+
+def test_a_sentence_cut_where_its_passage_ends_is_not_quoted(embed_model):
+    """A passage can end inside a sentence (a run of table rows with no full stop is cut at a
+    comma): the piece before the cut is not quoted as if it were whole."""
+    passage = (
+        "min_exec_time double precision: Minimum time spent executing the statement, in "
+        "milliseconds\n\nmax_exec_time double precision: Maximum time spent executing the "
+        "statement,"
+    )
+    text, _ = answer(embed_model, "What is the longest time a statement took?", [passage])
+    assert "Maximum time spent executing the statement," not in text
+    assert "Minimum time spent executing the statement, in milliseconds" in text
