@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.markup import one_line
+from app.markup import FEEDBACK_CHOICES, one_line
 from app.notices import check_password, handled
 from core.errors import RagError
 
@@ -374,7 +374,7 @@ def build_evaluate_tab(
                     upload_btn = gr.Button("Add the file", elem_id="eval-add-upload")
                 with gr.Row():
                     feedback = gr.Radio(
-                        ["all", "any", "up", "down", "none"],
+                        FEEDBACK_CHOICES,
                         value="up",
                         label="Chat log turns rated",
                     )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.markup import one_line
+from app.markup import FEEDBACK_CHOICES, one_line
 from app.notices import check_password, handled
 from core.dates import parse_since
 from core.errors import RagError
@@ -282,9 +282,7 @@ class FineTuneTab:
             with gr.Row():
                 name = gr.Textbox(label="Name", placeholder="default: a time stamp")
                 mode = gr.Radio(list(MODE_HELP), value=mode_default, label="Teacher mode")
-                feedback = gr.Radio(
-                    ["all", "any", "up", "down", "none"], value="all", label="Feedback"
-                )
+                feedback = gr.Radio(FEEDBACK_CHOICES, value="all", label="Feedback")
             with gr.Row():
                 since = gr.Textbox(label="Since (ISO date)")
                 until = gr.Textbox(label="Until (ISO date)")

@@ -45,6 +45,8 @@ SOURCES_CSS = """
   overflow: hidden; }
 .src-bar > div { height: 100%; background: var(--color-accent); }
 .src-text { white-space: pre-wrap; font-size: 0.92em; line-height: 1.45; }
+/* The whole passage, once opened, takes the excerpt's place instead of repeating it. */
+.src-card:has(details[open]) > .src-excerpt { display: none; }
 .src-text mark { background: #fde68a; color: inherit; border-radius: 2px; padding: 0 1px; }
 .src-card details { margin-top: 6px; font-size: 0.9em; }
 .src-card summary { cursor: pointer; color: var(--body-text-color-subdued); }
@@ -180,7 +182,7 @@ def _card(number: int, source: SourceRef) -> str:
         f'<div class="src-bar"><div style="width:{relevance_width(score)}%"></div></div>'
         f"<span>{label} · {score:.2f}</span></div>"
     )
-    parts.append(f'<div class="src-text">{body}</div>')
+    parts.append(f'<div class="src-text src-excerpt">{body}</div>')
     if (lo, hi) != (0, len(text)):
         parts.append(
             "<details><summary>Whole passage</summary>"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.markup import plain_text, safe_markdown
+from app.markup import FEEDBACK_CHOICES, plain_text, safe_markdown
 from app.notices import mistake
 from app.overview import overview_markdown, suggest_questions
 from app.sources_view import EMPTY, NONE, SOURCES_CSS, sources_html
@@ -371,10 +371,9 @@ def _admin_tab(chatlog: ChatLog, admin_password: str | None) -> None:
         )
         gr.Markdown("### Export chat log (JSONL)")
         which = gr.Radio(
-            ["all", "any", "up", "down", "none"],
+            FEEDBACK_CHOICES,
             value="all",
             label="Feedback filter",
-            info="any: rated answers; up / down: that rating; none: unrated answers",
         )
         export_btn = gr.Button("Export")
         exported = gr.File(label="Download")

@@ -159,6 +159,14 @@ def test_browser_ask_see_sources_and_thumbs_down_with_comment(app_server):
         expect(bot).to_contain_text("Extracted passages", timeout=30_000)
         expect(bot).to_contain_text(re.compile(r"\[\d\]"))  # quotes carry their citation
         expect(page.locator("#sources")).to_contain_text("configuration.md", timeout=30_000)
+        # A shortened passage opened whole shows the whole passage in the excerpt's place, not
+        # the same sentences twice.
+        card = page.locator("#sources .src-card:has(details)").first
+        excerpt = card.locator(".src-excerpt")
+        expect(excerpt).to_be_visible()
+        card.locator("details summary").click()
+        expect(card.locator("details .src-text")).to_be_visible()
+        expect(excerpt).to_be_hidden()
         page.locator("#chatbot button[aria-label='Dislike']").last.click()
         expect(page.locator("#feedback-note")).to_contain_text("what was wrong", timeout=15_000)
         page.locator("#comment textarea").fill("It should mention Azure first.")
