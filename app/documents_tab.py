@@ -180,7 +180,7 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
             [result, files, table, which],
             api_name="upload",
             api_description="Index uploaded files; returns one line per file (what became of it).",
-        )
+        ).then(lambda: "", None, removed_note, api_visibility="private")  # an older removal's
         remove_btn.click(
             remove,
             [which, password, confirmed],
@@ -192,9 +192,10 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
             js="(source, password, ok) => [source, password, "
             "!!source && confirm('Remove ' + source.split(/[\\\\/]/).pop() + ' from the index?')]",
         ).then(
-            # What the last upload reported is about a list that has changed since.
-            lambda: "",
-            None,
+            # What the last upload reported is about a list that has changed since, once a
+            # document is really gone (not on a cancelled dialog or a refusal).
+            lambda note: "" if (note or "").startswith("Removed ") else gr.update(),
+            removed_note,
             result,
             api_visibility="private",
         )

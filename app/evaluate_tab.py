@@ -374,7 +374,7 @@ def build_evaluate_tab(
                     upload_btn = gr.Button("Add the file", elem_id="eval-add-upload")
                 with gr.Row():
                     feedback = gr.Radio(
-                        FEEDBACK_CHOICES,
+                        list(FEEDBACK_CHOICES),
                         value="up",
                         label="Chat log turns rated",
                     )

@@ -282,7 +282,7 @@ class FineTuneTab:
             with gr.Row():
                 name = gr.Textbox(label="Name", placeholder="default: a time stamp")
                 mode = gr.Radio(list(MODE_HELP), value=mode_default, label="Teacher mode")
-                feedback = gr.Radio(FEEDBACK_CHOICES, value="all", label="Feedback")
+                feedback = gr.Radio(list(FEEDBACK_CHOICES), value="all", label="Feedback")
             with gr.Row():
                 since = gr.Textbox(label="Since (ISO date)")
                 until = gr.Textbox(label="Until (ISO date)")

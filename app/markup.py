@@ -57,10 +57,10 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
 
 
 # The chat log's rating filter, in words, with the values the services and the CLI take.
-FEEDBACK_CHOICES = [
+FEEDBACK_CHOICES = (
     ("every answer", "all"),
     ("rated", "any"),
     ("rated up", "up"),
     ("rated down", "down"),
     ("unrated", "none"),
-]
+)

@@ -371,7 +371,7 @@ def _admin_tab(chatlog: ChatLog, admin_password: str | None) -> None:
         )
         gr.Markdown("### Export chat log (JSONL)")
         which = gr.Radio(
-            FEEDBACK_CHOICES,
+            list(FEEDBACK_CHOICES),
             value="all",
             label="Feedback filter",
         )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.evalstore import NO_GOLD, NO_REFERENCE, EvalSample, ScoredSample
-from rag.synthesis import EXTRACTIVE_LABEL
+from rag.synthesis import EXTRACTIVE_LABEL, NOT_MENTIONED
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -33,6 +33,9 @@ OFFLINE_METRICS = (
 )
 _CITATION = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
 _QUOTE = re.compile(r"^\s*>\s?", re.MULTILINE)
+_MISSING = re.compile(
+    "^_" + re.escape(NOT_MENTIONED).replace(re.escape("{names}"), ".*?") + "_$", re.MULTILINE
+)
 
 
 def answer_text(response: str | None) -> str:
@@ -43,6 +46,7 @@ def answer_text(response: str | None) -> str:
     text = response or ""
     if text.startswith(EXTRACTIVE_LABEL):
         text = text[len(EXTRACTIVE_LABEL) :].lstrip(":").strip()
+        text = _MISSING.sub("", text)  # a note on the quotes, not what they say
     text = _QUOTE.sub("", _CITATION.sub("", text))
     return " ".join(text.split())
 

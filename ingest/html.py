@@ -132,10 +132,10 @@ def _entry_table(table) -> bool:
     names them ("Operator / Description / Example(s)", "Column Type / Description"): the layout
     of function, operator and system-view references generated from DocBook."""
     rows = table.xpath("./thead/tr | ./tr | ./tbody/tr")
-    if not rows:
+    if not rows or any(len([c for c in r if c.tag in ("td", "th")]) != 1 for r in rows):
         return False
-    cells = [c for c in rows[0] if c.tag in ("td", "th")]
-    return len(cells) == 1 and cells[0].tag == "th" and len(_paragraphs(cells[0])) >= 2
+    head = next(c for c in rows[0] if c.tag in ("td", "th"))
+    return head.tag == "th" and len(_paragraphs(head)) >= 2
 
 
 def _example(p) -> str | None:
@@ -176,11 +176,15 @@ class _Walker:
             self.term_used = True
         self.sections[-1].blocks.append(text)
 
+    def marker_only(self) -> bool:
+        """Whether the inline text is a list item's marker and nothing else yet."""
+        return self.inline[:1] == ["- "] and not "".join(self.inline[1:]).strip()
+
     def flush_inline(self) -> None:
+        if self.marker_only():  # a list item's marker: it goes with the item's first text
+            return
         text = _words("".join(self.inline))
         self.inline = []
-        if text == "-":  # a list item's marker with nothing after it in the same block
-            return
         if text:
             self.add_block(text)
 
@@ -222,28 +226,38 @@ class _Walker:
     def entry_table(self, table) -> None:
         """Each entry as a definition that carries its term ("json ->> text → text: Extracts
         JSON object field with the given key, as text."), as a definition list's item does; the
-        header row, which only labels the paragraphs, is left out."""
-        for row in table.xpath("./thead/tr | ./tr | ./tbody/tr"):
-            cells = [c for c in row if c.tag in ("td", "th")]
-            if not cells or cells[0].tag == "th":
-                continue
-            names, definition = _entry_term(cells[0])
-            if not definition or not names:  # not written as an entry: the cell as it is
-                text = _words(cells[0].text_content())
-                if text:
-                    self.add_block(text)
+        header row, which only labels the paragraphs, is left out. What else a cell holds (an
+        output listing, a list of values) follows its description, as in a definition; a cell
+        not written as an entry, a caption and a group row inside the body are read as text."""
+        for caption in table.xpath("./caption"):
+            self.walk(caption)
+        for n, row in enumerate(table.xpath("./thead/tr | ./tr | ./tbody/tr")):
+            if n == 0:
+                continue  # the header row (see _entry_table)
+            cell = next(c for c in row if c.tag in ("td", "th"))
+            names, definition = _entry_term(cell)
+            if cell.tag == "th" or not definition or not names:
+                self.walk(cell)
                 continue
             outer = self.term
             own = ", ".join(dict.fromkeys(names))
             self.term = f"{outer}: {own}" if outer else own
             self.term_used = False
-            for p in definition:
-                example = _example(p)
+            first = definition[0]
+            for child in first.itersiblings(preceding=True):
+                if child.tail and child.tail.strip():  # text between the term and the rest
+                    self.inline.append(child.tail)
+                break
+            for child in [first, *first.itersiblings()]:
+                example = _example(child) if child.tag == "p" else None
                 if example and self.term_used:  # with the description it shows
+                    self.flush_inline()
                     self.sections[-1].blocks[-1] += " " + example
-                    continue
-                self.walk(p)
-                self.flush_inline()
+                else:
+                    self.walk(child)
+                if child.tail and child.tail.strip():
+                    self.inline.append(child.tail)
+            self.flush_inline()
             if not self.term_used:
                 self.sections[-1].blocks.append(self.term)
             self.term, self.term_used = outer, outer is not None
@@ -304,14 +318,13 @@ class _Walker:
         block = tag in _BLOCK
         if block:
             # A paragraph inside a list item takes the item's marker ("- text"), not a line
-            # of its own.
-            if tag == "li" or _words("".join(self.inline)) != "-":
-                self.flush_inline()
-            if tag == "li":
+            # of its own (flush_inline keeps a marker with nothing after it).
+            self.flush_inline()
+            if tag == "li" and not self.marker_only():
                 self.inline.append("- ")
         self.walk_children(el)
         if block:
-            if tag == "li" and _words("".join(self.inline)) == "-":
+            if tag == "li" and self.marker_only():  # an item with no text of its own
                 self.inline = []
             self.flush_inline()
 

@@ -204,7 +204,6 @@ class RagPipeline:
             if not found or str((found[0].metadata or {}).get(Meta.SOURCE)) != source:
                 return False
             synth = ExtractiveSynthesizer(self.sentence_vectors, embedding)
-            synth.places = [places_of(c.metadata or {}) for c in found]
             return bool(synth.pick(question, [c.text or "" for c in found])) and not synth.weak
 
     def _engine(
@@ -257,6 +256,7 @@ class RagPipeline:
                 if extractive:
                     # Ranking sentences is CPU work too; a chat model's is not ours.
                     synth.places = [places_of(n.node.metadata) for n in nodes]
+                    synth.asked = question
                     response = engine.synthesize(bundle, nodes)
             if not extractive:
                 response = engine.synthesize(bundle, nodes)

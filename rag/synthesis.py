@@ -21,11 +21,11 @@ from core.records import TokenUsage
 from rag.units import (
     Unit,
     content_words,
+    defines,
     names_term,
     new_term,
     normalise,
     split_units,
-    term_of,
 )
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ NO_ANSWER = (
 # How an answer says the documents do not hold the answer: the app's own words, and what the
 # system prompt asks a chat model to say.
 _NOT_COVERED = re.compile(
-    r"(could not find anything relevant|(documents?|passages?|context)\s+(do|does|may)\s+not\s+"
+    r"(could not find anything relevant|(documents?|passages?|context)\s+(do|does)\s+not\s+"
     r"(cover|contain|mention|say)|not covered (by|in) the (documents|passages))",
     re.IGNORECASE,
 )
@@ -187,18 +187,27 @@ class SentenceVectors:
         return np.stack([known[s] for s in sentences])
 
 
-# A name no prose word looks like: an identifier with `_` or `.` inside (pg_stat_statements,
-# postgresql.conf), a call (lower(), to_char(), or a long option (--schema-only).
-_NAME = re.compile(r"(?<![\w.-])(?:[A-Za-z]\w*[_.]\w[\w.]*\w|\w+\(\)?|--[A-Za-z][\w-]*)")
+# A name no prose word looks like: an identifier with `_` or a `.` before a small letter inside
+# (pg_stat_statements, postgresql.conf), a call written with its brackets (`lower()`), or a long
+# option (--schema-only). Words before a bracket ("setting(s)", "f(x)") and versions are prose.
+_NAME = re.compile(
+    r"(?<![\w.-])(?:[A-Za-z]\w+(?:_\w+|\.[a-z]\w*)+(?:\(\))?|[A-Za-z_]\w*\(\)|--[A-Za-z][\w-]*)"
+)
 
 
 def missing_names(question: str, passages: Sequence[str]) -> list[str]:
     """The names the question uses (see _NAME) that none of the passages mentions, in the
-    question's order; a name counts wherever it stands as a word of its own, in any case."""
-    names = dict.fromkeys(m.rstrip("()") for m in _NAME.findall(question))
+    question's order, once each whatever their case; a name counts wherever it stands as a word
+    of its own, in any case."""
+    names: dict[str, str] = {}
+    for found in _NAME.findall(question):
+        name = found.removesuffix("()")
+        names.setdefault(name.lower(), name)
     text = " ".join(passages).lower()
     return [
-        n for n in names if re.search(rf"(?<![\w-]){re.escape(n.lower())}(?![\w-])", text) is None
+        name
+        for low, name in names.items()
+        if re.search(rf"(?<![\w-]){re.escape(low)}(?![\w-])", text) is None
     ]
 
 
@@ -280,6 +289,9 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         # Where the passages stand (heading paths, file names), set by the pipeline: a name
         # there is mentioned too (a page's rows need not repeat the name of their table).
         self.places: list[str] = []
+        # The user's own words, when the question searched with is another (a follow-up read
+        # with the one before it): only what they asked now can be missing.
+        self.asked: str | None = None
         # For a question read together with the one before it: the answer given to that one.
         self.previous: str | None = None
 
@@ -307,9 +319,17 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         asked, asked_words = normalise(query_str), content_words(query_str)
         scored: list[tuple[float, int, Unit]] = []
         last = {n: units[-1].position for n, units in enumerate(passages, start=1) if units}
+
+        def cut(n: int, unit: Unit) -> bool:
+            return (
+                unit.position == last[n]
+                and not unit.code
+                and unit.text.rstrip().endswith((",", ";", "("))
+            )
+
         for n, unit in flat:
             words = content_words(unit.text)
-            if unit.position == last[n] and not unit.code and unit.text.rstrip()[-1:] in ",;(":
+            if cut(n, unit):
                 continue  # cut where the passage ends: the rest is in the next one
             # Only restates the question (an example question in the docs, or the question's own
             # words and nothing more), or asks one: never an answer. A sentence that goes on
@@ -323,7 +343,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 continue  # the question quoted, with nothing after it that completes it
             if not (words - asked_words):
                 continue
-            if not unit.code and unit.text.rstrip().endswith("?") and term_of(unit.text) is None:
+            if not unit.code and unit.text.rstrip().endswith("?") and not defines(unit.text):
                 continue  # a question, not an answer ("x ? y: Does ... exist?" defines x ? y)
             cosine = by_unit[(n, unit.position)]
             near = [by_unit.get((n, unit.position + d)) for d in (-1, 1)]
@@ -369,6 +389,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 following[:1]
                 and not unit.code
                 and not following[0].code
+                and not following[0].text.rstrip().endswith((",", ";", "("))
                 and _GOES_ON.match(following[0].text)
                 and names_term(following[0].text, asked_words)
                 and not names_term(unit.text, asked_words)
@@ -438,7 +459,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             picked = picked[:1]  # not an answer: only the closest passage, said to be the closest
         quoted = {q.passage for q in picked}
         self.missing = missing_names(
-            query_str,
+            self.asked or query_str,
             [t for n, t in enumerate(text_chunks, 1) if n in quoted]
             + [p for n, p in enumerate(self.places, 1) if n in quoted],
         )

@@ -119,7 +119,7 @@ _TERM_UNIT = re.compile(r"^(?P<term>[^:\n]{1,80}?)(?::|\s[—–-])\s+\S")
 # "For example:"), never a term.
 _LABEL = re.compile(
     r"(notes?|tips?|hints?|warnings?|caution|important|examples?|for (example|instance)|"
-    r"see also|that is|in short|e\.g|i\.e)\b",
+    r"see also|that is|in short|e\.g|i\.e|q|questions?|faq|a|answers?)\b",
     re.IGNORECASE,
 )
 _TERMISH = re.compile(r"[-_()./=<>\[\]→]|\b[A-Z][A-Z0-9_]{2,}\b")
@@ -137,6 +137,13 @@ def term_of(unit: str) -> str | None:
     if len(term.split()) > 6 or not (_TERMISH.search(term) or len(term.split()) <= 2):
         return None
     return term
+
+
+def defines(unit: str) -> bool:
+    """Whether a unit defines a term that looks like one (an option, an operator's signature, a
+    keyword), not a label before a colon ("Q:", "Question:")."""
+    term = term_of(unit)
+    return term is not None and _TERMISH.search(term) is not None
 
 
 # What names a thing in technical text: an option (-s, --schema-only), a keyword (CONCURRENTLY,

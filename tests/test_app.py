@@ -474,17 +474,28 @@ def test_browser_documents_tab_upload_list_and_remove(app_server, tmp_path):
 
         page.locator("#doc-choice input").click()
         page.get_by_role("option", name="tides.md").click()
-        # Cancelled in the dialog: nothing happens, and nothing is said about it.
-        page.once("dialog", lambda dialog: dialog.dismiss())
+        # Cancelled in the dialog, which names the document: nothing happens, and nothing is
+        # said about it; the upload's report stays.
+        asked: list[str] = []
+
+        def dismiss(dialog):
+            asked.append(dialog.message)
+            dialog.dismiss()
+
+        page.once("dialog", dismiss)
         page.locator("#remove-doc").click()
         page.wait_for_timeout(1_000)
+        assert asked == ["Remove tides.md from the index?"]
         expect(table).to_contain_text("tides.md")
         expect(page.locator("#remove-result")).to_have_text("")
         expect(page.get_by_test_id("toast-text")).to_have_count(0)
+        expect(result).to_contain_text("files indexed")
         page.once("dialog", lambda dialog: dialog.accept())
         page.locator("#remove-doc").click()
         expect(page.locator("#remove-result")).to_contain_text("Removed tides.md", timeout=15_000)
         expect(table).not_to_contain_text("tides.md")
+        # The upload's report spoke of a list that has changed: it is gone.
+        expect(result).to_have_text("")
         browser.close()
     assert not (data / "uploads" / "tides.md").exists()
     assert _collection(data).get(where={"file_name": "tides.md"}, include=[])["ids"] == []

@@ -20,6 +20,9 @@ def test_answer_text_drops_the_label_quotes_and_citations():
     response = f"{EXTRACTIVE_LABEL}:\n\n> The ferry is the Silver Heron. [1]\n\n> Second. [2, 3]\n"
     assert answer_text(response) == "The ferry is the Silver Heron. Second."
     assert answer_text(None) == ""
+    # The line that says which of the question's names the quotes lack is a note, not content.
+    noted = f"{EXTRACTIVE_LABEL}:\n\n_None of these passages mentions `pg_x`._\n\n> Second. [1]\n"
+    assert answer_text(noted) == "Second."
     assert contains_reference("The ferry is the Silver Heron.", "silver heron") == 1.0
     assert contains_reference("The ferry is the Silver Heronry.", "silver heron") == 0.0
 

@@ -99,7 +99,20 @@ ENTRY_TABLE_PAGE = """<html><head><title>JSON</title></head><body><main>
 <p>OID of the user</p></td></tr>
 <tr><td class="func_table_entry"><p class="func_signature">jsonb ? text → boolean</p>
 <p>Does the key exist?</p></td></tr>
+<tr><th>Set-returning functions</th></tr>
+<tr><td class="func_table_entry"><p class="func_signature">json_each ( json ) → setof record</p>
+<p>Expands the top-level JSON object into a set of key/value pairs.</p>
+<p><code>select * from json_each('{"a":"foo"}')</code></p>
+<pre class="programlisting"> key | value
+-----+-------
+ a   | "foo"</pre></td></tr>
+<tr><td class="func_table_entry"><p class="column_definition">state text</p>
+<p>Current overall state of this backend. Possible values are:</p>
+<div class="itemizedlist"><ul><li><p>active</p></li><li><p>idle</p></li></ul></div></td></tr>
 <tr><td>a cell written without paragraphs</td></tr></tbody></table></div>
+<table><caption>Two columns: not an entry table</caption>
+<thead><tr><th><p>Name</p><p>Kind</p></th></tr></thead>
+<tbody><tr><td>alpha</td><td>first</td></tr></tbody></table>
 </main></body></html>"""
 
 
@@ -117,6 +130,21 @@ def test_an_entry_of_a_one_column_table_carries_its_term_like_a_definition():
     assert "userid oid: OID of the user" in found  # paragraphs of another class: the first
     assert "jsonb ? text → boolean: Does the key exist?" in found
     assert "a cell written without paragraphs" in found
+    assert "Set-returning functions" in found  # a group row inside the body
+    # What else an entry holds follows its description: an output listing, a list of values.
+    assert (
+        "json_each ( json ) → setof record: Expands the top-level JSON object into a set of "
+        """key/value pairs. select * from json_each('{"a":"foo"}')"""
+    ) in found
+    at = found.index(
+        "json_each ( json ) → setof record: Expands the top-level JSON object into a "
+        """set of key/value pairs. select * from json_each('{"a":"foo"}')"""
+    )
+    assert found[at + 1].startswith("```\n key | value")
+    assert "state text: Current overall state of this backend. Possible values are:" in found
+    assert "state text: - active" in found and "state text: - idle" in found
+    # Rows of more than one cell: the ordinary table, its caption kept.
+    assert "Two columns: not an entry table" in found and "alpha | first" in found
     assert "Table 9.45. json Operators" in found  # the table's title stays
     # The header row only labels the paragraphs: no unit of its own.
     assert not any(b.startswith("Operator") for b in found)
@@ -127,6 +155,10 @@ def test_a_list_item_written_in_a_paragraph_keeps_its_marker():
     assert "- operators for JSON data" in found and "- the path language" in found
     assert "- plain item" in found
     assert "-" not in found
+    # An empty paragraph first does not take the marker from the item's text.
+    assert blocks(
+        "<html><body><main><ul><li><p></p><p>late text</p></li></ul></main></body></html>"
+    ) == ["- late text"]
 
 
 def test_an_admonition_label_inside_a_definition_does_not_carry_the_term():

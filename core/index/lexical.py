@@ -278,8 +278,9 @@ class LexicalSource:
                 self._index = load_lexical(self.directory) if pointer else None
                 self._pointer = pointer
             if self._index is None or len(self._index) != self.collection.count():
+                first = not self.directory.exists()  # never built here: nothing was lost
                 self._index, rebuilt = ensure_lexical(self.collection, self.directory)
-                if rebuilt and pointer is None:  # a new data directory: nothing was lost
+                if rebuilt and first:
                     log.info("built the lexical index of %r from Chroma", self.collection.name)
                 elif rebuilt:
                     log.warning("lexical index was missing or stale; rebuilt from Chroma")
