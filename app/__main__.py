@@ -48,7 +48,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     import gradio as gr
 
     from app.service import admin_allowed, build_service, require_port_free
-    from app.ui import build_ui
+    from app.ui import APP_CSS, build_ui
 
     if args.host:
         settings.app.host = args.host
@@ -97,6 +97,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             font=["ui-sans-serif", "system-ui", "sans-serif"],
             font_mono=["ui-monospace", "monospace"],
         ),
+        css=APP_CSS,
         show_error=True,
         prevent_thread_lock=True,
     )

@@ -34,6 +34,8 @@ _CLAUSE_START = re.compile(
     r"during|about|and|or|but|under|over|at)\b",
     re.I,
 )
+# A section number before a heading's words: "5.6.5. ", "F.32.1. ", "A. ".
+_SECTION_NUMBER = re.compile(r"^(?:[A-Z]|\d+)(?:\.\d+)*\.\s+")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&~])")
 
 
@@ -44,9 +46,11 @@ def escape_markdown(text: str) -> str:
 
 def _topic(heading: str) -> str:
     """A heading as it reads mid-sentence: 'Exporting the log' -> 'exporting the log', while
-    names and acronyms ('PDF files', 'Chroma') keep their capitals."""
+    names and acronyms ('PDF files', 'Chroma') and headings in title case ('Processing and
+    Creating JSON Data') keep their capitals."""
     first, _, rest = heading.partition(" ")
-    if len(first) > 1 and first[1:].islower() and first[0].isupper() and rest:
+    title_case = any(w[:1].isupper() and w[1:].islower() for w in rest.split())
+    if len(first) > 1 and first[1:].islower() and first[0].isupper() and rest and not title_case:
         first = first.lower()
     return f"{first} {rest}".strip()
 
@@ -54,6 +58,7 @@ def _topic(heading: str) -> str:
 def question_for(heading: str) -> str | None:
     """A question a heading invites, or None for a generic or unusable heading."""
     heading = " ".join(heading.replace("\u00a0", " ").split()).strip(" :.-–—")
+    heading = _SECTION_NUMBER.sub("", heading)  # "9.16.1. Processing JSON" -> "Processing JSON"
     words = heading.split()
     if not words or len(heading) > 80 or not any(c.isalpha() for c in heading):
         return None

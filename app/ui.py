@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from ingest.documents import DocumentInfo
     from rag.live import LivePipeline
 
+# The page's own style, given at launch: the first screen's text keeps off the chat's border, as
+# the suggested questions under it do.
+APP_CSS = "#chatbot .placeholder { padding: 0 var(--spacing-xl); }"
+
 log = logging.getLogger(__name__)
 
 FEEDBACK_HINT = "Rate an answer with 👍 / 👎 under it; then you can comment on it here."

@@ -244,6 +244,9 @@ def test_browser_first_screen_comment_on_the_right_answer_and_new_chat_clears(ap
         expect(chat).to_contain_text("adding-documents.md")
         examples = chat.locator("button.example")
         expect(examples).to_have_count(3)
+        # The overview keeps off the chat's border, as the suggestions do.
+        text_x = chat.get_by_text("documents indexed:").bounding_box()["x"]
+        assert text_x >= chat.bounding_box()["x"] + 8
         first = examples.first.inner_text().strip()
         assert first.endswith("?")
         # Record whether the box and Send are ever disabled: they are while an answer streams.

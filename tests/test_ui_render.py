@@ -120,6 +120,17 @@ def test_suggested_questions_come_from_section_headings_one_per_document():
         "What do the documents say about rating answers?",
     ]
     assert question_for("PDF files") == "What do the documents say about PDF files?"
+    # Section numbers are not part of the topic; a heading in title case keeps its capitals.
+    assert question_for("9.16.1. Processing and Creating JSON Data") == (
+        "What do the documents say about Processing and Creating JSON Data?"
+    )
+    assert question_for("F.32.1. The pg_stat_statements View") == (
+        "What do the documents say about The pg_stat_statements View?"
+    )
+    assert question_for("5. How to restore a backup") == "How do I restore a backup?"
+    assert (
+        question_for("A Guide to backups") == "What do the documents say about A Guide to backups?"
+    )
     assert question_for("How to restore a backup") == "How do I restore a backup?"
     assert question_for("From the web app") is None
     assert question_for("When the documents do not cover a question") is None
