@@ -60,6 +60,9 @@ def documents_rows(docs: list[DocumentInfo]) -> list[list[Any]]:
     return rows
 
 
+REMOVED = "Removed"  # how the note on a removal starts: the one sign that a document is gone
+
+
 def choices(docs: list[DocumentInfo]) -> list[tuple[str, str]]:
     """Dropdown entries (shown name, source); names shared by two documents show their folder."""
     names = [d.name for d in docs]
@@ -140,7 +143,7 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
             return gr.update(), *listing()
         name = escape_markdown(Path(source).name)
         gone = counted(removed.chunks, "passage") + (" is" if removed.chunks == 1 else " are")
-        note = f"Removed **{name}**: {gone} gone from the index"
+        note = f"{REMOVED} **{name}**: {gone} gone from the index"
         note += " and the uploaded file is deleted." if removed.file_removed else "."
         return note, *listing()
 
@@ -194,7 +197,7 @@ def build_documents_tab(admin: DocumentAdmin, admin_password: str | None) -> Cal
         ).then(
             # What the last upload reported is about a list that has changed since, once a
             # document is really gone (not on a cancelled dialog or a refusal).
-            lambda note: "" if (note or "").startswith("Removed ") else gr.update(),
+            lambda note: "" if (note or "").startswith(REMOVED) else gr.update(),
             removed_note,
             result,
             api_visibility="private",

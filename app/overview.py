@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from app.markup import counted
+
 if TYPE_CHECKING:
     from ingest.documents import DocumentInfo
 
@@ -136,5 +138,7 @@ def overview_markdown(docs: list[DocumentInfo]) -> str:
     names = ", ".join(escape_markdown(d.name) for d in newest_first(docs)[:NAMES_SHOWN])
     more = len(docs) - NAMES_SHOWN
     tail = f" and {more} more" if more > 0 else ""
-    noun = "document" if len(docs) == 1 else "documents"
-    return f"**{len(docs)} {noun} indexed:** {names}{tail}.\n\nAsk a question, or try one of these:"
+    return (
+        f"**{counted(len(docs), 'document')} indexed:** {names}{tail}.\n\n"
+        "Ask a question, or try one of these:"
+    )

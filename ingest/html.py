@@ -244,10 +244,9 @@ class _Walker:
             self.term = f"{outer}: {own}" if outer else own
             self.term_used = False
             first = definition[0]
-            for child in first.itersiblings(preceding=True):
-                if child.tail and child.tail.strip():  # text between the term and the rest
-                    self.inline.append(child.tail)
-                break
+            before = first.getprevious()  # the term's last paragraph: text after it comes first
+            if before is not None and before.tail and before.tail.strip():
+                self.inline.append(before.tail)
             for child in [first, *first.itersiblings()]:
                 example = _example(child) if child.tag == "p" else None
                 if example and self.term_used:  # with the description it shows

@@ -211,6 +211,16 @@ def missing_names(question: str, passages: Sequence[str]) -> list[str]:
     ]
 
 
+def cut_off(units: Sequence[Unit], unit: Unit) -> bool:
+    """Whether `unit` is the last of its passage's `units` and stops mid-sentence (at a comma):
+    the passage was cut there, and the rest is in the next one."""
+    return (
+        unit.position == units[-1].position
+        and not unit.code
+        and unit.text.rstrip().endswith((",", ";", "("))
+    )
+
+
 # A sentence that goes on from the one before it, about the same thing.
 _GOES_ON = re.compile(r"(this|these|that|those|such|it|doing so|to do (this|so))\b", re.I)
 
@@ -318,18 +328,9 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         by_unit = {(n, u.position): float(c) for (n, u), c in zip(flat, cosines, strict=True)}
         asked, asked_words = normalise(query_str), content_words(query_str)
         scored: list[tuple[float, int, Unit]] = []
-        last = {n: units[-1].position for n, units in enumerate(passages, start=1) if units}
-
-        def cut(n: int, unit: Unit) -> bool:
-            return (
-                unit.position == last[n]
-                and not unit.code
-                and unit.text.rstrip().endswith((",", ";", "("))
-            )
-
         for n, unit in flat:
             words = content_words(unit.text)
-            if cut(n, unit):
+            if cut_off(passages[n - 1], unit):
                 continue  # cut where the passage ends: the rest is in the next one
             # Only restates the question (an example question in the docs, or the question's own
             # words and nothing more), or asks one: never an answer. A sentence that goes on
@@ -389,7 +390,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 following[:1]
                 and not unit.code
                 and not following[0].code
-                and not following[0].text.rstrip().endswith((",", ";", "("))
+                and not cut_off(passages[n - 1], following[0])
                 and _GOES_ON.match(following[0].text)
                 and names_term(following[0].text, asked_words)
                 and not names_term(unit.text, asked_words)
