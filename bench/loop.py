@@ -7,6 +7,7 @@ held-out `val_dataset.json` questions with their gold passages, and promoted whe
 deliberately degraded candidate (a few steps on shuffled pairs) that the gate must reject.
 
     .venv/bin/python bench/loop.py [--data DIR] [--questions N] [--epochs 2] [--negatives 1]
+        [--gold-pairs | --cloze]
 
 Retrieval is the app's at its defaults, but with five passages an answer (`top_k` 5), so hit@5
 is what it says; both sides of the gate read the same way. The last line holds the figures.
@@ -59,6 +60,11 @@ def main() -> int:
         action="store_true",
         help="a diagnostic: train on the training questions' gold passages instead of the chat "
         "log, the ceiling of what the log's ratings could teach this recipe",
+    )
+    p.add_argument(
+        "--cloze",
+        action="store_true",
+        help="add inverse-cloze pairs from the collection (both corpora) to the chat log's",
     )
     args = p.parse_args()
     train_file, val_file = args.data / "train_dataset.json", args.data / "val_dataset.json"
@@ -150,7 +156,12 @@ def main() -> int:
         )
         request = PairsRequest(name="gold", files=[gold_file], negatives=args.negatives)
     else:
-        request = PairsRequest(name="from-the-chat-log", negatives=args.negatives)
+        request = PairsRequest(
+            name="from-the-chat-log",
+            chatlog=True,
+            cloze=args.cloze,
+            negatives=args.negatives,
+        )
     pairs = build_pairs(ctx, request)
     t = stage(pairs.summary(), t)
     job = launch_training(
