@@ -84,15 +84,18 @@ _CITE = re.compile(r"\[(\d{1,2})\]")
 
 def cited_contexts(response: str | None, contexts: list[SourceRef]) -> list[SourceRef]:
     """The passages an answer cited: those it quoted (extractive answers), else those its `[n]`
-    markers name, each once, in the order first cited."""
-    quoted = [c for c in contexts if c.quotes]
-    if quoted:
-        return quoted
+    markers name, each once, in the order first cited. An extractive answer leads with the
+    passage holding its best quote, which need not be the first retrieved: that one comes first
+    (a training recipe that takes one positive per question takes it)."""
     marked: list[SourceRef] = []
     for n in _CITE.findall(response or ""):
         i = int(n) - 1
         if 0 <= i < len(contexts) and all(c.chunk_id != contexts[i].chunk_id for c in marked):
             marked.append(contexts[i])
+    quoted = [c for c in contexts if c.quotes]
+    if quoted:
+        order = {c.chunk_id: n for n, c in enumerate(marked)}
+        return sorted(quoted, key=lambda c: order.get(c.chunk_id, len(order)))
     return marked
 
 

@@ -69,6 +69,11 @@ def test_cited_chunks_are_quotes_else_bracket_markers():
         for i, q in enumerate([[], ["a quote"], []])
     ]
     assert cited_chunks("extractive", refs) == ["c1"]
+    # An extractive answer leads with its best quote's passage, not the first retrieved: the
+    # passages it quoted come in the order it cites them.
+    refs[2].quotes = ["the best quote"]
+    assert cited_chunks("> the best quote [3]\n\n> a quote [2]", refs) == ["c2", "c1"]
+    assert cited_chunks("no markers", refs) == ["c1", "c2"]
     for r in refs:
         r.quotes = []
     assert cited_chunks("As said [3] and [1][3], not [9].", refs) == ["c2", "c0"]
@@ -184,17 +189,20 @@ def test_chatlog_pairs_are_rated_up_turns_with_the_chunks_they_cited(indexed, sq
     from core.chatlog import ChatLog
     from core.records import SourceRef
     from finetune.embedding.data import from_chatlog
+    from rag.synthesis import NOT_COVERED
 
     _, collection = indexed
     got = collection.get(include=["documents"])
     cid, doc = got["ids"][0], got["documents"][0]
     log = ChatLog(open_database(sql_url))
 
-    def turn(question: str, quotes: list[str], chunk: str, rating: str | None) -> None:
+    def turn(
+        question: str, quotes: list[str], chunk: str, rating: str | None, answer: str = "answer"
+    ) -> None:
         tid = log.start_turn("s", question)
         ref = SourceRef(chunk_id=chunk, source="x", score=0.9, text=doc, quotes=quotes)
         log.finish_turn(
-            tid, answer="answer", condensed_question=None, contexts=[ref], model_id="m",
+            tid, answer=answer, condensed_question=None, contexts=[ref], model_id="m",
             provider="extractive", prompt_version="1", latency_ms=1.0,
         )  # fmt: skip
         if rating:
@@ -205,10 +213,17 @@ def test_chatlog_pairs_are_rated_up_turns_with_the_chunks_they_cited(indexed, sq
     turn("Not rated", ["q"], cid, None)
     turn("Cited nothing", [], cid, "up")
     turn("Chunk since deleted", ["q"], "gone-0001", "up")
+    # Rated up, but the answer says the documents do not cover it and shows the closest passage:
+    # that passage is not the answer, so it is no positive.
+    turn("How do I roll back?", ["q"], cid, "up", answer=f"{NOT_COVERED}\n\n> q [1]")
     data, skipped = from_chatlog(log, collection)
     assert list(data.queries.values()) == ["When do the pumps run?"]
     assert data.relevant_docs[next(iter(data.queries))] == [cid]
-    assert skipped == {"cited nothing": 1, "cited chunks no longer indexed": 1}
+    assert skipped == {
+        "cited nothing": 1,
+        "cited chunks no longer indexed": 1,
+        "said not covered": 1,
+    }
     log.db.dispose()
 
 
@@ -222,6 +237,31 @@ def test_mined_negatives_never_drop_a_query(base_model):
     for qid in data.queries:
         negs = data.negatives[qid]
         assert len(negs) == 2 and not set(negs) & set(data.relevant_docs[qid])
+
+
+def test_no_negative_is_another_positive_of_the_same_question(base_model):
+    from finetune.embedding.data import PairSet
+
+    # An answer quoted two passages and was rated up: both are positives. Training reads the
+    # first; the second, the closest text to the question after it, must not become its negative.
+    data = PairSet()
+    data.add(
+        "chatlog:1",
+        "When do the reservoir pumps run?",
+        {
+            "a": "The reservoir pumps run every night from midnight until five in the morning.",
+            "b": "The reservoir pump schedule is posted at the pump house.",
+        },
+        "chatlog",
+    )
+    data.add("chatlog:2", "When does the ferry leave?", {"c": "The ferry leaves at noon."}, "chatlog")
+    for n, text in enumerate(
+        ["Lighthouse keepers log the weather.", "The bakery opens at seven.", "Trams run late."]
+    ):
+        data.corpus[f"x{n}"] = text
+    counts = mine_negatives(data, base_model, num_negatives=1, relative_margin=0.0)
+    assert counts["mined"] + counts["fallback"] == 2
+    assert data.negatives["chatlog:1"] and not {"a", "b"} & set(data.negatives["chatlog:1"])
 
 
 @pytest.mark.slow

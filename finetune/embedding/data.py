@@ -22,6 +22,7 @@ from core.errors import ProviderError, RagError, SourceError
 from core.index.chunks import Meta, embed_text, iter_pages
 from core.questions import question_key
 from core.records import DatasetCard, SourceRef, cited_contexts
+from rag.synthesis import says_not_covered
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -224,6 +225,11 @@ def from_chatlog(
         for turn in chatlog.turns(since=since, feedback=feedback):
             if turn.status != "answered":
                 continue
+            if says_not_covered(turn.response or ""):
+                # "The documents do not cover this ... the closest passage": the answer itself
+                # says the passage it shows is not the answer, whatever the rating says.
+                skipped["said not covered"] += 1
+                continue
             cited = cited_chunks(turn.response, turn.retrieved_contexts)
             if not cited:
                 skipped["cited nothing"] += 1
@@ -382,7 +388,13 @@ def mine_negatives(
     for doc_id, text in data.corpus.items():
         ids_of.setdefault(text, []).append(doc_id)
     pairs = data.pairs()
-    table = Dataset.from_dict({"anchor": [p[1] for p in pairs], "positive": [p[2] for p in pairs]})
+    # Every positive of a question goes in (one row each): the miner never takes a question's own
+    # passage as its negative, and keeps clear of candidates scoring near its weakest positive.
+    # Training reads the first positive of each; the others are kept out of its negatives.
+    rows = [
+        (query, data.corpus[doc]) for qid, query, _ in pairs for doc in data.relevant_docs[qid]
+    ]
+    table = Dataset.from_dict({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows]})
     mined = mine_hard_negatives(
         table,
         model,
