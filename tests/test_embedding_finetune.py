@@ -254,7 +254,9 @@ def test_no_negative_is_another_positive_of_the_same_question(base_model):
         },
         "chatlog",
     )
-    data.add("chatlog:2", "When does the ferry leave?", {"c": "The ferry leaves at noon."}, "chatlog")
+    data.add(
+        "chatlog:2", "When does the ferry leave?", {"c": "The ferry leaves at noon."}, "chatlog"
+    )
     for n, text in enumerate(
         ["Lighthouse keepers log the weather.", "The bakery opens at seven.", "Trams run late."]
     ):

@@ -391,9 +391,7 @@ def mine_negatives(
     # Every positive of a question goes in (one row each): the miner never takes a question's own
     # passage as its negative, and keeps clear of candidates scoring near its weakest positive.
     # Training reads the first positive of each; the others are kept out of its negatives.
-    rows = [
-        (query, data.corpus[doc]) for qid, query, _ in pairs for doc in data.relevant_docs[qid]
-    ]
+    rows = [(query, data.corpus[doc]) for qid, query, _ in pairs for doc in data.relevant_docs[qid]]
     table = Dataset.from_dict({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows]})
     mined = mine_hard_negatives(
         table,
