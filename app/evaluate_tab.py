@@ -307,7 +307,7 @@ def build_evaluate_tab(
         champ, cand = store.run(int(champion)), store.run(int(candidate))
         return decision_markdown(decision, champ, cand), delta_figure(decision)
 
-    @handled(2)
+    @handled(3)
     def promote(
         version: float | None,
         password: str,
@@ -318,7 +318,7 @@ def build_evaluate_tab(
         if not version:
             raise RagError("type the version id to promote")
         if not confirmed:  # cancelled in the confirmation dialog
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
         from eval.service import promote as promote_version
 
         # An embedding version with its own collection is re-embedded first (blue/green).
@@ -331,14 +331,26 @@ def build_evaluate_tab(
         )
         if not done.approved:
             note += f". Promoted by hand: {done.verdict}. Roll back undoes it"
-        return note, versions_markdown(registry)
+        # Roll back then undoes this promotion, not the last change of another kind.
+        return note, versions_markdown(registry), gr.update(value=event.kind)
 
     @handled(2)
     def rollback(kind: str, password: str):
         check(password)
+        from core.registry import RegistryError
         from eval.service import rollback as roll_back
 
-        event = roll_back(ctx, kind, reason="admin")
+        try:
+            event = roll_back(ctx, kind, reason="admin")
+        except RegistryError as exc:
+            # Nothing to undo of this kind: say which kind changed last, if another did.
+            last = next((e for e in reversed(registry.history()) if e.kind != kind), None)
+            if last is None:
+                raise
+            raise RagError(
+                f"{exc}; the last change was to {last.kind} v{last.version_id}: choose the kind "
+                f"{last.kind} to roll that back"
+            ) from exc
         return (
             f"rolled back: {event.kind} v{event.version_id} is active again "
             f"(was v{event.previous_id})",
@@ -487,7 +499,7 @@ def build_evaluate_tab(
             promote_btn.click(
                 promote,
                 [version, password, promote_confirmed],
-                [registry_note, versions],
+                [registry_note, versions, kind],
                 api_name="promote",
                 # A promotion by hand skips the gate: ask first (cancelled, nothing happens).
                 js="(version, password, ok) => [version, password, !version || confirm("

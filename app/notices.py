@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,14 @@ from core.errors import RagError
 log = logging.getLogger("app.ui")
 
 
+# Where Gradio keeps an uploaded file: a folder named by the upload's hash, holding the file under
+# the name the user gave it. A message names the user's file, not that folder.
+_UPLOAD_DIR = re.compile(r"[^\s'\"(]*[\\/]gradio[\\/][0-9a-f]{16,}[\\/]")
+
+
 def mistake(message: str) -> None:
     """Show `message` as a warning and log it as one line."""
+    message = _UPLOAD_DIR.sub("", message)
     log.warning("user mistake: %s", message)
     gr.Warning(message)
 

@@ -67,7 +67,8 @@ def load_jsonl(path: Path) -> list[EvalSample]:
         shown = "; ".join(problems[:5]) + (
             f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         )
-        raise EvalSetError(f"{path}: {len(problems)} bad lines: {shown}")
+        bad = f"{len(problems)} bad line{'s' if len(problems) != 1 else ''}"
+        raise EvalSetError(f"{path}: {bad}: {shown}")
     if not samples:
         raise EvalSetError(f"{path} holds no samples")
     return samples

@@ -134,8 +134,13 @@ def test_browser_the_admin_loop_from_chat_to_promotion_and_rollback(app_server, 
         page.get_by_role("tab", name="Chat").click()
         ask(page, QUESTIONS[0])
         expect(page.locator("#model-badge")).to_contain_text(f"embedding v{candidate}")
-        # 5. Roll back: the answers' badge names the old version again.
+        # 5. Roll back: the answers' badge names the old version again. The kind to roll back
+        # follows the promotion; chat has nothing to undo, and the refusal says what changed.
         page.get_by_role("tab", name="Evaluate").click()
+        expect(page.get_by_label("embedding", exact=True)).to_be_checked()
+        page.get_by_label("chat", exact=True).check()
+        page.locator("#eval-rollback").click()
+        expect(page.get_by_text("choose the kind embedding to roll that back")).to_be_visible()
         page.get_by_label("embedding", exact=True).check()
         page.locator("#eval-rollback").click()
         expect(note).to_contain_text(f"embedding v{old} is active again", timeout=30_000)

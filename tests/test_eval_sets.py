@@ -40,6 +40,13 @@ def test_golden_set_with_ragas_fields(tmp_path):
     assert samples[0].reference_sources == ["v.pdf"] and samples[1].reference is None
 
 
+def test_one_bad_line_is_one_bad_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"user_input": "ok"}\n{not json\n')
+    with pytest.raises(EvalSetError, match=r"bad\.jsonl: 1 bad line: line 2: not JSON"):
+        load_jsonl(path)
+
+
 def test_malformed_golden_set_names_every_bad_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(

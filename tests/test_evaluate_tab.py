@@ -81,8 +81,9 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
 
     reg = Registry(open_database(f"sqlite:///{(data / 'rag.db').resolve()}"))
     candidate = reg.register("chat", "top-1", {"retrieval": {"top_k": 1}})
-    note, _ = client.predict(candidate.id, "", api_name="/promote")
+    note, _, kind = client.predict(candidate.id, "", api_name="/promote")
     assert f"chat v{candidate.id} is active" in note
+    assert kind == "chat"  # Roll back now undoes this promotion
     assert "Promoted by hand: the gate has never compared it" in note
     _, _, _, badge = client.predict("How do I export the chat log?", [], api_name="/respond")
     assert f"chat v{candidate.id}" in badge

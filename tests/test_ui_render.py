@@ -3,6 +3,8 @@ first screen's overview and suggested questions, the documents table and upload 
 
 from __future__ import annotations
 
+import pytest
+
 from app.documents_tab import choices, documents_rows, upload_markdown
 from app.markup import plain_text, safe_markdown
 from app.overview import overview_markdown, question_for, suggest_questions
@@ -262,3 +264,12 @@ def test_suggested_questions_are_only_those_the_app_answers_well():
     ]
     assert ("What do the documents say about chat models?", "/d/guide.md") in asked
     assert not any("ynopsis" in q for q, _ in asked)
+
+
+def test_a_refusal_names_the_uploaded_file_not_the_folder_gradio_keeps_it_in():
+    from app.notices import mistake
+
+    folder = "/tmp/gradio/" + "7141dd09" * 8
+    with pytest.warns(UserWarning) as shown:
+        mistake(f"{folder}/bad.jsonl: 1 bad line: line 2: not JSON")
+    assert str(shown[0].message) == "bad.jsonl: 1 bad line: line 2: not JSON"
