@@ -86,6 +86,13 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
         from core.chatlog import ChatLog
 
         teacher = sets.openai_teacher(judge_llm(ctx.settings)) if request.teacher else None
+        # The questions that trained a registered version stay out: the set can then judge every
+        # candidate (the gate refuses a set holding a candidate's training questions).
+        trained = {
+            key: version.label
+            for version in ctx.registry.versions()
+            for key in version.provenance.get("train_question_keys") or ()
+        }
         samples = sets.from_chatlog(
             ChatLog(ctx.registry.db),
             size=request.size,
@@ -93,7 +100,14 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
             feedback=request.feedback,
             seed=ctx.settings.eval.seed,
             teacher=teacher,
+            trained=trained,
         )
+        if trained:
+            labels = ", ".join(sorted(set(trained.values())))
+            notes.append(
+                f"Questions that trained {labels} are never sampled: a model is never judged on "
+                "its training questions."
+            )
         name = f"chat log sample ({request.feedback}, {len(samples)})"
         if any(s.reference for s in samples):
             notes.append(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,8 +132,11 @@ def from_chatlog(
     feedback: str = "all",
     seed: int = 0,
     teacher: Callable[[str, list[str]], str | None] | None = None,
+    trained: Mapping[str, str] | None = None,
 ) -> list[EvalSample]:
-    """A seeded sample of answered turns (filters as in export-logs). A thumbs-up answer becomes
+    """A seeded sample of answered turns (filters as in export-logs), leaving out the questions
+    that trained a model version (`trained`: question key -> the version's label): a model is
+    never judged on its training questions. A thumbs-up answer becomes
     the reference, and the passages it cited the reference contexts (so the set measures
     retrieval too: an embedding or reranker candidate can be judged on it); for other turns a
     `teacher` (question, passages) -> answer writes the reference, or they carry the question only
@@ -146,6 +149,17 @@ def from_chatlog(
     ]
     if not turns:
         raise EvalSetError("no answered turns match those filters in the chat log")
+    trained = trained or {}
+    fresh = [t for t in turns if question_key(t.user_input) not in trained]
+    if not fresh:
+        labels = sorted({trained[question_key(t.user_input)] for t in turns})
+        raise EvalSetError(
+            f"every question of the chat log that matches those filters trained {', '.join(labels)}"
+            ", and a model is never judged on its training questions: rate answers to new "
+            "questions first, or add a golden set (a JSONL file of questions with their "
+            "reference answers or passages)"
+        )
+    turns = fresh
     # One question once: a rated-up answer wins over the others, then the newest.
     by_question: dict[str, Turn] = {}
     for t in turns:

@@ -131,6 +131,15 @@ def test_chatlog_sample_uses_thumbs_up_answers_as_references(tmp_path):
     assert [s.user_input for s in from_chatlog(log, feedback="none")] == ["question 2?"]
     with pytest.raises(EvalSetError, match="no answered turns"):
         from_chatlog(ChatLog(open_database(f"sqlite:///{tmp_path / 'empty.db'}")))
+    # The questions that trained a version are never sampled; when nothing else is left, the
+    # refusal says what to do instead.
+    trained = {question_key(f"question {i}?"): "embedding v4" for i in (0, 3)}
+    assert [s.user_input for s in from_chatlog(log, size=10, trained=trained)] == [
+        "question 1?",
+        "question 2?",
+    ]
+    with pytest.raises(EvalSetError, match=r"trained embedding v4.*add a golden set"):
+        from_chatlog(log, feedback="up", trained=trained)
 
 
 def test_chatlog_sample_keeps_the_rated_copy_and_the_passages_it_cited(tmp_path):
