@@ -283,13 +283,17 @@ def run_line(run: EvalRun) -> str:
     for name in HEADLINE:
         m = run.summary.get(name)
         if m is not None:
-            value = "n/a" if m.mean is None else f"{m.mean:.3f}"
-            parts.append(f"{name}={value}" + (f" (nan {m.nan})" if m.nan else ""))
+            if m.mean is None:
+                parts.append(f"{name} not measured")
+            else:
+                gaps = f" ({m.nan} of {m.measured + m.nan} not measured)" if m.nan else ""
+                parts.append(f"{name}={m.mean:.3f}{gaps}")
     nan = sum(m.nan for m in run.summary.values())
     n = max((m.measured + m.nan for m in run.summary.values()), default=0)
+    missing = f"; {nan} scores could not be measured (the samples say why)" if nan else ""
     return (
         f"run {run.id}: {versions} on set {run.set_id} ({n} samples) in "
-        f"{run.duration_s:.1f} s: " + ", ".join(parts) + f"; nan total {nan}"
+        f"{run.duration_s:.1f} s: " + ", ".join(parts) + missing
     )
 
 

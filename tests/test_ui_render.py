@@ -283,3 +283,23 @@ def test_jobs_table_names_a_local_model_by_its_last_two_parts():
     assert short_path("gpt-4.1-mini-2025-04-14") == "gpt-4.1-mini-2025-04-14"
     assert short_path("models/base") == "models/base"
     assert short_path(None) == ""
+
+
+def test_a_run_line_says_in_words_what_could_not_be_measured():
+    from datetime import UTC, datetime
+
+    from core.evalstore import EvalRun, MetricSummary
+    from eval.service import run_line
+
+    run = EvalRun(
+        id=3, set_id=2, set_hash="h", chat_version_id=1, embedding_version_id=4, status="done",
+        started_at=datetime.now(UTC), duration_s=9.5,
+        summary={
+            "semantic_similarity": MetricSummary(mean=None, measured=0, nan=8),
+            "hit_at_5": MetricSummary(mean=0.75, measured=6, nan=2),
+        },
+    )  # fmt: skip
+    line = run_line(run)
+    assert "semantic_similarity not measured" in line
+    assert "hit_at_5=0.750 (2 of 8 not measured)" in line
+    assert "10 scores could not be measured" in line and "nan" not in line
