@@ -184,7 +184,10 @@ class JobStore:
         with Session(self.engine) as s:
             row = s.get(DatasetRow, dataset_id)
             if row is None:
-                raise JobError(f"no dataset {dataset_id} (the dataset list shows each one's id)")
+                raise JobError(
+                    f"no dataset {dataset_id} (its id is shown when it is built, and by "
+                    "`python -m finetune list`)"
+                )
             return _dataset(row)
 
     def datasets(self, limit: int = 100) -> list[DatasetRecord]:

@@ -93,6 +93,11 @@ def token_limit(settings: Settings, backend: str, base_model: str) -> int:
 
 
 def training_file(dataset: DatasetRecord, method: str) -> Path:
+    if dataset.card.kind == "embedding":
+        raise JobError(
+            f"dataset {dataset.id} ({dataset.name}) holds embedding training pairs, not chat "
+            "examples: the embedding model trains on it; build a chat dataset for the chat model"
+        )
     role = "dpo_train" if method == "dpo" else "train"
     name = dataset.card.files.get(role)
     if name is None:

@@ -6,6 +6,7 @@ arguments and show results in their own words. A refused action leaves nothing b
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -165,7 +166,18 @@ def build_chat_dataset(
         prompt_version=prompt.version,
         progress=tick,
     )
-    return BuiltDataset(ctx.store.save_dataset(result.card, str(result.path)), result)
+    card = result.card
+    if not card.kept:
+        # Nothing to train on: nothing is recorded (a dataset id that every launch refuses
+        # would only be left behind), and the refusal says why each turn was dropped.
+        shutil.rmtree(result.path, ignore_errors=True)
+        why = ", ".join(f"{reason} {n}" for reason, n in sorted(card.dropped.items()))
+        raise RagError(
+            f"no turn of the {card.seen} read was kept"
+            + (f" (dropped: {why})" if why else "")
+            + ": rate answers up in the chat, or change the filters or the teacher mode"
+        )
+    return BuiltDataset(ctx.store.save_dataset(card, str(result.path)), result)
 
 
 @dataclass

@@ -100,7 +100,17 @@ def test_errors_reach_the_admin_as_messages(tab):
     with refused("no base model is chosen"):
         emptied = tab.validate(1, "local", "supervised", "", "pw")
     assert emptied == gr.update(value=None)  # no stale report left
+    # Only the rated-down turn matches: nothing to train on, so no dataset is recorded.
+    with refused(r"no turn of the 1 read was kept \(dropped: rated_down 1\)"):
+        tab.build_dataset("x", "none", "down", "", "", None, 20, 4.0, False, "pw")
     assert tab.ctx.store.datasets() == [] and tab.ctx.store.jobs() == []  # nothing left behind
+    assert not list((tab.settings.finetune_dir / "datasets").glob("x*"))
+    # An embedding model's pairs are no chat dataset, and the refusal says so.
+    from core.records import DatasetCard
+
+    pairs = tab.ctx.store.save_dataset(DatasetCard(kind="embedding", name="pairs"), "/nowhere")
+    with refused("holds embedding training pairs, not chat examples"):
+        tab.validate(pairs.id, "openai", "supervised", "", "pw")
 
 
 def test_the_tab_lays_out_inside_the_app(tab):
