@@ -332,7 +332,7 @@ def build_evaluate_tab(
         if not done.approved:
             note += f". Promoted by hand: {done.verdict}. Roll back undoes it"
         # Roll back then undoes this promotion, not the last change of another kind.
-        return note, versions_markdown(registry), gr.update(value=event.kind)
+        return note, versions_markdown(registry), event.kind
 
     @handled(2)
     def rollback(kind: str, password: str):
@@ -343,9 +343,16 @@ def build_evaluate_tab(
         try:
             event = roll_back(ctx, kind, reason="admin")
         except RegistryError as exc:
-            # Nothing to undo of this kind: say which kind changed last, if another did.
-            last = next((e for e in reversed(registry.history()) if e.kind != kind), None)
-            if last is None:
+            # Nothing to undo of this kind: when the last change was a promotion of another kind
+            # (still in force), that is what the admin meant to undo.
+            history = registry.history()
+            last = history[-1] if history else None
+            if (
+                last is None
+                or last.kind == kind
+                or last.action != "promote"
+                or getattr(registry.active(last.kind), "id", None) != last.version_id
+            ):
                 raise
             raise RagError(
                 f"{exc}; the last change was to {last.kind} v{last.version_id}: choose the kind "

@@ -74,12 +74,13 @@ class Turn(BaseModel):
     feedback: Feedback | None = None
 
     def cited(self) -> list[SourceRef]:
-        """The passages the answer cited: those it quoted (extractive answers), else those its
-        `[n]` markers name, in order; none when it cited nothing."""
+        """The passages the answer cited, in the order it cites them (see cited_contexts); none
+        when it cited nothing."""
         return cited_contexts(self.response, self.retrieved_contexts)
 
 
 _CITE = re.compile(r"\[(\d{1,2})\]")
+_QUOTE_CITE = re.compile(r"\[(\d{1,2})\][ \t]*$", re.M)
 
 
 def cited_contexts(response: str | None, contexts: list[SourceRef]) -> list[SourceRef]:
@@ -87,15 +88,22 @@ def cited_contexts(response: str | None, contexts: list[SourceRef]) -> list[Sour
     markers name, each once, in the order first cited. An extractive answer leads with the
     passage holding its best quote, which need not be the first retrieved: that one comes first
     (a training recipe that takes one positive per question takes it)."""
-    marked: list[SourceRef] = []
-    for n in _CITE.findall(response or ""):
-        i = int(n) - 1
-        if 0 <= i < len(contexts) and all(c.chunk_id != contexts[i].chunk_id for c in marked):
-            marked.append(contexts[i])
     quoted = [c for c in contexts if c.quotes]
+    # An extracted answer marks each quote at the end of its line; a number in brackets inside
+    # a quote (a footnote) is the document's, not a citation.
+    marked = _marked(_QUOTE_CITE if quoted else _CITE, response or "", contexts)
     if quoted:
         order = {c.chunk_id: n for n, c in enumerate(marked)}
         return sorted(quoted, key=lambda c: order.get(c.chunk_id, len(order)))
+    return marked
+
+
+def _marked(pattern: re.Pattern[str], response: str, contexts: list[SourceRef]) -> list[SourceRef]:
+    marked: list[SourceRef] = []
+    for n in pattern.findall(response):
+        i = int(n) - 1
+        if 0 <= i < len(contexts) and all(c.chunk_id != contexts[i].chunk_id for c in marked):
+            marked.append(contexts[i])
     return marked
 
 

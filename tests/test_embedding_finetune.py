@@ -73,6 +73,8 @@ def test_cited_chunks_are_quotes_else_bracket_markers():
     # passages it quoted come in the order it cites them.
     refs[2].quotes = ["the best quote"]
     assert cited_chunks("> the best quote [3]\n\n> a quote [2]", refs) == ["c2", "c1"]
+    # A number in brackets inside a quote is the document's footnote, not a citation.
+    assert cited_chunks("> see note [3] of the report [2]\n\n> the best [3]", refs) == ["c1", "c2"]
     assert cited_chunks("no markers", refs) == ["c1", "c2"]
     for r in refs:
         r.quotes = []
@@ -209,6 +211,17 @@ def test_chatlog_pairs_are_rated_up_turns_with_the_chunks_they_cited(indexed, sq
             log.set_feedback(tid, rating)
 
     turn("When do the pumps run?", ["q"], cid, "up")
+    # Two passages quoted, the second retrieved cited first: that one is the first positive.
+    tid = log.start_turn("s", "Which pump runs first?")
+    refs = [
+        SourceRef(chunk_id=c, source="x", score=0.9, text=d, quotes=["q"])
+        for c, d in zip(got["ids"][:2], got["documents"][:2], strict=True)
+    ]
+    log.finish_turn(
+        tid, answer="> q [2]\n\n> q [1]", condensed_question=None, contexts=refs, model_id="m",
+        provider="extractive", prompt_version="1", latency_ms=1.0,
+    )  # fmt: skip
+    log.set_feedback(tid, "up")
     turn("Rated down", ["q"], cid, "down")
     turn("Not rated", ["q"], cid, None)
     turn("Cited nothing", [], cid, "up")
@@ -217,8 +230,10 @@ def test_chatlog_pairs_are_rated_up_turns_with_the_chunks_they_cited(indexed, sq
     # that passage is not the answer, so it is no positive.
     turn("How do I roll back?", ["q"], cid, "up", answer=f"{NOT_COVERED}\n\n> q [1]")
     data, skipped = from_chatlog(log, collection)
-    assert list(data.queries.values()) == ["When do the pumps run?"]
-    assert data.relevant_docs[next(iter(data.queries))] == [cid]
+    assert list(data.queries.values()) == ["When do the pumps run?", "Which pump runs first?"]
+    first, second = data.queries
+    assert data.relevant_docs[first] == [cid]
+    assert data.relevant_docs[second] == [got["ids"][1], got["ids"][0]]
     assert skipped == {
         "cited nothing": 1,
         "cited chunks no longer indexed": 1,

@@ -31,7 +31,7 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
     from core.registry import Registry
     from eval.__main__ import main as eval_main
 
-    url, data, _ = app_server
+    url, data, log_path = app_server
     golden = tmp_path / "golden.jsonl"
     golden.write_text(
         json.dumps(
@@ -79,6 +79,10 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
     # The answers column is plain text: the table does not render Markdown.
     assert all("**" not in r[2] and not r[2].startswith(">") for r in samples["data"])
 
+    # Only the first start's versions: nothing to roll back, and no other change to point at.
+    client.predict("chat", "", api_name="/rollback")
+    assert "nothing to roll back to" in log_path.read_text()
+    assert "choose the kind" not in log_path.read_text()
     reg = Registry(open_database(f"sqlite:///{(data / 'rag.db').resolve()}"))
     candidate = reg.register("chat", "top-1", {"retrieval": {"top_k": 1}})
     note, _, kind = client.predict(candidate.id, "", api_name="/promote")
@@ -87,8 +91,14 @@ def test_evaluate_tab_shows_runs_samples_and_moves_the_registry(app_server, tmp_
     assert "Promoted by hand: the gate has never compared it" in note
     _, _, _, badge = client.predict("How do I export the chat log?", [], api_name="/respond")
     assert f"chat v{candidate.id}" in badge
+    # The reranker has nothing to undo; the last change was chat's promotion: the refusal says so.
+    client.predict("reranker", "", api_name="/rollback")
+    assert log_path.read_text().count("choose the kind chat to roll that back") == 1
     note, _ = client.predict("chat", "", api_name="/rollback")
     assert "v1 is active again" in note
+    # The last change is now a rollback: nothing to point at.
+    client.predict("reranker", "", api_name="/rollback")
+    assert log_path.read_text().count("choose the kind") == 1
     _, _, _, badge = client.predict("How do I export the chat log?", [], api_name="/respond")
     assert "chat v1" in badge
 

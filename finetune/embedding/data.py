@@ -235,13 +235,15 @@ def from_chatlog(
                 skipped["cited nothing"] += 1
                 continue
             got = collection.get(ids=cited, include=["documents", "metadatas"])
-            docs = {
+            texts = {
                 cid: chunk_text(doc, meta)
                 for cid, doc, meta in zip(
                     got["ids"], got["documents"], got["metadatas"], strict=True
                 )
                 if doc
             }
+            # In the order cited (Chroma returns its own): training reads the first.
+            docs = {cid: texts[cid] for cid in cited if cid in texts}
             if not docs:
                 skipped["cited chunks no longer indexed"] += 1
                 continue
@@ -369,7 +371,8 @@ def mine_negatives(
     """Fill `data.negatives` with the texts the current model ranks highest for each query that
     are not its positives, using sentence-transformers' `mine_hard_negatives`.
 
-    Candidates within `relative_margin` of the positive's score are skipped as likely unlabelled
+    Candidates within `relative_margin` of its weakest positive's score are skipped as likely
+    unlabelled
     positives (the NV-Retriever TopK-PercPos setting). A query the model gets badly wrong may then
     lack candidates; it is never dropped: it keeps a random other text as its negative, counted in
     the returned `fallback`. Returns {"mined": n, "fallback": n}."""
