@@ -17,16 +17,21 @@ from core.errors import RagError
 log = logging.getLogger("app.ui")
 
 
-# Where Gradio keeps an uploaded file: a folder named by the upload's hash, holding the file under
-# the name the user gave it. A message names the user's file, not that folder.
-_UPLOAD_DIR = re.compile(r"[^\s'\"(]*[\\/]gradio[\\/][0-9a-f]{16,}[\\/]")
+def _upload_folders() -> re.Pattern[str]:
+    """Where Gradio keeps an uploaded file: its upload folder (GRADIO_TEMP_DIR, else the system's
+    temporary folder's `gradio`), then a folder named by the upload's hash, holding the file under
+    the name the user gave it."""
+    from gradio.utils import get_upload_folder
+
+    root = re.escape(str(get_upload_folder()).rstrip("/\\"))
+    return re.compile(root + r"[\\/][0-9a-f]{16,}[\\/]")
 
 
 def mistake(message: str) -> None:
-    """Show `message` as a warning and log it as one line."""
-    message = _UPLOAD_DIR.sub("", message)
+    """Show `message` as a warning (naming an uploaded file as the user named it, not by the
+    folder Gradio keeps it in) and log it as one line, paths whole."""
     log.warning("user mistake: %s", message)
-    gr.Warning(message)
+    gr.Warning(_upload_folders().sub("", message))
 
 
 def refusal(message: str) -> gr.Error:

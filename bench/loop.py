@@ -55,13 +55,14 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--negatives", type=int, default=1)
     p.add_argument("--train-window", type=int, default=256, help="word pieces in training")
-    p.add_argument(
+    recipe = p.add_mutually_exclusive_group()
+    recipe.add_argument(
         "--gold-pairs",
         action="store_true",
         help="a diagnostic: train on the training questions' gold passages instead of the chat "
         "log, the ceiling of what the log's ratings could teach this recipe",
     )
-    p.add_argument(
+    recipe.add_argument(
         "--cloze",
         action="store_true",
         help="add inverse-cloze pairs from the collection (both corpora) to the chat log's",

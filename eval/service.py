@@ -88,11 +88,10 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
         teacher = sets.openai_teacher(judge_llm(ctx.settings)) if request.teacher else None
         # The questions that trained a registered version stay out: the set can then judge every
         # candidate (the gate refuses a set holding a candidate's training questions).
-        trained = {
-            key: version.label
-            for version in ctx.registry.versions()
-            for key in version.provenance.get("train_question_keys") or ()
-        }
+        trained: dict[str, str] = {}
+        for version in ctx.registry.versions():  # in id order: a key names its first version
+            for key in version.provenance.get("train_question_keys") or ():
+                trained.setdefault(key, version.label)
         samples = sets.from_chatlog(
             ChatLog(ctx.registry.db),
             size=request.size,
@@ -103,7 +102,7 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
             trained=trained,
         )
         if trained:
-            labels = ", ".join(sorted(set(trained.values())))
+            labels = ", ".join(dict.fromkeys(trained.values()))
             notes.append(
                 f"Questions that trained {labels} are never sampled: a model is never judged on "
                 "its training questions."
@@ -290,7 +289,11 @@ def run_line(run: EvalRun) -> str:
                 parts.append(f"{name}={m.mean:.3f}{gaps}")
     nan = sum(m.nan for m in run.summary.values())
     n = max((m.measured + m.nan for m in run.summary.values()), default=0)
-    missing = f"; {nan} scores could not be measured (the samples say why)" if nan else ""
+    missing = (
+        f"; {nan} score{'s' if nan != 1 else ''} could not be measured (the samples say why)"
+        if nan
+        else ""
+    )
     return (
         f"run {run.id}: {versions} on set {run.set_id} ({n} samples) in "
         f"{run.duration_s:.1f} s: " + ", ".join(parts) + missing

@@ -19,6 +19,7 @@ from core.errors import ProviderError, RagError, SourceError
 from core.evalstore import EvalSample
 from core.index.chunks import Meta, iter_pages
 from core.questions import question_key
+from rag.synthesis import says_not_covered
 
 if TYPE_CHECKING:
     from core.chatlog import ChatLog
@@ -152,7 +153,7 @@ def from_chatlog(
     trained = trained or {}
     fresh = [t for t in turns if question_key(t.user_input) not in trained]
     if not fresh:
-        labels = sorted({trained[question_key(t.user_input)] for t in turns})
+        labels = dict.fromkeys(trained[question_key(t.user_input)] for t in turns)
         raise EvalSetError(
             f"every question of the chat log that matches those filters trained {', '.join(labels)}"
             ", and a model is never judged on its training questions: rate answers to new "
@@ -171,7 +172,10 @@ def from_chatlog(
     out = []
     for t in sorted(picked, key=lambda t: t.id or 0):
         reference = t.response if rated_up(t) else None
-        cited = [c.text for c in t.cited()] if rated_up(t) else []
+        # An answer that says the documents do not cover the question shows the closest passage
+        # as not the answer: it is no reference context, however it was rated.
+        said_not_covered = says_not_covered(t.response or "")
+        cited = [c.text for c in t.cited()] if rated_up(t) and not said_not_covered else []
         if reference is None and teacher is not None:
             reference = teacher(t.user_input, [c.text for c in t.retrieved_contexts])
         out.append(

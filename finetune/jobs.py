@@ -96,7 +96,8 @@ def training_file(dataset: DatasetRecord, method: str) -> Path:
     if dataset.card.kind == "embedding":
         raise JobError(
             f"dataset {dataset.id} ({dataset.name}) holds embedding training pairs, not chat "
-            "examples: the embedding model trains on it; build a chat dataset for the chat model"
+            "examples: the embedding model or the reranker trains on it; build a chat dataset "
+            "for the chat model"
         )
     role = "dpo_train" if method == "dpo" else "train"
     name = dataset.card.files.get(role)

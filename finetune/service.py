@@ -171,9 +171,12 @@ def build_chat_dataset(
         # Nothing to train on: nothing is recorded (a dataset id that every launch refuses
         # would only be left behind), and the refusal says why each turn was dropped.
         shutil.rmtree(result.path, ignore_errors=True)
-        why = ", ".join(f"{reason} {n}" for reason, n in sorted(card.dropped.items()))
+        why = ", ".join(
+            f"{reason.replace('_', ' ')} {n}" for reason, n in sorted(card.dropped.items())
+        )
+        read = f"{card.seen} turn{'s' if card.seen != 1 else ''} read"
         raise RagError(
-            f"no turn of the {card.seen} read was kept"
+            f"none of the {read} was kept"
             + (f" (dropped: {why})" if why else "")
             + ": rate answers up in the chat, or change the filters or the teacher mode"
         )

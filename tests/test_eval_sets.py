@@ -162,6 +162,20 @@ def test_chatlog_sample_keeps_the_rated_copy_and_the_passages_it_cited(tmp_path)
     [sample] = from_chatlog(log)
     assert sample.reference == "answer 0"
     assert sample.reference_contexts == ["Remove it in the tab."]
+    # Rated up, but the answer said the documents do not cover it: its passage is no reference.
+    from rag.synthesis import NOT_COVERED
+
+    log_turn(
+        log,
+        "How do I fly the lighthouse?",
+        answer=f"{NOT_COVERED}\n\n> Remove it in the tab. [1]",
+        rating="up",
+        passages=passages,
+        provider="extractive",
+        quoted=(0,),
+    )
+    flown = next(s for s in from_chatlog(log) if s.user_input.startswith("How do I fly"))
+    assert flown.reference_contexts == []
 
 
 def test_content_hash_and_stored_once(tmp_path):
@@ -218,3 +232,15 @@ def test_a_chat_log_set_with_the_apps_own_answers_as_references_says_so(tmp_path
     assert any("agreement with what it said then" in n for n in notes)
     _, notes = store_set(ctx, SetRequest(from_log=True, feedback="none"))  # no references
     assert notes == []
+    # A version trained on the lighthouse question: a new sample leaves it out and says so.
+    ctx.registry.register(
+        "embedding",
+        "fine-tuned",
+        {},
+        provenance={"train_question_keys": [question_key("Who keeps the lighthouse?")]},
+    )
+    set_id, notes = store_set(ctx, SetRequest(from_log=True, feedback="all"))
+    assert [s.user_input for s in ctx.store.load_set(set_id)[2]] == ["When is the festival?"]
+    assert any("Questions that trained embedding v" in n for n in notes)
+    with pytest.raises(EvalSetError, match="never judged on its training questions"):
+        store_set(ctx, SetRequest(from_log=True, feedback="up"))

@@ -267,12 +267,18 @@ def test_suggested_questions_are_only_those_the_app_answers_well():
 
 
 def test_a_refusal_names_the_uploaded_file_not_the_folder_gradio_keeps_it_in():
+    from gradio.utils import get_upload_folder
+
     from app.notices import mistake
 
-    folder = "/tmp/gradio/" + "7141dd09" * 8
+    folder = f"{get_upload_folder()}/{'7141dd09' * 8}"
     with pytest.warns(UserWarning) as shown:
         mistake(f"{folder}/bad.jsonl: 1 bad line: line 2: not JSON")
+        mistake(f"`{folder}/my file.json` is not JSON; /data/gradio/x.json is the user's own")
     assert str(shown[0].message) == "bad.jsonl: 1 bad line: line 2: not JSON"
+    assert (
+        str(shown[1].message) == "`my file.json` is not JSON; /data/gradio/x.json is the user's own"
+    )
 
 
 def test_jobs_table_names_a_local_model_by_its_last_two_parts():
