@@ -20,7 +20,7 @@ from core.errors import RagError
 
 if TYPE_CHECKING:
     from core.evalstore import EvalRun, EvalStore, ScoredSample
-    from core.registry import Registry
+    from core.registry import ModelVersion, Registry
     from core.settings import Settings
     from rag.live import EmbeddingCache
 
@@ -68,10 +68,22 @@ def runs_table(runs: list[EvalRun]) -> list[list[Any]]:
     return rows
 
 
+def _reranks_nothing(v: ModelVersion) -> bool:
+    """A reranker version naming no model (the one seeded from settings with none): the runs
+    table says "none" for it, as the answers name no reranker."""
+    seeded = v.provenance.get("seeded_from_settings") or {}
+    return v.kind == "reranker" and not any(
+        (section.get("reranker") or {}).get("model_dir") for section in (v.spec, seeded)
+    )
+
+
 def versions_markdown(registry: Registry) -> str:
     lines = ["| kind | version | status | name |", "|---|---|---|---|"]
     for v in registry.versions():
-        lines.append(f"| {v.kind} | v{v.id} | {v.status} | {v.name.replace('|', '/')} |")
+        name = v.name.replace("|", "/") + (
+            " (no model: re-ranks nothing)" if _reranks_nothing(v) else ""
+        )
+        lines.append(f"| {v.kind} | v{v.id} | {v.status} | {name} |")
     events = registry.history()[-8:]
     lines += ["", "**Recent changes**", ""]
     lines += [

@@ -309,3 +309,17 @@ def test_a_run_line_says_in_words_what_could_not_be_measured():
     assert "semantic_similarity not measured" in line
     assert "hit_at_5=0.750 (2 of 8 not measured)" in line
     assert "10 scores could not be measured" in line and "nan" not in line
+
+
+def test_the_versions_table_says_which_reranker_re_ranks_nothing(tmp_path):
+    from app.evaluate_tab import versions_markdown
+    from core.db.database import open_database
+    from core.registry import Registry
+    from core.settings import Settings
+
+    registry = Registry(open_database(f"sqlite:///{tmp_path / 'rag.db'}"))
+    registry.seed(Settings(data_dir=tmp_path))
+    registry.register("reranker", "trained", {"reranker": {"model_dir": str(tmp_path / "m")}})
+    table = versions_markdown(registry)
+    assert "reranker from settings (no model: re-ranks nothing)" in table
+    assert "| trained |" in table
