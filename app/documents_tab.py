@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gradio as gr
 
-from app.markup import counted
 from app.notices import mistake
 from app.overview import escape_markdown
+from core.wording import counted
 
 if TYPE_CHECKING:
     from app.service import UploadResult

@@ -51,11 +51,6 @@ def one_line(text: str) -> str:
     return " ".join(_QUOTE_MARK.sub("", plain_markdown(text)).split())
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """`1 file`, `4 files`: a count with its noun in the right number."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
 # The chat log's rating filter, in words, with the values the services and the CLI take.
 FEEDBACK_CHOICES = (
     ("every answer", "all"),

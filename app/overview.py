@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from app.markup import counted
+from core.wording import counted
 
 if TYPE_CHECKING:
     from ingest.documents import DocumentInfo

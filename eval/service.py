@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import RagError
+from core.wording import counted
 
 if TYPE_CHECKING:
     from core.evalstore import EvalRun, EvalSample, GateDecision
@@ -88,10 +89,7 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
         teacher = sets.openai_teacher(judge_llm(ctx.settings)) if request.teacher else None
         # The questions that trained a registered version stay out: the set can then judge every
         # candidate (the gate refuses a set holding a candidate's training questions).
-        trained: dict[str, str] = {}
-        for version in ctx.registry.versions():  # in id order: a key names its first version
-            for key in version.provenance.get("train_question_keys") or ():
-                trained.setdefault(key, version.label)
+        trained = sets.trained_questions(ctx.registry.versions())  # in id order
         samples = sets.from_chatlog(
             ChatLog(ctx.registry.db),
             size=request.size,
@@ -290,9 +288,7 @@ def run_line(run: EvalRun) -> str:
     nan = sum(m.nan for m in run.summary.values())
     n = max((m.measured + m.nan for m in run.summary.values()), default=0)
     missing = (
-        f"; {nan} score{'s' if nan != 1 else ''} could not be measured (the samples say why)"
-        if nan
-        else ""
+        f"; {counted(nan, 'score')} could not be measured (the samples say why)" if nan else ""
     )
     return (
         f"run {run.id}: {versions} on set {run.set_id} ({n} samples) in "

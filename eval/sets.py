@@ -19,6 +19,7 @@ from core.errors import ProviderError, RagError, SourceError
 from core.evalstore import EvalSample
 from core.index.chunks import Meta, iter_pages
 from core.questions import question_key
+from core.wording import counted
 from rag.synthesis import says_not_covered
 
 if TYPE_CHECKING:
@@ -68,8 +69,7 @@ def load_jsonl(path: Path) -> list[EvalSample]:
         shown = "; ".join(problems[:5]) + (
             f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         )
-        bad = f"{len(problems)} bad line{'s' if len(problems) != 1 else ''}"
-        raise EvalSetError(f"{path}: {bad}: {shown}")
+        raise EvalSetError(f"{path}: {counted(len(problems), 'bad line')}: {shown}")
     if not samples:
         raise EvalSetError(f"{path} holds no samples")
     return samples
@@ -220,13 +220,22 @@ def content_hash(samples: Iterable[EvalSample]) -> str:
     return digest.hexdigest()
 
 
+def trained_questions(versions: Iterable[ModelVersion]) -> dict[str, str]:
+    """The questions that trained `versions` (their dataset cards list normalised question keys
+    in provenance `train_question_keys`): key -> the label of the first version it trained."""
+    trained: dict[str, str] = {}
+    for version in versions:
+        for key in version.provenance.get("train_question_keys") or ():
+            trained.setdefault(key, version.label)
+    return trained
+
+
 def check_no_training_overlap(samples: list[EvalSample], *versions: ModelVersion | None) -> None:
-    """Refuse a set holding questions that trained any of `versions` (their dataset cards list
-    normalised question keys in provenance `train_question_keys`)."""
+    """Refuse a set holding questions that trained any of `versions`."""
     for version in versions:
         if version is None:
             continue
-        trained = set(version.provenance.get("train_question_keys") or ())
+        trained = trained_questions([version])
         if not trained:
             continue
         overlap = sum(question_key(s.user_input) in trained for s in samples)

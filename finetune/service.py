@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import RagError
+from core.wording import counted
 from finetune.dataset import MODES
 
 if TYPE_CHECKING:
@@ -174,9 +175,8 @@ def build_chat_dataset(
         why = ", ".join(
             f"{reason.replace('_', ' ')} {n}" for reason, n in sorted(card.dropped.items())
         )
-        read = f"{card.seen} turn{'s' if card.seen != 1 else ''} read"
         raise RagError(
-            f"none of the {read} was kept"
+            f"none of the {counted(card.seen, 'turn')} read was kept"
             + (f" (dropped: {why})" if why else "")
             + ": rate answers up in the chat, or change the filters or the teacher mode"
         )
