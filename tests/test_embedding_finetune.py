@@ -222,6 +222,18 @@ def test_chatlog_pairs_are_rated_up_turns_with_the_chunks_they_cited(indexed, sq
         provider="extractive", prompt_version="1", latency_ms=1.0,
     )  # fmt: skip
     log.set_feedback(tid, "up")
+    # Two passages shown, one quoted: the other may be what helped, so it is kept as "shown"
+    # (never mined as the question's negative), not as a positive.
+    tid = log.start_turn("s", "Where is the pump house?")
+    refs = [
+        SourceRef(chunk_id=c, source="x", score=0.9, text=d, quotes=["q"] if n == 1 else [])
+        for n, (c, d) in enumerate(zip(got["ids"][:2], got["documents"][:2], strict=True))
+    ]
+    log.finish_turn(
+        tid, answer="> q [2]", condensed_question=None, contexts=refs, model_id="m",
+        provider="extractive", prompt_version="1", latency_ms=1.0,
+    )  # fmt: skip
+    log.set_feedback(tid, "up")
     turn("Rated down", ["q"], cid, "down")
     turn("Not rated", ["q"], cid, None)
     turn("Cited nothing", [], cid, "up")
@@ -230,10 +242,16 @@ def test_chatlog_pairs_are_rated_up_turns_with_the_chunks_they_cited(indexed, sq
     # that passage is not the answer, so it is no positive.
     turn("How do I roll back?", ["q"], cid, "up", answer=f"{NOT_COVERED}\n\n> q [1]")
     data, skipped = from_chatlog(log, collection)
-    assert list(data.queries.values()) == ["When do the pumps run?", "Which pump runs first?"]
-    first, second = data.queries
+    assert list(data.queries.values()) == [
+        "When do the pumps run?",
+        "Which pump runs first?",
+        "Where is the pump house?",
+    ]
+    first, second, third = data.queries
     assert data.relevant_docs[first] == [cid]
     assert data.relevant_docs[second] == [got["ids"][1], got["ids"][0]]
+    assert data.relevant_docs[third] == [got["ids"][1]]
+    assert data.shown == {third: [got["ids"][0]]}
     assert skipped == {
         "cited nothing": 1,
         "cited chunks no longer indexed": 1,
@@ -279,6 +297,41 @@ def test_no_negative_is_another_positive_of_the_same_question(base_model):
     counts = mine_negatives(data, base_model, num_negatives=1, relative_margin=0.0)
     assert counts["mined"] + counts["fallback"] == 2
     assert data.negatives["chatlog:1"] and not {"a", "b"} & set(data.negatives["chatlog:1"])
+
+
+def test_no_negative_is_a_passage_shown_with_a_rated_up_answer(base_model):
+    from finetune.embedding.data import PairSet
+
+    # The answer quoted one passage; another was shown beside it (a source card), and it is the
+    # text closest to the question after the positive. The rating endorsed the answer with its
+    # sources, so that passage is passed over and the next candidate is mined instead.
+    data = PairSet()
+    data.add(
+        "chatlog:1",
+        "When do the reservoir pumps run?",
+        {"a": "The reservoir pumps run every night from midnight until five in the morning."},
+        "chatlog",
+    )
+    data.shown["chatlog:1"] = ["b", "not-in-the-corpus"]
+    data.add(
+        "chatlog:2",
+        "Where is the reservoir pump schedule posted?",
+        {"b": "The reservoir pump schedule is posted at the pump house."},
+        "chatlog",
+    )
+    for n, text in enumerate(
+        ["Lighthouse keepers log the weather.", "The bakery opens at seven.", "Trams run late."]
+    ):
+        data.corpus[f"x{n}"] = text
+    unfiltered = data.model_copy(deep=True)
+    unfiltered.shown.clear()
+    mine_negatives(unfiltered, base_model, num_negatives=1, relative_margin=0.0)
+    assert unfiltered.negatives["chatlog:1"] == ["b"]  # what the miner takes without the rule
+    counts = mine_negatives(data, base_model, num_negatives=1, relative_margin=0.0)
+    assert counts == {"mined": 2, "fallback": 0}
+    assert len(data.negatives["chatlog:1"]) == 1
+    assert not {"a", "b"} & set(data.negatives["chatlog:1"])
+    assert data.negatives["chatlog:2"] != ["b"]  # its own positive, shown to the other
 
 
 @pytest.mark.slow

@@ -369,6 +369,13 @@ def test_negatives_are_retrieved_passages_never_the_answer_and_as_many_for_each(
         assert not answer & {_source_chunk(d) for d in negatives}
         # An inverse-cloze sentence is never found again in its negatives.
         assert all(query not in data.corpus[d] for d in negatives)
+    # A passage shown with an answer rated up is passed over: the next retrieved one replaces it.
+    qid = next(iter(data.queries))
+    first = _source_chunk(data.negatives[qid][0])
+    data.shown[qid] = [first]
+    add_negatives(settings, reg, data, 2)
+    assert first not in {_source_chunk(d) for d in data.negatives[qid]}
+    assert len(set(data.negatives[qid])) == 2
     from core.errors import RagError
 
     with pytest.raises(RagError, match="fewer than 500 passages"):

@@ -56,6 +56,11 @@ class PairSet(BaseModel):
     negatives: dict[str, list[str]] = Field(
         default_factory=dict, description="query id -> ids of mined hard negatives"
     )
+    shown: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="query id -> ids of the other passages shown with the answer its asker rated "
+        "up: any of them may be what helped, so none is mined as its negative",
+    )
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -78,6 +83,7 @@ class PairSet(BaseModel):
         out.relevant_docs.update(other.relevant_docs)
         out.sources.update(other.sources)
         out.negatives.update(other.negatives)
+        out.shown.update(other.shown)
         return out
 
     def subset(self, qids: Iterable[str]) -> PairSet:
@@ -89,6 +95,7 @@ class PairSet(BaseModel):
             relevant_docs={q: self.relevant_docs[q] for q in keep},
             sources={q: self.sources.get(q, "file") for q in keep},
             negatives={q: self.negatives[q] for q in keep if q in self.negatives},
+            shown={q: self.shown[q] for q in keep if q in self.shown},
         )
 
     def pairs(self) -> list[tuple[str, str, str]]:
@@ -258,7 +265,11 @@ def from_chatlog(
                 if not docs:
                     skipped["teacher graded low"] += 1
                     continue
-            data.add(f"{source}:{turn.id}", turn.user_input, docs, source)
+            qid = f"{source}:{turn.id}"
+            data.add(qid, turn.user_input, docs, source)
+            shown = [c.chunk_id for c in turn.retrieved_contexts if c.chunk_id not in docs]
+            if qid in data.queries and shown:
+                data.shown[qid] = list(dict.fromkeys(shown))
     return data, skipped
 
 
@@ -369,13 +380,13 @@ def mine_negatives(
     seed: int = 0,
 ) -> dict[str, int]:
     """Fill `data.negatives` with the texts the current model ranks highest for each query that
-    are not its positives, using sentence-transformers' `mine_hard_negatives`.
+    are neither its positives nor passages shown with its answer (`data.shown`), using
+    sentence-transformers' `mine_hard_negatives`.
 
     Candidates within `relative_margin` of its weakest positive's score are skipped as likely
-    unlabelled
-    positives (the NV-Retriever TopK-PercPos setting). A query the model gets badly wrong may then
-    lack candidates; it is never dropped: it keeps a random other text as its negative, counted in
-    the returned `fallback`. Returns {"mined": n, "fallback": n}."""
+    unlabelled positives (the NV-Retriever TopK-PercPos setting). A query the model gets badly
+    wrong may then lack candidates; it is never dropped: it keeps a random other text as its
+    negative, counted in the returned `fallback`. Returns {"mined": n, "fallback": n}."""
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
@@ -396,34 +407,43 @@ def mine_negatives(
     # Training reads the first positive of each; the others are kept out of its negatives.
     rows = [(query, data.corpus[doc]) for qid, query, _ in pairs for doc in data.relevant_docs[qid]]
     table = Dataset.from_dict({"anchor": [r[0] for r in rows], "positive": [r[1] for r in rows]})
+    # The passages shown with a rated-up answer are not negatives either (the miner knows only
+    # positives, so it mines as many more and those are passed over).
+    kept_out = {
+        q: set(data.relevant_docs[q]) | {d for d in data.shown.get(q, []) if d in data.corpus}
+        for q in qids
+    }
+    extra = max(len(kept_out[q]) - len(data.relevant_docs[q]) for q in qids)
     mined = mine_hard_negatives(
         table,
         model,
         corpus=texts,
-        range_max=min(range_max, len(texts) - 1),
+        range_max=min(max(range_max, num_negatives + extra), len(texts) - 1),
         relative_margin=relative_margin,
-        num_negatives=num_negatives,
+        num_negatives=min(num_negatives + extra, len(texts) - 1),
         sampling_strategy="top",
-        output_format="n-tuple",
+        output_format="labeled-pair",
         batch_size=batch_size,
         verbose=False,
     )
-    found: dict[tuple[str, str], list[str]] = {}
+    ranked: dict[str, list[str]] = {}  # query -> its candidate negatives, best first
     for row in mined:
-        negs = [row[f"negative_{i}"] for i in range(1, num_negatives + 1)]
-        found[(row["anchor"], row["positive"])] = negs
+        if row["label"] == 0:
+            ranked.setdefault(row["anchor"], []).append(row["positive"])
     rng = random.Random(seed)
     counts = {"mined": 0, "fallback": 0}
-    for qid, query, positive in pairs:
-        negs = found.get((query, positive))
-        if negs is not None:
-            data.negatives[qid] = [ids_of[t][0] for t in negs]
+    for qid, query, _ in pairs:
+        out = kept_out[qid]
+        negs = [
+            ids_of[t][0] for t in ranked.get(query, []) if not any(d in out for d in ids_of[t])
+        ][:num_negatives]
+        if len(negs) == num_negatives:
             counts["mined"] += 1
-            continue
-        relevant = set(data.relevant_docs[qid])
-        others = [d for d in data.corpus if d not in relevant]
-        data.negatives[qid] = rng.sample(others, num_negatives)
-        counts["fallback"] += 1
+        else:
+            others = [d for d in data.corpus if d not in out and d not in negs]
+            negs += rng.sample(others, min(num_negatives - len(negs), len(others)))
+            counts["fallback"] += 1
+        data.negatives[qid] = negs
     return counts
 
 

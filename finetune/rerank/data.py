@@ -2,7 +2,8 @@
 its negatives are what that retriever ranks high for each question and is not the answer: asked
 through the active chat and embedding versions' retriever (hybrid search over the active
 collection), never re-ranked. A passage that holds the question's own text (the chunk an
-inverse-cloze sentence came from, or its neighbour sharing the overlap) is not a negative.
+inverse-cloze sentence came from, or its neighbour sharing the overlap) is not a negative, nor
+is a passage shown with an answer rated up (any of them may be what helped).
 Questions whose passages are not in the collection (pairs from a file or a dataset) get
 negatives mined among the pairs' own passages with the embedding model; a passage an answer
 cited that was rated down in the chat log replaces the weakest retrieved negative of the same
@@ -86,6 +87,8 @@ def add_negatives(
         if not positives & in_collection:
             unplaced.append(qid)
             continue
+        # Passages shown with a rated-up answer may be what helped: never its negatives.
+        positives |= set(data.shown.get(qid, []))
         own_texts = {_plain(data.corpus[d]) for d in data.relevant_docs[qid]}
         asked = _plain(query)
         with gate.hold() if gate is not None else nullcontext():
