@@ -4,7 +4,6 @@ its window together with the heading prefix each chunk is embedded with."""
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,6 @@ log = logging.getLogger(__name__)
 
 PREFIX_SHARE = 4  # a heading prefix may take at most a quarter of the window
 MIN_CHUNK = 16
-_FENCE = re.compile(r"^[ \t]*```[^\n]*", re.MULTILINE)
-_CLOSE = "\n```"
 
 
 @dataclass
@@ -72,9 +69,6 @@ class ChunkPlan:
     def split(self, text: str, prefix: str) -> list[str]:
         """Pieces of `text` that, each with `prefix` before it, fit the window."""
         room = self.window - (self.count(prefix) + 1 if prefix else 0)
-        fenced = _FENCE.search(text) is not None
-        if fenced:  # room to close a code block a piece ends inside, and to reopen it
-            room -= 2 * self.count(_CLOSE) + self.count(_longest_fence(text))
         budget = max(MIN_CHUNK, min(self.size, room))
         pieces = [p for p in self._splitter(budget).split_text(text) if p.strip()]
         fitted: list[str] = []
@@ -88,37 +82,7 @@ class ChunkPlan:
                 fitted.extend(sub[:-1])
                 piece = sub[-1]
             fitted.append(piece)
-        return _close_fences(text, fitted) if fenced else fitted
-
-
-def _longest_fence(text: str) -> str:
-    return max(_FENCE.findall(text), key=len, default="```")
-
-
-def _close_fences(text: str, pieces: list[str]) -> list[str]:
-    """Pieces that each hold whole code blocks: a piece that ends inside a fenced block closes
-    it, and one that starts inside a block reopens it with the block's own fence line, so a
-    reader of one chunk never takes code for prose or prose for code. A piece not found in
-    `text` as it is (the splitter changed its spacing) is left as it is."""
-    out: list[str] = []
-    pos = 0
-    for piece in pieces:
-        head = piece.lstrip()[:40]
-        start = text.find(head, pos) if head else -1
-        if start < 0:
-            out.append(piece)
-            continue
-        pos = start + 1
-        before = _FENCE.findall(text[:start])
-        opened = before[-1].strip() if len(before) % 2 else None
-        inside = len(_FENCE.findall(piece)) % 2 == 1
-        if opened is not None:
-            piece = f"{opened}\n{piece}"
-            inside = not inside
-        if inside:
-            piece += _CLOSE
-        out.append(piece)
-    return out
+        return fitted
 
 
 def plan_chunks(chunking: ChunkingSettings, embed_model: BaseEmbedding) -> ChunkPlan:

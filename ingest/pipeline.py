@@ -37,8 +37,7 @@ if TYPE_CHECKING:
 # 5: an entry of a one-column table written in paragraphs (a function's signature, its
 #    description and examples) carries its term like a definition; a list item's paragraph keeps
 #    its marker; an admonition's label inside a definition does not take the term.
-# 6: a chunk cut inside a code block closes the block, and the next reopens it.
-SPLITTER_VERSION = "6"
+SPLITTER_VERSION = "5"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256
 # Sources read and chunked ahead of the one being embedded.

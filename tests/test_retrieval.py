@@ -201,39 +201,6 @@ def test_no_chunk_exceeds_the_embedding_window(embedded_settings, embed_model, e
         assert len(tokenizer.encode(embedded).ids) <= 512, meta
 
 
-def test_a_chunk_cut_inside_a_code_block_closes_it_and_the_next_reopens_it(
-    embedded_settings, embed_model, embed_id, tmp_path
-):
-    """A listing longer than a chunk: each chunk holds whole code blocks (fences balanced, the
-    block reopened with its own fence line), so the answerer never quotes output as a sentence
-    or a sentence as code."""
-    from core.index.store import chroma_client, open_collection
-    from rag.units import split_units
-
-    docs = tmp_path / "listing"
-    docs.mkdir()
-    rows = "\n".join(f" Top.Science.Branch_{i} | {i * 7} | leaf node {i}" for i in range(400))
-    (docs / "example.md").write_text(
-        "# Example\n\nThe query lists every branch under Top.Science:\n\n"
-        f"```sql\nSELECT path, id, note FROM test WHERE path <@ 'Top.Science';\n{rows}\n"
-        "(400 rows)\n```\n\nWe could simplify this by creating a function that inserts a label.\n"
-    )
-    col = open_collection(chroma_client(embedded_settings), "listing", embed_id)
-    ingest_paths(embedded_settings, col, embed_model, paths=[docs], progress=False)
-    chunks = sorted(all_chunks(col), key=lambda c: int(c[1]["chunk_index"]))
-    assert len(chunks) >= 3  # the listing spans several chunks
-    for n, (text, _) in enumerate(chunks):
-        fences = [line.strip() for line in text.splitlines() if line.strip().startswith("```")]
-        assert len(fences) % 2 == 0, text[-200:]
-        if n:
-            assert text.startswith("```sql\n"), text[:80]  # reopened with its own fence line
-        for unit in split_units(text):
-            assert unit.code == ("Branch_" in unit.text or "SELECT" in unit.text), unit
-    assert any(
-        u.text.startswith("We could simplify") and not u.code for u in split_units(chunks[-1][0])
-    )
-
-
 def test_chunk_size_beyond_the_window_is_clamped_with_a_warning(embedded_settings, embed_model):
     from ingest.chunking import plan_chunks
 
