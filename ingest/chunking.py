@@ -4,6 +4,7 @@ its window together with the heading prefix each chunk is embedded with."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 PREFIX_SHARE = 4  # a heading prefix may take at most a quarter of the window
 MIN_CHUNK = 16
+_FENCE = re.compile(r"^[ \t]*```", re.MULTILINE)
 
 
 @dataclass
@@ -83,6 +85,25 @@ class ChunkPlan:
                 piece = sub[-1]
             fitted.append(piece)
         return fitted
+
+
+def code_cuts(text: str, pieces: list[str]) -> list[tuple[bool, bool]]:
+    """For each piece of `text` (in order, as `ChunkPlan.split` cut it): whether it starts inside
+    a fenced code block and whether it ends inside one. A piece not found in `text` as it is
+    (the splitter changed its spacing) is taken to start outside any block."""
+    if _FENCE.search(text) is None:
+        return [(False, False)] * len(pieces)
+    cuts: list[tuple[bool, bool]] = []
+    pos = 0
+    for piece in pieces:
+        head = piece.lstrip()[:40]
+        start = text.find(head, pos) if head else -1
+        if start >= 0:
+            pos = start + 1
+        opened = start >= 0 and len(_FENCE.findall(text[:start])) % 2 == 1
+        inside = (len(_FENCE.findall(piece)) % 2 == 1) != opened
+        cuts.append((opened, inside))
+    return cuts
 
 
 def plan_chunks(chunking: ChunkingSettings, embed_model: BaseEmbedding) -> ChunkPlan:

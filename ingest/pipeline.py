@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import SourceError
 from core.index.chunks import Chunk, Meta, chunk_id, embed_text, iter_pages
-from ingest.chunking import ChunkPlan, pack_sections, plan_chunks
+from ingest.chunking import ChunkPlan, code_cuts, pack_sections, plan_chunks
 from ingest.sources import DATASET_PREFIX, FILE_PREFIX, SourceDoc, SourceFailure
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 # 5: an entry of a one-column table written in paragraphs (a function's signature, its
 #    description and examples) carries its term like a definition; a list item's paragraph keeps
 #    its marker; an admonition's label inside a definition does not take the term.
-SPLITTER_VERSION = "5"
+# 6: a chunk the splitter cut inside a code block says so (code_open, code_close), for readers.
+SPLITTER_VERSION = "6"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256
 # Sources read and chunked ahead of the one being embedded.
@@ -129,8 +130,12 @@ def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Ch
     pieces: list[tuple[str, str, dict[str, Any]]] = []
     for section in sections:
         prefix = plan.prefix_for(section.metadata.get(Meta.HEADING_PATH))
-        for text in plan.split(section.text, prefix):
-            pieces.append((text, prefix, section.metadata))
+        texts = plan.split(section.text, prefix)
+        for text, (opened, closed) in zip(texts, code_cuts(section.text, texts), strict=True):
+            cut = {Meta.CODE_OPEN: True} if opened else {}
+            if closed:
+                cut[Meta.CODE_CLOSE] = True
+            pieces.append((text, prefix, {**section.metadata, **cut}))
     if not pieces:
         raise SourceError("no text to index")
     # When this build was made: shown in the documents list (not part of the ingest key).

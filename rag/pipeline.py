@@ -17,7 +17,7 @@ from llama_index.core.schema import QueryBundle
 
 from core.compute import ComputeGate
 from core.errors import ProviderError, RagError
-from core.index.chunks import Meta
+from core.index.chunks import Meta, readable
 from core.index.lexical import LexicalSource
 from core.openai_api import api_error
 from core.records import SourceRef, TokenUsage
@@ -204,7 +204,8 @@ class RagPipeline:
             if not found or str((found[0].metadata or {}).get(Meta.SOURCE)) != source:
                 return False
             synth = ExtractiveSynthesizer(self.sentence_vectors, embedding)
-            return bool(synth.pick(question, [c.text or "" for c in found])) and not synth.weak
+            texts = [readable(c.text or "", c.metadata) for c in found]
+            return bool(synth.pick(question, texts)) and not synth.weak
 
     def _engine(
         self, query_embedding: list[float]

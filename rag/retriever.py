@@ -15,7 +15,7 @@ import numpy as np
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from core.index.chunks import Meta, build_of, chunk_id, embed_text
+from core.index.chunks import Meta, build_of, chunk_id, embed_text, readable
 from core.records import SourceRef
 
 if TYPE_CHECKING:
@@ -310,7 +310,7 @@ class HybridRetriever(BaseRetriever):
             meta = c.metadata or {}
             node = TextNode(
                 id_=c.chunk_id,
-                text=c.text or "",
+                text=readable(c.text or "", meta),
                 metadata=meta,
                 # only the passage text goes to the model; metadata is shown as citations
                 excluded_llm_metadata_keys=list(meta),

@@ -201,6 +201,47 @@ def test_no_chunk_exceeds_the_embedding_window(embedded_settings, embed_model, e
         assert len(tokenizer.encode(embedded).ids) <= 512, meta
 
 
+def test_a_chunk_cut_inside_a_code_block_is_read_with_the_block_mended(
+    embedded_settings, embed_model, embed_id, tmp_path
+):
+    """A listing longer than a chunk is embedded as cut, and the chunk says where it was cut:
+    its reader (the answerer, a source card) reopens a block it starts inside and closes one it
+    ends inside, so query output is never quoted as a sentence nor the next sentence as code."""
+    from core.index.chunks import readable
+    from core.index.store import chroma_client, open_collection
+    from rag.units import split_units
+
+    docs = tmp_path / "listing"
+    docs.mkdir()
+    rows = "\n".join(f" Top.Science.Branch_{i} | {i * 7} | leaf node {i}" for i in range(400))
+    (docs / "example.md").write_text(
+        "# Example\n\nThe query lists every branch under Top.Science:\n\n"
+        f"```\nSELECT path, id, note FROM test WHERE path <@ 'Top.Science';\n{rows}\n"
+        "(400 rows)\n```\n\nWe could simplify this by creating a function that inserts a label.\n"
+    )
+    col = open_collection(chroma_client(embedded_settings), "listing", embed_id)
+    ingest_paths(embedded_settings, col, embed_model, paths=[docs], progress=False)
+    chunks = sorted(all_chunks(col), key=lambda c: int(c[1]["chunk_index"]))
+    assert len(chunks) >= 3  # the listing spans several chunks
+
+    def fences(text: str) -> int:
+        return sum(line.strip().startswith("```") for line in text.splitlines())
+
+    assert any(fences(text) % 2 for text, _ in chunks)  # embedded as cut
+    for n, (text, meta) in enumerate(chunks):
+        mended = readable(text, meta)
+        assert fences(mended) % 2 == 0, mended[-200:]
+        assert bool(meta.get("code_open")) == (n > 0)
+        for unit in split_units(mended):
+            assert unit.code == ("Branch_" in unit.text or "SELECT" in unit.text), unit
+    last = readable(*chunks[-1])
+    assert any(u.text.startswith("We could simplify") and not u.code for u in split_units(last))
+    # What the answerer and the source cards get from retrieval is the mended text.
+    nodes = make_retriever(embedded_settings, col, embed_model).retrieve("Top.Science.Branch_399")
+    assert nodes and all(fences(n.node.get_content()) % 2 == 0 for n in nodes)
+    assert any(n.node.metadata.get("code_open") for n in nodes)
+
+
 def test_chunk_size_beyond_the_window_is_clamped_with_a_warning(embedded_settings, embed_model):
     from ingest.chunking import plan_chunks
 

@@ -33,6 +33,10 @@ class Meta:
     SECTION = "section"
     PAGE = "page"
     DATASET = "dataset"
+    # A code block the splitter cut: the chunk starts inside it (CODE_OPEN) or ends inside it
+    # (CODE_CLOSE). The text is embedded as cut; readers mend it (see `readable`).
+    CODE_OPEN = "code_open"
+    CODE_CLOSE = "code_close"
 
 
 class ChunkMetadata(TypedDict, total=False):
@@ -77,6 +81,18 @@ def embed_text(prefix: str, text: str) -> str:
     """What the model embeds for a chunk: its heading path (as ingest shortened it to fit the
     window), then the chunk itself."""
     return f"{prefix}\n\n{text}" if prefix else text
+
+
+def readable(text: str, metadata: dict[str, Any] | None) -> str:
+    """A chunk's text as a reader takes it (the answerer, a source card): a code block cut where
+    the chunk starts is reopened and one cut where it ends is closed, so code is never read as
+    prose nor prose as code. Bare fences: the text's words are the same as embedded."""
+    meta = metadata or {}
+    if meta.get(Meta.CODE_OPEN):
+        text = "```\n" + text
+    if meta.get(Meta.CODE_CLOSE):
+        text += "\n```"
+    return text
 
 
 def heading_of(metadata: dict[str, Any] | None) -> str:
