@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,8 @@ def code_cuts(text: str, pieces: list[str]) -> list[tuple[bool, bool]]:
     """For each piece of `text` (in order, as `ChunkPlan.split` cut it): whether it starts inside
     a fenced code block and whether it ends inside one. A piece not found in `text` as it is
     (the splitter changed its spacing) is taken to start outside any block."""
-    if _FENCE.search(text) is None:
+    fences = [m.start() for m in _FENCE.finditer(text)]  # where each fence line starts
+    if not fences:
         return [(False, False)] * len(pieces)
     cuts: list[tuple[bool, bool]] = []
     pos = 0
@@ -100,7 +102,7 @@ def code_cuts(text: str, pieces: list[str]) -> list[tuple[bool, bool]]:
         start = text.find(head, pos) if head else -1
         if start >= 0:
             pos = start + 1
-        opened = start >= 0 and len(_FENCE.findall(text[:start])) % 2 == 1
+        opened = start >= 0 and bisect_left(fences, start) % 2 == 1
         inside = (len(_FENCE.findall(piece)) % 2 == 1) != opened
         cuts.append((opened, inside))
     return cuts

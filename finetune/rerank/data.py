@@ -88,7 +88,7 @@ def add_negatives(
             unplaced.append(qid)
             continue
         # Passages shown with a rated-up answer may be what helped: never its negatives.
-        positives |= set(data.shown.get(qid, []))
+        kept_out = positives | set(data.shown.get(qid, []))
         own_texts = {_plain(data.corpus[d]) for d in data.relevant_docs[qid]}
         asked = _plain(query)
         with gate.hold() if gate is not None else nullcontext():
@@ -98,7 +98,7 @@ def add_negatives(
         for c in ranked:
             text = embed_text(str((c.metadata or {}).get(Meta.HEADING_PATH) or ""), c.text or "")
             plain = _plain(text)
-            if c.chunk_id in positives or plain in own_texts or (asked and asked in plain):
+            if c.chunk_id in kept_out or plain in own_texts or (asked and asked in plain):
                 continue
             doc_id = f"negative:{c.chunk_id}"
             data.corpus[doc_id] = text
