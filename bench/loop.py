@@ -7,7 +7,7 @@ held-out `val_dataset.json` questions with their gold passages, and promoted whe
 deliberately degraded candidate (a few steps on shuffled pairs) that the gate must reject.
 
     .venv/bin/python bench/loop.py [--data DIR] [--questions N] [--epochs 2] [--negatives 1]
-        [--gold-pairs | --cloze]
+        [--batch-size 32] [--loss symmetric] [--gold-pairs | --cloze]
 
 Retrieval is the app's at its defaults, but with five passages an answer (`top_k` 5), so hit@5
 is what it says; both sides of the gate read the same way. The last line holds the figures.
@@ -55,6 +55,13 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--negatives", type=int, default=1)
     p.add_argument("--train-window", type=int, default=256, help="word pieces in training")
+    p.add_argument("--batch-size", type=int, default=32, help="pairs a training step reads")
+    p.add_argument(
+        "--loss",
+        default="symmetric",
+        help="the training loss (symmetric, mnrl, cached, cached-symmetric: the cached ones hold "
+        "large batches in little memory)",
+    )
     recipe = p.add_mutually_exclusive_group()
     recipe.add_argument(
         "--gold-pairs",
@@ -170,6 +177,8 @@ def main() -> int:
         TrainRequest(
             dataset_id=pairs.record.id,
             epochs=args.epochs,
+            batch_size=args.batch_size,
+            loss=args.loss,
             max_seq_length=args.train_window,
             holdout=0,
         ),
