@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from core.offline import stay_offline
+from finetune.embedding.train import LOSSES
 
 stay_offline()
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,14 @@ def found(sources, gold: str) -> bool:
     return any(_norm(s.text) and _norm(s.text) in wanted for s in sources)
 
 
+def _batch(value: str) -> int:
+    """A batch size, refused before the loop's first minutes rather than after them."""
+    n = int(value)
+    if n < 2:
+        raise argparse.ArgumentTypeError("a batch holds two pairs or more (in-batch negatives)")
+    return n
+
+
 def stage(name: str, started: float) -> float:
     now = time.perf_counter()
     print(f"[{(now - started) / 60:5.1f} min] {name}", flush=True)
@@ -55,12 +64,14 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--negatives", type=int, default=1)
     p.add_argument("--train-window", type=int, default=256, help="word pieces in training")
-    p.add_argument("--batch-size", type=int, default=32, help="pairs a training step reads")
+    p.add_argument(
+        "--batch-size", type=_batch, default=32, help="pairs a training step reads (2 or more)"
+    )
     p.add_argument(
         "--loss",
         default="symmetric",
-        help="the training loss (symmetric, mnrl, cached, cached-symmetric: the cached ones hold "
-        "large batches in little memory)",
+        choices=LOSSES,
+        help="the training loss (the cached ones hold large batches in little memory)",
     )
     recipe = p.add_mutually_exclusive_group()
     recipe.add_argument(
