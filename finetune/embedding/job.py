@@ -65,10 +65,9 @@ def launch_training(
     first (a refusal creates no job); train it now, or leave that to `run_training` (the app's
     worker thread) when `wait` is false."""
     from finetune.embedding.data import read_dataset
-    from finetune.embedding.train import LOSSES
+    from finetune.embedding.train import check_loss
 
-    if request.loss not in LOSSES:
-        raise RagError(f"unknown loss {request.loss!r}; known: {', '.join(LOSSES)}")
+    check_loss(request.loss)
     record = pairs_dataset(ctx, request.dataset_id)
     data, _ = read_dataset(Path(record.path))  # there, and as its card says
     train, _ = split_pairs(data, request.holdout, request.seed)

@@ -11,7 +11,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from core.errors import RagError
 
@@ -24,7 +24,13 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_STEPS = 20  # a killed job loses at most this many steps
 Loss = Literal["mnrl", "symmetric", "cached", "cached-symmetric"]
-LOSSES: tuple[str, ...] = ("mnrl", "symmetric", "cached", "cached-symmetric")
+LOSSES: tuple[str, ...] = get_args(Loss)
+
+
+def check_loss(loss: str) -> None:
+    """Refuse a loss this trainer does not know, naming the ones it does."""
+    if loss not in LOSSES:
+        raise RagError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
 
 
 @dataclass
@@ -43,8 +49,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Refuse settings that cannot train (unknown loss, empty batches)."""
-        if self.loss not in LOSSES:
-            raise RagError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        check_loss(self.loss)
         if self.epochs < 1 or self.batch_size < 2:
             raise RagError("train with at least one epoch and batches of two pairs or more")
 
