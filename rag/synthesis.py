@@ -265,7 +265,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         self,
         sentence_vectors: SentenceVectors,
         query_embedding: Sequence[float],
-        max_sentences: int = 4,
+        max_sentences: int = 6,
         max_words: int = 80,
         min_score: float = 0.15,
         max_gap: float = 0.3,
