@@ -103,6 +103,62 @@ def markdown_tables(body: str) -> str:
     return "\n".join(out)
 
 
+_MD_DEFINITION = re.compile(r"^ {0,3}:[ \t]+(\S.*)$")
+# A list item, a quote, a table row, a heading or a fence is not a term.
+_MD_NOT_TERM = re.compile(r"^\s*(?:[-*+]\s|[>|#]|\d+[.)]\s|```|~~~|:\s)")
+
+
+def _definition_terms(out: list[str]) -> int | None:
+    """Where the term lines of a definition about to start begin in `out` (the lines of the
+    paragraph just above it, one blank line between allowed), or None when none is there."""
+    end = len(out)
+    if end >= 2 and not out[-1].strip() and out[-2].strip():
+        end -= 1
+    start = end
+    while start > 0 and out[start - 1].strip():
+        start -= 1
+    terms = out[start:end]
+    if not terms or any(_MD_NOT_TERM.match(t) or len(t.strip()) > 120 for t in terms):
+        return None
+    return start
+
+
+def markdown_definitions(body: str) -> str:
+    """Definition lists (the `Term` line, then `: definition` lines, as Pandoc and Markdown
+    Extra write them) with each definition on a paragraph of its own that carries its term(s):
+    "Term, Alias: definition", as an HTML definition list's items are read. Lines inside fenced
+    code are left as they are."""
+    lines, out, i, fenced = body.split("\n"), [], 0, False
+    while i < len(lines):
+        line = lines[i]
+        if _MD_FENCE.match(line):
+            fenced = not fenced
+        match = None if fenced else _MD_DEFINITION.match(line)
+        start = _definition_terms(out) if match else None
+        if match is None or start is None:
+            out.append(line)
+            i += 1
+            continue
+        terms = ", ".join(dict.fromkeys(t.strip() for t in out[start:] if t.strip()))
+        definitions, i = [[match.group(1).strip()]], i + 1
+        while i < len(lines):
+            nxt = lines[i]
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            if (more := _MD_DEFINITION.match(nxt)) is not None:  # one more definition of it
+                definitions.append([more.group(1).strip()])
+            elif not nxt.strip() and _MD_DEFINITION.match(following):
+                pass  # a blank line between two definitions of the same term
+            elif nxt.strip() and not _MD_DEFINITION.match(following) and not _MD_FENCE.match(nxt):
+                definitions[-1].append(nxt.strip())  # the definition goes on (indented or not)
+            else:  # a blank line, or the next term
+                break
+            i += 1
+        del out[start:]
+        for definition in definitions:
+            out += [f"{terms}: {' '.join(definition)}", ""]
+    return "\n".join(out)
+
+
 def markdown_sections(text: str, fallback_title: str) -> list[Section]:
     """Sections under each ATX heading (`#`...), headings inside fenced code ignored; the first
     level-1 heading is the document title."""
@@ -127,7 +183,7 @@ def markdown_sections(text: str, fallback_title: str) -> list[Section]:
     title = title or fallback_title
     sections = []
     for path, lines in parts:
-        body = markdown_tables("\n".join(lines)).strip()
+        body = markdown_definitions(markdown_tables("\n".join(lines))).strip()
         if body:
             sections.append(structured_section(body, title, path))
     return sections

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 #    description and examples) carries its term like a definition; a list item's paragraph keeps
 #    its marker; an admonition's label inside a definition does not take the term.
 # 6: a chunk the splitter cut inside a code block says so (code_open, code_close), for readers.
-SPLITTER_VERSION = "6"
+# 7: a Markdown definition list ("Term" then ": definition") is read as "Term: definition".
+SPLITTER_VERSION = "7"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256
 # Sources read and chunked ahead of the one being embedded.

@@ -35,15 +35,21 @@ class Unit:
     code: bool = False
 
 
+# A table row as ingest writes it, each value after its column's header ("Cup: 2; Name:
+# Middlebrew; Flavour: sweet"): short and unpunctuated like a heading, but a unit to quote.
+_ROW = re.compile(r"^[^:;\n]{1,60}: [^;\n]*(?:; [^:;\n]{1,60}: [^;\n]*)+$")
+
+
 def _is_heading(line: str, previous: str | None, following: str | None) -> bool:
     """A short line without closing punctuation between a finished sentence (or a blank) and a
     line that starts a new sentence: a heading (as packed chunks and PDF pages carry them inline),
     not part of a sentence. A line after a colon is a list item; one followed by a lowercase
-    line is a sentence wrapped in the source."""
+    line is a sentence wrapped in the source; a table row is a row."""
     words = line.split()
     after = (following or "").lstrip()
     return (
         0 < len(words) <= 8
+        and not _ROW.match(line.strip())
         and not line.rstrip().endswith(_TERMINAL)
         and line.lstrip()[:1].isupper()
         and (previous is None or not previous.strip() or previous.rstrip().endswith(_CLOSED))

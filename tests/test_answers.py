@@ -172,6 +172,14 @@ def test_list_items_and_wrapped_lines_are_not_headings():
     assert units == ["The API returns JSON for every request."]
     units = [u.text for u in split_units("Intro text ends here.\nExporting the log\nRun it.")]
     assert units == ["Intro text ends here."]  # the heading goes; "Run it." is a fragment
+    # A table row as ingest writes it is short and unpunctuated, and still a unit to quote.
+    rows = "The cups are these.\n\nCup: 2; Name: Middlebrew; Flavour: sweet\n\nCup: 3; Name: Endcup"
+    units = [u.text for u in split_units(rows)]
+    assert units == [
+        "The cups are these.",
+        "Cup: 2; Name: Middlebrew; Flavour: sweet",
+        "Cup: 3; Name: Endcup",
+    ]
 
 
 OPTIONS = (

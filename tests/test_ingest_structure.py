@@ -199,6 +199,28 @@ def test_markdown_and_docx_tables_keep_their_column_headers(tmp_path):
     ]
 
 
+def test_a_markdown_definition_list_is_one_unit_per_definition_with_its_terms(tmp_path):
+    md = tmp_path / "roles.md"
+    md.write_text(
+        "# Roles\n\nThe roles are these.\n\n"
+        "Brewmaster\n: The person who heats the water.\n  Always to 83 degrees.\n\n"
+        "-s\n--schema-only\n\n: Dump only the schema.\n\n: Or the object definitions.\n"
+        "Listener\n: A guest who stays silent.\n\n"
+        "- a list item\n: is not a term\n\n```\ncode\n: stays as written\n```\n"
+    )
+    [section] = load_sections(md, md.read_bytes())
+    paragraphs = [p.strip() for p in section.text.split("\n\n") if p.strip()]
+    assert paragraphs[:5] == [
+        "The roles are these.",
+        "Brewmaster: The person who heats the water. Always to 83 degrees.",
+        "-s, --schema-only: Dump only the schema.",
+        "-s, --schema-only: Or the object definitions.",
+        "Listener: A guest who stays silent.",
+    ]
+    assert "- a list item\n: is not a term" in section.text  # a list item is not a term
+    assert "```\ncode\n: stays as written\n```" in section.text  # nor anything in code
+
+
 def test_pdf_running_headers_and_page_numbers_are_removed(tmp_path):
     pages = [
         "Directory layout: there are two folders, one for the data and one for the logs.",
