@@ -145,6 +145,7 @@ class EmbeddingSection:
             epochs = gr.Number(label="Epochs", value=2, precision=0)
             batch = gr.Number(label="Batch size", value=32, precision=0, elem_id="emb-batch")
             steps = gr.Number(label="At most steps (0: all)", precision=0, elem_id="emb-max-steps")
+        self.dataset = dataset  # the pairs just built: the reranker section trains on them too
         train_btn = gr.Button("Train", variant="primary", elem_id="emb-train")
         trained = gr.Markdown(elem_id="emb-trained")
 

@@ -339,10 +339,10 @@ def build_evaluate_tab(
         was = f"was v{event.previous_id}" if event.previous_id else "the first of its kind"
         note = (
             f"{event.kind} v{event.version_id} is active ({was}); the app answers with it from "
-            "the next question"
+            "the next question."
         )
         if not done.approved:
-            note += f". Promoted by hand: {done.verdict}. Roll back undoes it"
+            note += f" Promoted by hand: {done.verdict}. Roll back undoes it."
         # Roll back then undoes this promotion, not the last change of another kind.
         return note, versions_markdown(registry), event.kind
 

@@ -322,10 +322,11 @@ class FineTuneTab:
             checked = gr.Markdown(elem_id="ft-checked")
             from app.embedding_section import EmbeddingSection
 
-            wire_embedding = EmbeddingSection(self).build(password)
+            embedding = EmbeddingSection(self)
+            wire_embedding = embedding.build(password)
             from app.reranker_section import RerankerSection
 
-            wire_reranker = RerankerSection(self).build(password)
+            wire_reranker = RerankerSection(self).build(password, pairs=embedding.dataset)
             gr.Markdown("## Jobs")
             refresh = gr.Button("Refresh", elem_id="ft-refresh")
             jobs = gr.Dataframe(

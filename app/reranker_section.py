@@ -63,8 +63,9 @@ class RerankerSection:
         )
         return note, self.tab._jobs(), job.id
 
-    def build(self, password: gr.Textbox) -> Any:
-        """Lay the section out; returns `wire(jobs, job_id)` (see EmbeddingSection.build)."""
+    def build(self, password: gr.Textbox, pairs: gr.Number | None = None) -> Any:
+        """Lay the section out; returns `wire(jobs, job_id)` (see EmbeddingSection.build). The
+        pairs dataset id follows `pairs` (the embedding section's, set when pairs are built)."""
         gr.Markdown("## Reranker\n" + NOTE)
         with gr.Row():
             dataset = gr.Number(label="Pairs dataset id", precision=0, elem_id="rr-dataset")
@@ -80,6 +81,8 @@ class RerankerSection:
             steps = gr.Number(label="At most steps (0: all)", precision=0, elem_id="rr-max-steps")
         train_btn = gr.Button("Train a reranker", variant="primary", elem_id="rr-train")
         trained = gr.Markdown(elem_id="rr-trained")
+        if pairs is not None:
+            pairs.change(lambda built: built, pairs, dataset, api_visibility="private")
 
         def wire(jobs: gr.Dataframe, job_id: gr.Number) -> None:
             train_btn.click(

@@ -96,7 +96,9 @@ class ChatLog:
             row.answered_at = now()
 
     def set_feedback(self, turn_id: int, rating: str, comment: str | None = None) -> None:
-        """Record (or replace) the rating and comment of a turn."""
+        """Record (or replace) the rating and comment of a turn. A comment was written for its
+        rating: a changed rating without a new comment drops the old one ("misses the flags"
+        must not stand beside a thumbs-up)."""
         if rating not in ("up", "down"):
             raise ValueError(f"rating must be 'up' or 'down', not {rating!r}")
         with Session(self.engine) as s, s.begin():
@@ -106,9 +108,11 @@ class ChatLog:
             if row is None:
                 s.add(FeedbackRow(turn_id=turn_id, rating=rating, comment=comment or None))
             else:
-                row.rating, row.created_at = rating, now()
                 if comment is not None:
                     row.comment = comment or None
+                elif row.rating != rating:
+                    row.comment = None
+                row.rating, row.created_at = rating, now()
 
     def clear_feedback(self, turn_id: int) -> bool:
         """Remove the rating (and its comment) of a turn, as when the user takes a rating back;

@@ -274,7 +274,7 @@ class JobStore:
             if row is None:
                 raise JobError(f"no fine-tuning job {job_id}")
             if row.status in TERMINAL:
-                raise JobError(f"job {job_id} is already {row.status}")
+                raise JobError(f"job {job_id} has already ended ({row.status})")
             row.cancel_requested = True
             row.updated_at = utc_now()
             s.flush()

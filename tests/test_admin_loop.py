@@ -101,7 +101,7 @@ def test_browser_the_admin_loop_from_chat_to_promotion_and_rollback(app_server, 
         candidate = row.split("embedding v")[1].split()[0]
         # A reranker from the same pairs, as a job too: registered as a reranker candidate.
         pairs = page.locator("#emb-dataset input").input_value()
-        page.locator("#rr-dataset input").fill(pairs)
+        expect(page.locator("#rr-dataset input")).to_have_value(pairs)  # filled in when built
         page.locator("#rr-max-steps input").fill("2")
         page.locator("#rr-train").click()
         expect(page.locator("#rr-trained")).to_contain_text("training a reranker", timeout=30_000)

@@ -52,9 +52,13 @@ def test_turn_round_trip_with_feedback(db_url):
     assert turn.condensed_question == "cq" and turn.retrieved_contexts[1].page == 2
     assert turn.usage.prompt_tokens == 10 and turn.latency_ms == 12.5
     assert turn.feedback.rating == "down" and turn.feedback.comment == "wrong page"
-    log.set_feedback(tid, "up")  # re-rating keeps the comment, changes the rating
+    log.set_feedback(tid, "down")  # the same rating again keeps its comment
+    assert next(iter(log.turns())).feedback.comment == "wrong page"
+    log.set_feedback(tid, "up")  # a changed rating drops the comment written for the other one
     [turn] = log.turns()
-    assert (turn.feedback.rating, turn.feedback.comment) == ("up", "wrong page")
+    assert (turn.feedback.rating, turn.feedback.comment) == ("up", None)
+    log.set_feedback(tid, "down", "still the wrong page")  # a new comment with the change stays
+    assert next(iter(log.turns())).feedback.comment == "still the wrong page"
     assert log.clear_feedback(tid) and next(iter(log.turns())).feedback is None  # taken back
     assert not log.clear_feedback(tid)
     log.set_feedback(tid, "up", "wrong page")

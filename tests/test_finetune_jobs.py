@@ -104,7 +104,7 @@ def test_store_keeps_jobs_events_and_leases(ctx):
     done = store.update(job.id, status="failed", error="boom")
     assert done.done and done.finished_at is not None and store.unfinished() == []
     assert store.update(job.id, status="running").status == "failed"  # final stays final
-    with pytest.raises(JobError, match="already failed"):
+    with pytest.raises(JobError, match=r"has already ended \(failed\)"):
         store.request_cancel(job.id)
 
 

@@ -261,4 +261,4 @@ def test_cli_launch_status_and_list_a_local_job(tmp_path, monkeypatch, capsys):
     assert main(["list"]) == 0
     assert "1 datasets, 1 jobs" in capsys.readouterr().out
     assert main(["cancel", "1"]) == 2  # a finished job cannot be cancelled: a clear error
-    assert "already succeeded" in capsys.readouterr().err
+    assert "has already ended (succeeded)" in capsys.readouterr().err
