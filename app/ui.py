@@ -36,6 +36,7 @@ APP_CSS = "#chatbot .placeholder { padding: 0 var(--spacing-xl); }"
 
 log = logging.getLogger(__name__)
 
+BADGE_REFRESH_S = 5.0  # how often the header's model label reads the registry
 FEEDBACK_HINT = "Rate an answer with 👍 / 👎 under it; then you can comment on it here."
 COMMENT_LABEL = "Comment on the rated answer (optional)"
 SEARCHING = '<p class="src-empty">Looking for sources…</p>'
@@ -327,6 +328,15 @@ def build_ui(
         # Back from the Documents tab, the empty chat describes what is indexed now.
         chat_tab.select(first_screen, None, chatbot, api_visibility="private")
         demo.load(lambda: _badge(pipeline), None, badge, api_visibility="private")
+        # A promotion or a rollback (from a tab, the command line or a scheduled evaluation)
+        # shows in the header within seconds, not only after the next answer or a reload.
+        gr.Timer(BADGE_REFRESH_S).tick(
+            lambda: _badge(pipeline),
+            None,
+            badge,
+            api_visibility="private",
+            show_progress="hidden",
+        )
     return demo
 
 

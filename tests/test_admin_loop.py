@@ -131,6 +131,10 @@ def test_browser_the_admin_loop_from_chat_to_promotion_and_rollback(app_server, 
         page.locator("#eval-promote").click()
         expect(note).to_contain_text(f"embedding v{candidate} is active", timeout=120_000)
         expect(note).to_contain_text("Promoted by hand: the gate rejected it")
+        # The header follows within seconds, before any answer and without a reload.
+        expect(page.locator("#model-badge")).to_contain_text(
+            f"embedding v{candidate}", timeout=20_000
+        )
         page.get_by_role("tab", name="Chat").click()
         ask(page, QUESTIONS[0])
         expect(page.locator("#model-badge")).to_contain_text(f"embedding v{candidate}")
@@ -144,6 +148,7 @@ def test_browser_the_admin_loop_from_chat_to_promotion_and_rollback(app_server, 
         page.get_by_label("embedding", exact=True).check()
         page.locator("#eval-rollback").click()
         expect(note).to_contain_text(f"embedding v{old} is active again", timeout=30_000)
+        expect(page.locator("#model-badge")).to_contain_text(f"embedding v{old}", timeout=20_000)
         page.get_by_role("tab", name="Chat").click()
         ask(page, QUESTIONS[1])
         expect(page.locator("#model-badge")).to_contain_text(f"embedding v{old}")
