@@ -154,10 +154,23 @@ def from_chatlog(
     fresh = [t for t in turns if question_key(t.user_input) not in trained]
     if not fresh:
         labels = dict.fromkeys(trained[question_key(t.user_input)] for t in turns)
+        others = [
+            t
+            for t in chatlog.turns(since=since)
+            if t.status == "answered"
+            and t.user_input.strip()
+            and question_key(t.user_input) not in trained
+        ]
+        elsewhere = (
+            f"sample other turns ({counted(len(others), 'answered question')} of the log, rated "
+            "otherwise or not at all, trained nothing), "
+            if others
+            else ""
+        )
         raise EvalSetError(
             f"every question of the chat log that matches those filters trained {', '.join(labels)}"
-            ", and a model is never judged on its training questions: rate answers to new "
-            "questions first, or add a golden set (a JSONL file of questions with their "
+            f", and a model is never judged on its training questions: {elsewhere}rate answers to "
+            "new questions first, or add a golden set (a JSONL file of questions with their "
             "reference answers or passages)"
         )
     turns = fresh

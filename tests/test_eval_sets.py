@@ -138,8 +138,14 @@ def test_chatlog_sample_uses_thumbs_up_answers_as_references(tmp_path):
         "question 1?",
         "question 2?",
     ]
-    with pytest.raises(EvalSetError, match=r"trained embedding v4.*add a golden set"):
+    with pytest.raises(EvalSetError, match=r"trained embedding v4.*add a golden set") as refused:
         from_chatlog(log, feedback="up", trained=trained)
+    # ... naming the turns another filter would find: two questions trained nothing.
+    assert "sample other turns (2 answered questions of the log" in str(refused.value)
+    everything_trained = {**trained, **{question_key(f"question {i}?"): "v5" for i in (1, 2)}}
+    with pytest.raises(EvalSetError) as refused:
+        from_chatlog(log, feedback="up", trained=everything_trained)
+    assert "sample other turns" not in str(refused.value)  # none to offer
 
 
 def test_chatlog_sample_keeps_the_rated_copy_and_the_passages_it_cited(tmp_path):
