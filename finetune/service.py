@@ -175,10 +175,19 @@ def build_chat_dataset(
         why = ", ".join(
             f"{reason.replace('_', ' ')} {n}" for reason, n in sorted(card.dropped.items())
         )
+        if card.dropped.get("extractive_answer"):
+            # Rating quoted answers up cannot help: no quote is ever a written answer's target.
+            advice = (
+                "answers quoted from the documents (no language model) are never a chat model's "
+                "targets: answer with a language model, let a teacher write the answers (mode "
+                "distill or relabel), or fine-tune the embedding model, which needs neither"
+            )
+        else:
+            advice = "rate answers up in the chat, or change the filters or the teacher mode"
         raise RagError(
             f"none of the {counted(card.seen, 'turn')} read was kept"
             + (f" (dropped: {why})" if why else "")
-            + ": rate answers up in the chat, or change the filters or the teacher mode"
+            + f": {advice}"
         )
     return BuiltDataset(ctx.store.save_dataset(card, str(result.path)), result)
 

@@ -88,6 +88,26 @@ def test_build_preview_validate_launch_follow_and_cancel(tab):
         tab.show(0, "pw")  # the box left empty: Gradio sends 0
 
 
+def test_quoted_answers_alone_say_what_can_train_instead_of_asking_for_ratings(tmp_path):
+    """With no language model every answer is quoted, and no quote is a chat model's target:
+    rating more answers up cannot help, so the refusal names what can."""
+    from rag.synthesis import EXTRACTIVE_LABEL
+
+    settings = Settings(data_dir=tmp_path / "data")
+    store = JobStore(open_database(settings.database_url))
+    log = ChatLog(open_database(settings.database_url))
+    quotes = f"{EXTRACTIVE_LABEL}:\n\n> Orsolya Brandt kept the lighthouse. [1]\n"
+    for q in ("Who kept the lighthouse?", "Where is the lighthouse?"):
+        log_turn(log, q, answer=quotes, provider="extractive", rating="up")
+    tab = FineTuneTab(settings, store, Registry(store.db), "pw")
+    advice = r"extractive answer 2\): answers quoted .* distill or relabel.* the embedding model"
+    with refused(advice):
+        tab.build_dataset("x", "none", "all", "", "", None, 20, 4.0, False, "pw")
+    assert store.datasets() == []  # nothing left behind
+    log.db.dispose()
+    store.db.dispose()
+
+
 def test_errors_reach_the_admin_as_messages(tab):
     tab.settings.finetune.teacher.model = None
     with refused("teacher mode 'grade' needs a teacher model"):
