@@ -226,7 +226,7 @@ def test_browser_document_html_is_shown_as_text_never_rendered(app_server, tmp_p
 
 
 GUIDE_PAGE = re.compile(
-    r"(adding-documents|chatting|configuration|feedback-and-logs|getting-started)\.md"
+    r"(adding-documents|chatting|configuration|feedback-and-logs|getting-started|improving-the-model)\.md"
 )
 
 
