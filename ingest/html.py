@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from core.errors import SourceError
-from ingest.tables import labelled_row
+from core.index.rows import labelled_row
 
 # Containers that hold a page's own content, most specific first.
 MAIN_XPATHS = ("//main", "//*[@role='main']", "//article")

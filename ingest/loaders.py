@@ -14,7 +14,7 @@ from typing import Any
 
 from core.errors import SourceError
 from core.index.chunks import Meta
-from ingest.tables import labelled_row
+from core.index.rows import labelled_row
 
 
 @dataclass
@@ -89,7 +89,7 @@ def _md_cells(line: str) -> list[str]:
 
 def markdown_tables(body: str) -> str:
     """Markdown tables with each row on a paragraph of its own that keeps the column headers
-    (see ingest.tables); everything else as it is."""
+    (see core.index.rows); everything else as it is."""
     lines, out, i = body.split("\n"), [], 0
     while i < len(lines):
         if i + 1 < len(lines) and "|" in lines[i] and _MD_RULE.match(lines[i + 1]):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.index.rows import is_labelled_row
+
 # A sentence ends before a capital, a digit or code (a `code span`, hidden as \x00n\x00 while
 # sentences are split, so that it is never split itself).
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9`\x00])|\n{2,}")
@@ -35,11 +37,6 @@ class Unit:
     code: bool = False
 
 
-# A table row as ingest writes it, each value after its column's header ("Cup: 2; Name:
-# Middlebrew; Flavour: sweet"): short and unpunctuated like a heading, but a unit to quote.
-_ROW = re.compile(r"^[^:;\n]{1,60}: [^;\n]*(?:; [^:;\n]{1,60}: [^;\n]*)+$")
-
-
 def _is_heading(line: str, previous: str | None, following: str | None) -> bool:
     """A short line without closing punctuation between a finished sentence (or a blank) and a
     line that starts a new sentence: a heading (as packed chunks and PDF pages carry them inline),
@@ -49,7 +46,8 @@ def _is_heading(line: str, previous: str | None, following: str | None) -> bool:
     after = (following or "").lstrip()
     return (
         0 < len(words) <= 8
-        and not _ROW.match(line.strip())
+        # A table row ("Cup: 2; Name: Middlebrew") is short and unpunctuated too: a unit to quote.
+        and not is_labelled_row(line)
         and not line.rstrip().endswith(_TERMINAL)
         and line.lstrip()[:1].isupper()
         and (previous is None or not previous.strip() or previous.rstrip().endswith(_CLOSED))

@@ -199,6 +199,15 @@ def test_markdown_and_docx_tables_keep_their_column_headers(tmp_path):
     ]
 
 
+def test_a_row_is_known_for_what_it_is_when_read_back():
+    from core.index.rows import is_labelled_row, labelled_row
+
+    assert is_labelled_row(labelled_row(["Cup", "Name", "Flavour"], ["2", "Middlebrew", "sweet"]))
+    assert is_labelled_row(labelled_row(["Setting", "Default"], ["`top_k`", "4"]))
+    assert not is_labelled_row("Chapter 5: Data Definition")  # one label is a heading's colon
+    assert not is_labelled_row(labelled_row(["Only"], ["one column"]))
+
+
 def test_a_markdown_definition_list_is_one_unit_per_definition_with_its_terms(tmp_path):
     md = tmp_path / "roles.md"
     md.write_text(
