@@ -331,7 +331,7 @@ def build_ui(
         # A promotion or a rollback (from a tab, the command line or a scheduled evaluation)
         # shows in the header within seconds, not only after the next answer or a reload.
         gr.Timer(BADGE_REFRESH_S).tick(
-            lambda: _badge(pipeline),
+            lambda: _badge(pipeline, quiet=True),
             None,
             badge,
             api_visibility="private",
@@ -348,11 +348,14 @@ def _unlock() -> tuple:
     return gr.update(interactive=True), gr.update(interactive=True)
 
 
-def _badge(pipeline: LivePipeline) -> str:
+def _badge(pipeline: LivePipeline, quiet: bool = False) -> str:
+    """The header's model label; `quiet` (the timer's refresh) leaves a failure to the label,
+    not to a log line every few seconds for every open page."""
     try:
         return f"**Model:** {pipeline.badge}"
     except Exception as exc:  # the page still loads; the answer says what is wrong
-        log.warning("could not name the active model: %s", exc)
+        if not quiet:
+            log.warning("could not name the active model: %s", exc)
         return f"**Model:** unavailable ({type(exc).__name__}; see the server's log)"
 
 
