@@ -7,7 +7,7 @@ held-out `val_dataset.json` questions with their gold passages, and promoted whe
 deliberately degraded candidate (a few steps on shuffled pairs) that the gate must reject.
 
     .venv/bin/python bench/loop.py [--data DIR] [--questions N] [--epochs 2] [--negatives 1]
-        [--batch-size 32] [--loss symmetric] [--gold-pairs | --cloze]
+        [--batch-size 32] [--loss symmetric] [--holdout 0] [--gold-pairs | --cloze]
 
 Retrieval is the app's at its defaults, but with five passages an answer (`top_k` 5), so hit@5
 is what it says; both sides of the gate read the same way. The last line holds the figures.
@@ -64,6 +64,12 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--negatives", type=int, default=1)
     p.add_argument("--train-window", type=int, default=256, help="word pieces in training")
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="share of the chat log's pairs kept out of training (the job's diagnostic)",
+    )
     p.add_argument(
         "--batch-size", type=_batch, default=32, help="pairs a training step reads (2 or more)"
     )
@@ -191,7 +197,7 @@ def main() -> int:
             batch_size=args.batch_size,
             loss=args.loss,
             max_seq_length=args.train_window,
-            holdout=0,
+            holdout=args.holdout,
         ),
     )
     train_s = (job.finished_at - job.created_at).total_seconds() if job.finished_at else 0.0
