@@ -76,7 +76,29 @@ def _load_text(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
 
 
 _MD_ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
-_MD_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_MD_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def fenced_lines(lines: Sequence[str]) -> list[bool]:
+    """For each line, whether it belongs to fenced code (the fences included): a fence closes
+    only with the same character, at least as many of them and nothing after (CommonMark), so a
+    ``` line inside a ~~~ block is code, not a close. An unclosed fence runs to the end."""
+    flags, opened = [], ""
+    for line in lines:
+        match = _MD_FENCE.match(line)
+        if opened:
+            flags.append(True)
+            fence = match.group(1) if match else ""
+            rest = line[match.end() :] if match else ""
+            if fence[:1] == opened[:1] and len(fence) >= len(opened) and not rest.strip():
+                opened = ""
+        else:
+            flags.append(match is not None)
+            if match is not None:
+                opened = match.group(1)
+    return flags
+
+
 _MD_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 
 
@@ -89,12 +111,18 @@ def _md_cells(line: str) -> list[str]:
 
 def markdown_tables(body: str) -> str:
     """Markdown tables with each row on a paragraph of its own that keeps the column headers
-    (see core.index.rows); everything else as it is."""
+    (see core.index.rows); everything else, fenced code included, as it is."""
     lines, out, i = body.split("\n"), [], 0
+    code = fenced_lines(lines)
     while i < len(lines):
-        if i + 1 < len(lines) and "|" in lines[i] and _MD_RULE.match(lines[i + 1]):
+        if (
+            i + 1 < len(lines)
+            and not code[i + 1]
+            and "|" in lines[i]
+            and _MD_RULE.match(lines[i + 1])
+        ):
             headers, i = _md_cells(lines[i]), i + 2
-            while i < len(lines) and "|" in lines[i] and lines[i].strip():
+            while i < len(lines) and not code[i] and "|" in lines[i] and lines[i].strip():
                 out += [labelled_row(headers, _md_cells(lines[i])), ""]
                 i += 1
             continue
@@ -128,12 +156,11 @@ def markdown_definitions(body: str) -> str:
     Extra write them) with each definition on a paragraph of its own that carries its term(s):
     "Term, Alias: definition", as an HTML definition list's items are read. Lines inside fenced
     code are left as they are."""
-    lines, out, i, fenced = body.split("\n"), [], 0, False
+    lines, out, i = body.split("\n"), [], 0
+    code = fenced_lines(lines)
     while i < len(lines):
         line = lines[i]
-        if _MD_FENCE.match(line):
-            fenced = not fenced
-        match = None if fenced else _MD_DEFINITION.match(line)
+        match = None if code[i] else _MD_DEFINITION.match(line)
         start = _definition_terms(out) if match else None
         if match is None or start is None:
             out.append(line)
@@ -165,11 +192,9 @@ def markdown_sections(text: str, fallback_title: str) -> list[Section]:
     parts: list[tuple[list[str], list[str]]] = [([], [])]
     stack: list[tuple[int, str]] = []
     title: str | None = None
-    fenced = False
-    for line in text.splitlines():
-        if _MD_FENCE.match(line):
-            fenced = not fenced
-        match = None if fenced else _MD_ATX.match(line)
+    lines = text.splitlines()
+    for line, code in zip(lines, fenced_lines(lines), strict=True):
+        match = None if code else _MD_ATX.match(line)
         if match is None:
             parts[-1][1].append(line)
             continue

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 #    its marker; an admonition's label inside a definition does not take the term.
 # 6: a chunk the splitter cut inside a code block says so (code_open, code_close), for readers.
 # 7: a Markdown definition list ("Term" then ": definition") is read as "Term: definition".
-SPLITTER_VERSION = "7"
+# 8: a Markdown table or heading inside fenced code (psql output in a ``` block, a ``` line
+#    inside a ~~~ block) stays code, as written.
+SPLITTER_VERSION = "8"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256
 # Sources read and chunked ahead of the one being embedded.

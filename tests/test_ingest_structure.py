@@ -199,6 +199,20 @@ def test_markdown_and_docx_tables_keep_their_column_headers(tmp_path):
     ]
 
 
+def test_fenced_code_stays_as_written_tables_headings_and_inner_fences_included(tmp_path):
+    psql = "```\n| id | name |\n|----|------|\n| 1  | tea  |\n# not a heading\n```"
+    # A ``` line inside a ~~~ block is code: the block ends at the ~~~ alone.
+    nested = "~~~~markdown\n```\n| a | b |\n|---|---|\n| 1 | 2 |\n~~~\n# still code\n~~~~"
+    md = tmp_path / "queries.md"
+    md.write_text(
+        f"# Queries\n\nRun it:\n\n{psql}\n\nWritten in Markdown:\n\n{nested}\n\n"
+        "| Setting | Default |\n|---|---|\n| top_k | 4 |\n"
+    )
+    [section] = load_sections(md, md.read_bytes())  # one section: no heading inside code
+    assert psql in section.text and nested in section.text
+    assert section.text.endswith("Setting: top_k; Default: 4")  # a table outside code still is
+
+
 def test_a_row_is_known_for_what_it_is_when_read_back():
     from core.index.rows import is_labelled_row, labelled_row
 
