@@ -5,8 +5,12 @@ be read, or lacks a column asked for, is a SourceError that names the columns it
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.errors import SourceError
 
@@ -38,24 +42,107 @@ def load_rows(
     path = Path(spec)
     fmt = LOCAL_FORMATS.get(path.suffix.lower())
     try:
-        if fmt is not None:
-            if not path.is_file():
-                raise SourceError(f"no such file: {spec}")
-            table = datasets.load_dataset(fmt, data_files=str(path), split=split or "train")
-        elif path.exists():
-            raise SourceError(f"{spec}: use a .jsonl, .json, .csv or .parquet file")
-        else:
-            table = datasets.load_dataset(spec, config, split=split or "train")
+        with _quiet("datasets"):  # it logs its own parse error before raising a vaguer one
+            if fmt is not None:
+                if not path.is_file():
+                    raise SourceError(f"no such file: {spec}")
+                table = datasets.load_dataset(fmt, data_files=str(path), split=split or "train")
+            elif path.exists():
+                raise SourceError(f"{spec}: use a .jsonl, .json, .csv or .parquet file")
+            else:
+                table = datasets.load_dataset(spec, config, split=split or "train")
     except SourceError:
         raise
     except Exception as exc:  # datasets raises many unrelated types for one cause: bad input
-        raise SourceError(
-            f"cannot load dataset {spec} ({type(exc).__name__}: {str(exc)[:300]}); offline, a "
-            "hub name must already be in the local cache, or give a local file"
-        ) from exc
+        if fmt == "json":
+            # Read as JSON here: either what is wrong, by line, or the rows (a file saved with
+            # a byte-order mark, which the JSON reader of `datasets` refuses, is fine).
+            rows = json_rows(path)
+            try:
+                table = datasets.Dataset.from_list(rows)
+            except Exception as again:  # e.g. a column that is text in one row, a number in another
+                raise SourceError(
+                    f"cannot read {spec}: {type(exc).__name__}: {str(again or exc)[:300]}"
+                ) from exc
+        elif fmt is not None:
+            cause = _root(exc)
+            raise SourceError(
+                f"cannot read {spec} as {fmt.upper()} ({type(cause).__name__}: {str(cause)[:300]})"
+            ) from exc
+        else:
+            raise SourceError(
+                f"cannot load dataset {spec} ({type(exc).__name__}: {str(exc)[:300]}); offline, "
+                "a hub name must already be in the local cache, or give a local file"
+            ) from exc
     for column in columns:
         if column and column not in table.column_names:
             raise SourceError(
                 f"{spec} has no column {column!r}; columns: {', '.join(table.column_names)}"
             )
     return table
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The error at the bottom of a chain (`datasets` wraps the parser's own in a vague one)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return exc
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """A library's own log records off while a call of ours reports its failure instead."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def json_rows(path: Path, shown: int = 5) -> list[dict[str, Any]]:
+    """The objects of a JSON Lines file, or of a JSON file holding a list of them. Raises
+    SourceError naming the bad lines (by number, counted from 1) or where the JSON breaks."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SourceError(
+            f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8"
+        ) from exc
+    if not text.strip():
+        raise SourceError(f"{path} is empty")
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SourceError(
+                f"{path}: not JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
+            ) from exc
+        bad = [f"item {i}" for i, row in enumerate(rows, start=1) if not isinstance(row, dict)]
+        if bad:
+            raise SourceError(f"{path}: {', '.join(bad[:shown])} not an object")
+        return rows
+    rows, problems = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {number}: not JSON ({exc.msg})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"line {number}: not a JSON object")
+            continue
+        rows.append(row)
+    if problems:
+        more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+        raise SourceError(
+            f"{path}: {len(problems)} bad line{'s' if len(problems) > 1 else ''}: "
+            + "; ".join(problems[:shown])
+            + more
+            + " (one JSON object a line)"
+        )
+    return rows

@@ -37,8 +37,14 @@ def load_jsonl(path: Path) -> list[EvalSample]:
     """A golden set: one JSON object per line with `user_input` and optional `reference`,
     `reference_contexts`, `reference_sources`. Every bad line is reported, by number."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        # utf-8-sig: a set saved with a byte-order mark (as some editors do) reads the same.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise EvalSetError(
+            f"cannot read the golden set {path}: not UTF-8 text (byte {exc.start}); re-save it "
+            "as UTF-8"
+        ) from exc
+    except OSError as exc:
         raise EvalSetError(f"cannot read the golden set {path}: {exc}") from exc
     samples, problems = [], []
     for number, line in enumerate(lines, start=1):

@@ -111,9 +111,11 @@ def load_llamaindex(path: Path, source: str = "file") -> PairSet:
     Raises DataError naming what is wrong (unreadable JSON, a missing key, a relevant id that is
     not in the corpus)."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{path} is not JSON ({exc}); expected {{queries, corpus, relevant_docs}}"
