@@ -330,8 +330,10 @@ def _load_docx(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
             stack.pop()
         stack.append((level, text))
         parts.append(([h for _, h in stack], []))
+    # A paragraph, or a table row, a paragraph of the text: the splitter and the answerer see
+    # where each ends, as in the other formats (one line break would run rows into one sentence).
     sections = [
-        structured_section("\n".join(lines), title, trail) for trail, lines in parts if lines
+        structured_section("\n\n".join(lines), title, trail) for trail, lines in parts if lines
     ]
     if not sections:
         raise SourceError("DOCX has no text")

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 # 6: a chunk the splitter cut inside a code block says so (code_open, code_close), for readers.
 # 7: a Markdown definition list ("Term" then ": definition") is read as "Term: definition".
 # 8: a Markdown table or heading inside fenced code (psql output in a ``` block, a ``` line
-#    inside a ~~~ block) stays code, as written.
+#    inside a ~~~ block) stays code, as written; a DOCX paragraph or table row is a paragraph of
+#    the text (rows no longer run into one sentence).
 SPLITTER_VERSION = "8"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256

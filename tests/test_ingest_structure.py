@@ -190,13 +190,17 @@ def test_markdown_and_docx_tables_keep_their_column_headers(tmp_path):
     path = tmp_path / "limits.docx"
     doc.save(path)
     [section] = load_sections(path, path.read_bytes())
-    lines = section.text.split("\n")
-    assert lines == [
+    paragraphs = section.text.split("\n\n")
+    assert paragraphs == [
         "The limits are these.",
         "Setting: top_k; Default: 4",
         "Setting: cutoff; Default: 0.2",
         "After the table.",
     ]
+    # Each row is a unit of its own to quote, not one sentence with the next row.
+    from rag.units import split_units
+
+    assert "Setting: top_k; Default: 4" in [u.text for u in split_units(section.text)]
 
 
 def test_fenced_code_stays_as_written_tables_headings_and_inner_fences_included(tmp_path):
