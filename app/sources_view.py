@@ -8,7 +8,7 @@ import html
 import re
 from typing import TYPE_CHECKING
 
-from app.markup import plain_markdown
+from app.markup import CODE_END, CODE_START, plain_markdown
 
 if TYPE_CHECKING:
     from core.records import SourceRef
@@ -47,6 +47,9 @@ SOURCES_CSS = """
 .src-text { white-space: pre-wrap; font-size: 0.92em; line-height: 1.45; }
 /* The whole passage, once opened, takes the excerpt's place instead of repeating it. */
 .src-card:has(details[open]) > .src-excerpt { display: none; }
+.src-code { display: block; font-family: var(--font-mono, monospace); font-size: 0.95em;
+  white-space: pre-wrap; overflow-wrap: anywhere; background: var(--background-fill-secondary);
+  border-radius: 4px; padding: 4px 6px; margin: 2px 0; }
 .src-text mark { background: #fde68a; color: inherit; border-radius: 2px; padding: 0 1px; }
 .src-card details { margin-top: 6px; font-size: 0.9em; }
 .src-card summary { cursor: pointer; color: var(--body-text-color-subdued); }
@@ -139,25 +142,61 @@ SHORT_LINE = 50
 
 def display_text(text: str) -> str:
     """The passage as it reads: lines a file wrapped at a fixed width are joined, while
-    paragraphs, list items and short lines (headings) keep their own lines."""
+    paragraphs, list items, short lines (headings) and code (between CODE_START and CODE_END)
+    keep their own lines."""
     out: list[str] = []
+    in_code = False
     for line in text.strip().splitlines():
         prev = out[-1] if out else ""
+        code = in_code or CODE_START in line
+        in_code = (in_code or CODE_START in line) and CODE_END not in line
         joins = (
-            prev.strip() and line.strip() and len(prev) >= SHORT_LINE and not _LIST_ITEM.match(line)
+            not code
+            and prev.strip()
+            and line.strip()
+            and len(prev) >= SHORT_LINE
+            and not prev.endswith(CODE_END)
+            and not _LIST_ITEM.match(line)
         )
         if joins:
             out[-1] = f"{prev.rstrip()} {line.strip()}"
         else:
-            out.append(line.rstrip())
+            out.append(line if code else line.rstrip())
     return "\n".join(out)
 
 
+def _around_marks(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """`spans` split where a code mark falls inside one, so a highlight never straddles the edge
+    of a code element (the tags would nest wrongly)."""
+    out = []
+    for start, end in spans:
+        for i in range(start, end):
+            if text[i] in (CODE_START, CODE_END):
+                if i > start:
+                    out.append((start, i))
+                start = i + 1
+        if end > start:
+            out.append((start, end))
+    return out
+
+
+def _code_tags(text: str, fragment: str, lo: int) -> str:
+    """`fragment` (escaped, from `text[lo:]`) with its code marks as code elements; one cut
+    inside a block opens or closes it at its edge."""
+    if text.rfind(CODE_START, 0, lo) > text.rfind(CODE_END, 0, lo):  # starts inside code
+        fragment = CODE_START + fragment
+    if fragment.rfind(CODE_START) > fragment.rfind(CODE_END):
+        fragment += CODE_END
+    # A code element is a block of its own: the line breaks around it would add empty lines.
+    fragment = fragment.replace("\n" + CODE_START, CODE_START).replace(CODE_END + "\n", CODE_END)
+    return fragment.replace(CODE_START, '<code class="src-code">').replace(CODE_END, "</code>")
+
+
 def _card(number: int, source: SourceRef) -> str:
-    text = display_text(plain_markdown(source.text))
-    spans = quote_spans(text, [plain_markdown(q) for q in source.quotes])
+    text = display_text(plain_markdown(source.text, mark_code=True))
+    spans = _around_marks(text, quote_spans(text, [plain_markdown(q) for q in source.quotes]))
     lo, hi = excerpt_bounds(text, spans)
-    body = ("… " if lo > 0 else "") + _marked(text, spans, lo, hi).strip()
+    body = ("… " if lo > 0 else "") + _code_tags(text, _marked(text, spans, lo, hi).strip(), lo)
     body += " …" if hi < len(text) else ""
     name = source.file_name or source.source.rsplit("/", 1)[-1] or source.source
     head = [
@@ -186,7 +225,8 @@ def _card(number: int, source: SourceRef) -> str:
     if (lo, hi) != (0, len(text)):
         parts.append(
             "<details><summary>Whole passage</summary>"
-            f'<div class="src-text">{_marked(text, spans, 0, len(text))}</div></details>'
+            f'<div class="src-text">{_code_tags(text, _marked(text, spans, 0, len(text)), 0)}</div>'
+            "</details>"
         )
     parts.append("</div>")
     return "".join(parts)

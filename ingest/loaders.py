@@ -15,6 +15,7 @@ from typing import Any
 from core.errors import SourceError
 from core.index.chunks import Meta
 from core.index.rows import labelled_row
+from core.markdown import FENCE, fenced_lines
 
 
 @dataclass
@@ -76,29 +77,6 @@ def _load_text(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
 
 
 _MD_ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
-_MD_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-
-
-def fenced_lines(lines: Sequence[str]) -> list[bool]:
-    """For each line, whether it belongs to fenced code (the fences included): a fence closes
-    only with the same character, at least as many of them and nothing after (CommonMark), so a
-    ``` line inside a ~~~ block is code, not a close. An unclosed fence runs to the end."""
-    flags, opened = [], ""
-    for line in lines:
-        match = _MD_FENCE.match(line)
-        if opened:
-            flags.append(True)
-            fence = match.group(1) if match else ""
-            rest = line[match.end() :] if match else ""
-            if fence[:1] == opened[:1] and len(fence) >= len(opened) and not rest.strip():
-                opened = ""
-        else:
-            flags.append(match is not None)
-            if match is not None:
-                opened = match.group(1)
-    return flags
-
-
 _MD_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 
 
@@ -175,7 +153,7 @@ def markdown_definitions(body: str) -> str:
                 definitions.append([more.group(1).strip()])
             elif not nxt.strip() and _MD_DEFINITION.match(following):
                 pass  # a blank line between two definitions of the same term
-            elif nxt.strip() and not _MD_DEFINITION.match(following) and not _MD_FENCE.match(nxt):
+            elif nxt.strip() and not _MD_DEFINITION.match(following) and not FENCE.match(nxt):
                 definitions[-1].append(nxt.strip())  # the definition goes on (indented or not)
             else:  # a blank line, or the next term
                 break

@@ -237,7 +237,8 @@ def test_setting_names_keep_their_underscores_and_a_quote_across_list_items_is_m
     quote = "`RAG_LLM__PROVIDER`: `openai` or `extractive`. The teacher is"
     html = sources_html([ref(text, quotes=[quote])])
     assert "RAG_FINETUNE__TEACHER__MODEL" in html and "__bold__" not in html
-    assert "<mark>RAG_LLM__PROVIDER: openai or extractive.\n- The teacher is</mark>" in html
+    # A list item reads with a bullet, as rendered, not with the Markdown dash.
+    assert "<mark>RAG_LLM__PROVIDER: openai or extractive.\n• The teacher is</mark>" in html
 
 
 def test_suggested_questions_are_only_those_the_app_answers_well():
@@ -323,3 +324,35 @@ def test_the_versions_table_says_which_reranker_re_ranks_nothing(tmp_path):
     table = versions_markdown(registry)
     assert "reranker from settings (no model: re-ranks nothing)" in table
     assert "| trained |" in table
+
+
+def test_a_card_shows_fenced_code_as_written_in_a_code_block():
+    """Code in a passage is shown as code: a `# comment` line keeps its hash (it is no heading),
+    a table-like line stays as it is, long lines are not joined, and the fences are gone."""
+    long_line = "pg_dump --format=custom --file=db.dump --schema-only --no-owner mydb"
+    text = (
+        "Widgets are configured in one file.\n\n"
+        f"```\n# comment: the widget config file\nfrobnicate_level = 7\n| a | b |\n{long_line}\n"
+        f"{long_line}\n```\n\n## Next steps\n- item one"
+    )
+    code = f"# comment: the widget config file\nfrobnicate_level = 7\n| a | b |\n{long_line}"
+    # The answerer quotes a code block whole, with its fences.
+    quotes = ["Widgets are configured in one file.", f"```\n{code}\n```"]
+    html = sources_html([ref(text, quotes=quotes)])
+    assert (
+        '<code class="src-code"><mark># comment: the widget config file\nfrobnicate_level = 7\n'
+        f"| a | b |\n{long_line}</mark>\n{long_line}</code>"
+    ) in html
+    assert "```" not in html and "\nNext steps\n• item one" in html
+
+
+def test_a_card_cut_inside_code_opens_and_closes_its_code_block():
+    from app.sources_view import CONTEXT_CHARS
+
+    lines = "\n".join(f"step_{i} = run({i})" for i in range(60))
+    text = f"Intro.\n\n```\n{lines}\n```\n\nThe end."
+    html = sources_html([ref(text, quotes=["step_30 = run(30)"])])
+    excerpt = html.split('class="src-text src-excerpt">', 1)[1].split("</div>", 1)[0]
+    assert excerpt.startswith('… <code class="src-code">') and excerpt.endswith("</code> …")
+    assert excerpt.count("<code") == excerpt.count("</code>") == 1
+    assert "<mark>step_30 = run(30)</mark>" in excerpt and CONTEXT_CHARS > 0

@@ -1,0 +1,42 @@
+"""Fenced code in Markdown, found as CommonMark finds it: ingest keeps what is inside as written,
+and the app shows it as code. Pure functions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+LineKind = Literal["text", "fence", "code"]
+
+
+def fence_kinds(lines: Sequence[str]) -> list[LineKind]:
+    """For each line: a fence (opening or closing), code inside one, or text. A fence closes
+    only with the same character, at least as many of them and nothing after, so a ``` line
+    inside a ~~~ block is code, not a close. An unclosed fence runs to the end."""
+    kinds: list[LineKind] = []
+    opened = ""
+    for line in lines:
+        match = FENCE.match(line)
+        if not opened:
+            kinds.append("fence" if match else "text")
+            opened = match.group(1) if match else ""
+            continue
+        fence = match.group(1) if match else ""
+        if (
+            match is not None
+            and fence[0] == opened[0]
+            and len(fence) >= len(opened)
+            and not line[match.end() :].strip()
+        ):
+            kinds.append("fence")
+            opened = ""
+        else:
+            kinds.append("code")
+    return kinds
+
+
+def fenced_lines(lines: Sequence[str]) -> list[bool]:
+    """For each line, whether it belongs to fenced code (its fences included)."""
+    return [kind != "text" for kind in fence_kinds(lines)]
