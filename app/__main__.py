@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from core.cli import add_turn_filters
 from core.dates import parse_since
 from core.db.database import open_database
+from core.wording import counted
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -40,7 +41,8 @@ def export_logs(settings: Settings, args: argparse.Namespace) -> int:
             n = export_jsonl(log, sys.stdout, since=since, feedback=args.feedback)
     finally:
         db.dispose()
-    print(f"exported {n} turns" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
+    where = f" to {args.out}" if args.out else ""
+    print(f"exported {counted(n, 'turn')}{where}", file=sys.stderr)
     return 0
 
 

@@ -6,13 +6,11 @@ be read, or lacks a column asked for, is a SourceError that names the columns it
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import SourceError
+from core.logs import quiet
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -42,7 +40,7 @@ def load_rows(
     path = Path(spec)
     fmt = LOCAL_FORMATS.get(path.suffix.lower())
     try:
-        with _quiet("datasets"):  # it logs its own parse error before raising a vaguer one
+        with quiet("datasets"):  # it logs its own parse error before raising a vaguer one
             if fmt is not None:
                 if not path.is_file():
                     raise SourceError(f"no such file: {spec}")
@@ -87,18 +85,6 @@ def _root(exc: BaseException) -> BaseException:
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return exc
-
-
-@contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    """A library's own log records off while a call of ours reports its failure instead."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def json_rows(path: Path, shown: int = 5) -> list[dict[str, Any]]:

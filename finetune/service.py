@@ -185,7 +185,11 @@ def build_chat_dataset(
         else:
             advice = "rate answers up in the chat, or change the filters or the teacher mode"
         raise RagError(
-            f"none of the {counted(card.seen, 'turn')} read was kept"
+            (
+                "the 1 turn read was not kept"
+                if card.seen == 1
+                else f"none of the {counted(card.seen, 'turn')} read was kept"
+            )
             + (f" (dropped: {why})" if why else "")
             + f": {advice}"
         )

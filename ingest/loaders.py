@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 from core.errors import SourceError
 from core.index.chunks import Meta
 from core.index.rows import labelled_row
+from core.logs import quiet
 from core.markdown import FENCE, fenced_lines
 
 
@@ -232,22 +234,25 @@ def _load_pdf(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
 
     if not data.strip():
         raise SourceError("empty file")
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        title = None
-        if reader.metadata is not None and reader.metadata.title:
-            title = str(reader.metadata.title)
-        outline = _pdf_outline(reader)
-        sections = []
-        trail: list[str] = []
-        texts = strip_page_furniture([page.extract_text() or "" for page in reader.pages])
-        for index, text in enumerate(texts):
-            while outline and outline[0][0] <= index:
-                trail = outline.pop(0)[1]
-            if text.strip():
-                sections.append(structured_section(text, title or path.stem, trail, page=index + 1))
-    except (PdfReadError, PdfStreamError, ValueError, KeyError, TypeError) as exc:
-        raise SourceError(f"corrupt or unreadable PDF ({exc})") from exc
+    # pypdf warns of what is wrong with a file before it fails; the refusal below says it.
+    with quiet("pypdf", logging.ERROR):
+        try:
+            reader = PdfReader(io.BytesIO(data))
+            title = None
+            if reader.metadata is not None and reader.metadata.title:
+                title = str(reader.metadata.title)
+            outline = _pdf_outline(reader)
+            sections = []
+            trail: list[str] = []
+            texts = strip_page_furniture([page.extract_text() or "" for page in reader.pages])
+            for index, text in enumerate(texts):
+                while outline and outline[0][0] <= index:
+                    trail = outline.pop(0)[1]
+                if text.strip():
+                    name = title or path.stem
+                    sections.append(structured_section(text, name, trail, page=index + 1))
+        except (PdfReadError, PdfStreamError, ValueError, KeyError, TypeError) as exc:
+            raise SourceError(f"corrupt or unreadable PDF ({exc})") from exc
     if not sections:
         raise SourceError("PDF has no extractable text (scanned images?)")
     return sections

@@ -540,7 +540,7 @@ def test_export_logs_cli(app_server, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert "exported question" in [r["user_input"] for r in rows]
     assert all(r["feedback"]["rating"] == "down" for r in rows)
-    assert f"exported {len(rows)} turns" in res.stderr
+    assert f"exported {len(rows)} turn{'s' if len(rows) != 1 else ''}" in res.stderr
     bad = subprocess.run(
         [sys.executable, "-m", "app", "export-logs", "--since", "yesterday"],
         cwd=ROOT,

@@ -121,7 +121,7 @@ def test_errors_reach_the_admin_as_messages(tab):
         emptied = tab.validate(1, "local", "supervised", "", "pw")
     assert emptied == gr.update(value=None)  # no stale report left
     # Only the rated-down turn matches: nothing to train on, so no dataset is recorded.
-    with refused(r"none of the 1 turn read was kept \(dropped: rated down 1\)"):
+    with refused(r"the 1 turn read was not kept \(dropped: rated down 1\)"):
         tab.build_dataset("x", "none", "down", "", "", None, 20, 4.0, False, "pw")
     assert tab.ctx.store.datasets() == [] and tab.ctx.store.jobs() == []  # nothing left behind
     assert not list((tab.settings.finetune_dir / "datasets").glob("x*"))

@@ -177,7 +177,9 @@ def current_build(directory: Path) -> str | None:
 
 def load_lexical(directory: Path) -> LexicalIndex | None:
     """The index named by `directory/CURRENT`, or None when there is none or it is unreadable."""
-    import bm25s
+    from core.logs import load_bm25s
+
+    bm25s = load_bm25s()
 
     try:
         name = (directory / CURRENT).read_text().strip()
@@ -198,7 +200,9 @@ def load_lexical(directory: Path) -> LexicalIndex | None:
 def build_lexical(collection: Collection, directory: Path, progress: bool = False) -> LexicalIndex:
     """Index every chunk of `collection` and make it the current build, atomically: a new build
     folder first, then `CURRENT` replaced in one rename, then older builds removed."""
-    import bm25s
+    from core.logs import load_bm25s
+
+    bm25s = load_bm25s()
     from tqdm import tqdm
 
     started = time.perf_counter()
