@@ -30,7 +30,8 @@ def add_turn_filters(parser: Any, scope: str = "") -> None:
         "--feedback",
         choices=FEEDBACK,
         default="all",
-        help=f"{scope}any: rated turns; up/down: that rating; none: unrated",
+        help=f"{scope}all (the default): every turn; any: rated turns; up/down: that rating; "
+        "none: unrated",
     )
 
 
