@@ -216,8 +216,12 @@ def _card(number: int, source: SourceRef) -> str:
     # 0 to 1 scale the guide and the tooltip give, as 0.
     score = max(0.0, source.score)
     label = relevance_label(score)
+    why = f"similarity to the question: {score:.2f} (0 to 1)"
+    if source.rare_words and label in ("weak match", "partial match"):
+        # Found by a word few passages hold (a name, an option): what it matched is that word.
+        label, why = "keyword match", f"holds a rare word of the question; {why}"
     parts.append(
-        f'<div class="src-rel" title="similarity to the question: {score:.2f} (0 to 1)">'
+        f'<div class="src-rel" title="{why}">'
         f'<div class="src-bar"><div style="width:{relevance_width(score)}%"></div></div>'
         f"<span>{label} · {score:.2f}</span></div>"
     )

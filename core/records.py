@@ -23,6 +23,11 @@ class SourceRef(BaseModel):
         default=None, description="`Title > Section > Subsection` the passage sits under."
     )
     score: float = Field(description="Cosine similarity to the (condensed) question.")
+    rare_words: bool = Field(
+        default=False,
+        description="Found holding a word of the question that few passages hold (an exact "
+        "name, an option): a keyword match, whatever its similarity.",
+    )
     text: str
     quotes: list[str] = Field(
         default_factory=list,

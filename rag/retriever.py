@@ -50,6 +50,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 Build = tuple[str, str]  # (source key, ingest key): one build of one source
+# On a retrieved node's metadata (never stored): it holds a rare word of the question.
+RARE_WORDS = "matched_rare_words"
 
 
 class SourceVectors:
@@ -307,7 +309,9 @@ class HybridRetriever(BaseRetriever):
         )
         nodes = []
         for c in self.ranked(query_bundle.query_str, embedding):
-            meta = c.metadata or {}
+            meta = dict(c.metadata or {})
+            if c.rare:
+                meta[RARE_WORDS] = True
             node = TextNode(
                 id_=c.chunk_id,
                 text=readable(c.text or "", meta),
@@ -354,5 +358,6 @@ def to_source(node: NodeWithScore) -> SourceRef:
         title=meta.get(Meta.TITLE),
         heading_path=meta.get(Meta.HEADING_PATH),
         score=round(float(node.score or 0.0), 4),
+        rare_words=bool(meta.get(RARE_WORDS)),
         text=node.node.get_content(),
     )

@@ -277,6 +277,13 @@ def test_exact_name_ranks_its_chunk_first_with_hybrid(
     found = ask(hybrid, embed_model, "wal_spill_threshold_kb")
     assert found[0].metadata["file_name"] == "misc.md"
     assert found[0].rare
+    # The source card is told so (it reads "keyword match", whatever the similarity).
+    from llama_index.core.schema import QueryBundle
+
+    from rag.retriever import to_source
+
+    nodes = hybrid.retrieve(QueryBundle("wal_spill_threshold_kb"))
+    assert to_source(nodes[0]).rare_words and not to_source(nodes[-1]).rare_words
     # Dense only is still there and answers from Chroma alone.
     dense = make_retriever(embedded_settings, col, embed_model, hybrid=False)
     assert dense.lexical is None

@@ -356,3 +356,12 @@ def test_a_card_cut_inside_code_opens_and_closes_its_code_block():
     assert excerpt.startswith('… <code class="src-code">') and excerpt.endswith("</code> …")
     assert excerpt.count("<code") == excerpt.count("</code>") == 1
     assert "<mark>step_30 = run(30)</mark>" in excerpt and CONTEXT_CHARS > 0
+
+
+def test_a_passage_found_by_a_rare_word_of_the_question_reads_as_a_keyword_match():
+    found = ref("Flumph: a small, peaceful creature.", score=0.15, rare_words=True)
+    assert "keyword match · 0.15" in sources_html([found]) and "rare word" in sources_html([found])
+    # Close in meaning as well: the similarity's own label stays.
+    close = ref("Flumph: a small, peaceful creature.", score=0.55, rare_words=True)
+    assert "strong match · 0.55" in sources_html([close])
+    assert "weak match · 0.15" in sources_html([ref("Flumph: a creature.", score=0.15)])
