@@ -124,11 +124,20 @@ class ChatLog:
             s.delete(row)
             return True
 
-    def count_turns(self, status: str | None = None) -> int:
+    def count_turns(
+        self, status: str | None = None, since: datetime | None = None, feedback: str = "all"
+    ) -> int:
+        """How many turns `turns(since, feedback)` would read (of that status, if given)."""
+        q = _selected(
+            select(func.count(TurnRow.id)).outerjoin(
+                FeedbackRow, FeedbackRow.turn_id == TurnRow.id
+            ),
+            since,
+            feedback,
+        )
+        if status:
+            q = q.where(TurnRow.status == status)
         with Session(self.engine) as s:
-            q = select(func.count(TurnRow.id))
-            if status:
-                q = q.where(TurnRow.status == status)
             return s.scalar(q) or 0
 
     def turns(
@@ -139,21 +148,28 @@ class ChatLog:
     ) -> Iterator[Turn]:
         """Turns in time order. feedback: all | any (rated) | up | down | none."""
         q = select(TurnRow, FeedbackRow).outerjoin(FeedbackRow, FeedbackRow.turn_id == TurnRow.id)
-        if since is not None:
-            q = q.where(TurnRow.created_at >= since)
+        q = _selected(q, since, feedback)
         if session_id is not None:
             q = q.where(TurnRow.session_id == session_id)
-        if feedback == "any":
-            q = q.where(FeedbackRow.id.is_not(None))
-        elif feedback in ("up", "down"):
-            q = q.where(FeedbackRow.rating == feedback)
-        elif feedback == "none":
-            q = q.where(FeedbackRow.id.is_(None))
-        elif feedback != "all":
-            raise ValueError("feedback must be one of all, any, up, down, none")
         with Session(self.engine) as s:
             for turn, fb in s.execute(q.order_by(TurnRow.id)).yield_per(500):
                 yield _to_record(turn, fb)
+
+
+def _selected(q, since: datetime | None, feedback: str):
+    """`q` (turns joined to their feedback) limited to turns at or after `since` with that
+    feedback: all | any (rated) | up | down | none."""
+    if since is not None:
+        q = q.where(TurnRow.created_at >= since)
+    if feedback == "any":
+        q = q.where(FeedbackRow.id.is_not(None))
+    elif feedback in ("up", "down"):
+        q = q.where(FeedbackRow.rating == feedback)
+    elif feedback == "none":
+        q = q.where(FeedbackRow.id.is_(None))
+    elif feedback != "all":
+        raise ValueError("feedback must be one of all, any, up, down, none")
+    return q
 
 
 def _to_record(row: TurnRow, fb: FeedbackRow | None) -> Turn:

@@ -146,7 +146,9 @@ def build_chat_dataset(
 
         chatlog = ChatLog(ctx.store.db)
         turns = turns_from_log(chatlog, filt)
-        total, source = chatlog.count_turns(), "chatlog"
+        # What the filters read (the bar's total), not every turn of the log.
+        total = chatlog.count_turns(since=filt.since, feedback=filt.feedback)
+        source = "chatlog"
     done = [0]
 
     def tick(n: int) -> None:

@@ -82,6 +82,10 @@ def test_filters_and_export(db_url):
     assert [t.user_input for t in log.turns(session_id="s2")] == ["q2", "q3"]
     future = datetime.now(UTC) + timedelta(hours=1)
     assert list(log.turns(since=future)) == []
+    # Counted with the same filters (a progress bar's total is what will be read).
+    counts = {f: log.count_turns(feedback=f) for f in ("all", "any", "up", "down", "none")}
+    assert counts == {"all": 4, "any": 2, "up": 1, "down": 1, "none": 2}
+    assert log.count_turns(since=future) == 0 and log.count_turns("answered", feedback="up") == 1
     out = io.StringIO()
     assert export_jsonl(log, out, feedback="down") == 1
     row = json.loads(out.getvalue())
