@@ -6,6 +6,7 @@ be read, or lacks a column asked for, is a SourceError that names the columns it
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,23 @@ def _root(exc: BaseException) -> BaseException:
     return exc
 
 
+def json_lines(text: str) -> Iterator[tuple[int, dict[str, Any], str | None]]:
+    """(line number from 1, the object, None) for each non-blank line of JSON Lines `text`, or
+    (line number, {}, what is wrong with it) for a line that is not a JSON object."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, {}, f"not JSON ({exc.msg})"
+            continue
+        if isinstance(row, dict):
+            yield number, row, None
+        else:
+            yield number, {}, "not a JSON object"
+
+
 def json_rows(path: Path, shown: int = 5) -> list[dict[str, Any]]:
     """The objects of a JSON Lines file, or of a JSON file holding a list of them. Raises
     SourceError naming the bad lines (by number, counted from 1) or where the JSON breaks."""
@@ -111,18 +129,11 @@ def json_rows(path: Path, shown: int = 5) -> list[dict[str, Any]]:
             raise SourceError(f"{path}: {', '.join(bad[:shown])} not an object")
         return rows
     rows, problems = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {number}: not JSON ({exc.msg})")
-            continue
-        if not isinstance(row, dict):
-            problems.append(f"line {number}: not a JSON object")
-            continue
-        rows.append(row)
+    for number, row, problem in json_lines(text):
+        if problem:
+            problems.append(f"line {number}: {problem}")
+        else:
+            rows.append(row)
     if problems:
         more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
         raise SourceError(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from core.datasource import load_rows
+from core.datasource import json_lines, load_rows
 from core.errors import ProviderError, RagError, SourceError
 from core.evalstore import EvalSample
 from core.index.chunks import Meta, iter_pages
@@ -38,7 +38,7 @@ def load_jsonl(path: Path) -> list[EvalSample]:
     `reference_contexts`, `reference_sources`. Every bad line is reported, by number."""
     try:
         # utf-8-sig: a set saved with a byte-order mark (as some editors do) reads the same.
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise EvalSetError(
             f"cannot read the golden set {path}: not UTF-8 text (byte {exc.start}); re-save it "
@@ -47,16 +47,9 @@ def load_jsonl(path: Path) -> list[EvalSample]:
     except OSError as exc:
         raise EvalSetError(f"cannot read the golden set {path}: {exc}") from exc
     samples, problems = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {number}: not JSON ({exc.msg})")
-            continue
-        if not isinstance(record, dict):
-            problems.append(f"line {number}: expected an object with user_input")
+    for number, record, problem in json_lines(text):
+        if problem:
+            problems.append(f"line {number}: {problem}")
             continue
         try:
             sample = EvalSample(**record)

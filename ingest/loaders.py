@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.datasource import json_lines
 from core.errors import SourceError
 from core.index.chunks import Meta
 from core.index.rows import labelled_row
@@ -428,15 +428,9 @@ def _load_csv(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
 def _load_jsonl(path: Path, data: bytes, fields: RecordFields) -> list[Section]:
     text = _decode(data)
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SourceError(f"line {number} is not valid JSON ({exc.msg})") from exc
-        if not isinstance(record, dict):
-            raise SourceError(f"line {number} is not a JSON object")
+    for number, record, problem in json_lines(text):
+        if problem:
+            raise SourceError(f"line {number}: {problem}")
         records.append((number - 1, record))
     return record_sections(records, fields)
 

@@ -63,7 +63,7 @@ def test_malformed_golden_set_names_every_bad_line(tmp_path):
     assert "5 bad lines" in msg
     for part in (
         "line 2: not JSON",
-        "line 3: expected an object",
+        "line 3: not a JSON object",
         "line 4: user_input",
         "line 5: reference_contexts",
         "line 6: user_input is empty",

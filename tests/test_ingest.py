@@ -203,7 +203,7 @@ def test_bad_inputs_are_reported_by_name_and_the_rest_goes_in(
     assert reasons["empty.md"] == "empty file"
     assert reasons["binary.txt"] == "binary content, not text"
     assert "not valid UTF-8" in reasons["latin1.txt"]
-    assert reasons["broken.jsonl"].startswith("line 2 is not valid JSON")
+    assert reasons["broken.jsonl"].startswith("line 2: not JSON")
     assert "DOCX" in reasons["broken.docx"]
     assert reasons["missing-dir"] == "no such file or directory"
     assert report.new == 1 and collection.count() == 1
