@@ -48,6 +48,8 @@ def plain_markdown(text: str, mark_code: bool = False) -> str:
     each block's lines between CODE_START and CODE_END."""
     from core.markdown import fence_kinds
 
+    if mark_code:  # the marks are ours alone: none may come from a document
+        text = text.replace(CODE_START, "").replace(CODE_END, "")
     lines = text.split("\n")
     out: list[str] = []
     prose: list[str] = []
@@ -64,7 +66,8 @@ def plain_markdown(text: str, mark_code: bool = False) -> str:
     def flush_code() -> None:
         if code:
             if mark_code:
-                code[0], code[-1] = CODE_START + code[0], code[-1] + CODE_END
+                code[0] = CODE_START + code[0]
+                code[-1] += CODE_END
             out.extend(code)
             code.clear()
 

@@ -194,7 +194,9 @@ def _code_tags(text: str, fragment: str, lo: int) -> str:
 
 def _card(number: int, source: SourceRef) -> str:
     text = display_text(plain_markdown(source.text, mark_code=True))
-    spans = _around_marks(text, quote_spans(text, [plain_markdown(q) for q in source.quotes]))
+    # A quoted code block is its code as written; a quoted sentence reads without its markup.
+    quotes = [*source.quotes, *(plain_markdown(q) for q in source.quotes)]
+    spans = _around_marks(text, quote_spans(text, quotes))
     lo, hi = excerpt_bounds(text, spans)
     body = ("… " if lo > 0 else "") + _code_tags(text, _marked(text, spans, lo, hi).strip(), lo)
     body += " …" if hi < len(text) else ""

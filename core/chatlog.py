@@ -125,9 +125,15 @@ class ChatLog:
             return True
 
     def count_turns(
-        self, status: str | None = None, since: datetime | None = None, feedback: str = "all"
+        self,
+        status: str | None = None,
+        since: datetime | None = None,
+        feedback: str = "all",
+        until: datetime | None = None,
+        chat_version_id: int | None = None,
     ) -> int:
-        """How many turns `turns(since, feedback)` would read (of that status, if given)."""
+        """How many turns `turns(since, feedback)` would read (of that status, before `until`,
+        answered by that chat version, where given)."""
         q = _selected(
             select(func.count(TurnRow.id)).outerjoin(
                 FeedbackRow, FeedbackRow.turn_id == TurnRow.id
@@ -137,6 +143,10 @@ class ChatLog:
         )
         if status:
             q = q.where(TurnRow.status == status)
+        if until is not None:
+            q = q.where(TurnRow.created_at < until)
+        if chat_version_id is not None:
+            q = q.where(TurnRow.chat_version_id == chat_version_id)
         with Session(self.engine) as s:
             return s.scalar(q) or 0
 

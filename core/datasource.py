@@ -40,6 +40,8 @@ def load_rows(
 
     path = Path(spec)
     fmt = LOCAL_FORMATS.get(path.suffix.lower())
+    if fmt is not None and split not in (None, "train"):
+        raise SourceError(f"{spec} is one file: its only split is 'train', not {split!r}")
     try:
         with quiet("datasets"):  # it logs its own parse error before raising a vaguer one
             if fmt is not None:
@@ -61,7 +63,7 @@ def load_rows(
                 table = datasets.Dataset.from_list(rows)
             except Exception as again:  # e.g. a column that is text in one row, a number in another
                 raise SourceError(
-                    f"cannot read {spec}: {type(exc).__name__}: {str(again or exc)[:300]}"
+                    f"cannot read {spec}: {type(again).__name__}: {str(again)[:300]}"
                 ) from exc
         elif fmt is not None:
             cause = _root(exc)
@@ -91,7 +93,8 @@ def _root(exc: BaseException) -> BaseException:
 def json_lines(text: str) -> Iterator[tuple[int, dict[str, Any], str | None]]:
     """(line number from 1, the object, None) for each non-blank line of JSON Lines `text`, or
     (line number, {}, what is wrong with it) for a line that is not a JSON object."""
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on line feeds only: a JSON string may hold U+2028 and its kin, written raw.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -117,17 +120,26 @@ def json_rows(path: Path, shown: int = 5) -> list[dict[str, Any]]:
         ) from exc
     if not text.strip():
         raise SourceError(f"{path} is empty")
-    if text.lstrip().startswith("["):
+    if path.suffix.lower() == ".json":
+        # One JSON value (a list of rows), or JSON Lines saved as .json ("Extra data" after the
+        # first line's value).
         try:
-            rows = json.loads(text)
+            whole = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SourceError(
-                f"{path}: not JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
-            ) from exc
-        bad = [f"item {i}" for i, row in enumerate(rows, start=1) if not isinstance(row, dict)]
-        if bad:
-            raise SourceError(f"{path}: {', '.join(bad[:shown])} not an object")
-        return rows
+            if not exc.msg.startswith("Extra data"):
+                raise SourceError(
+                    f"{path}: not JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
+                ) from exc
+        else:
+            if not isinstance(whole, list):
+                raise SourceError(
+                    f"{path} holds one JSON {type(whole).__name__}, not rows: give a list of "
+                    "objects, or one object a line (.jsonl)"
+                )
+            bad = [f"item {i}" for i, row in enumerate(whole, start=1) if not isinstance(row, dict)]
+            if bad:
+                raise SourceError(f"{path}: {', '.join(bad[:shown])} not an object")
+            return whole
     rows, problems = [], []
     for number, row, problem in json_lines(text):
         if problem:

@@ -7,7 +7,9 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+# Any indentation: a fence inside a list item is indented by the item's own (the chunker and the
+# answerer read fences the same way).
+FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 LineKind = Literal["text", "fence", "code"]
 
 
@@ -20,6 +22,9 @@ def fence_kinds(lines: Sequence[str]) -> list[LineKind]:
     for line in lines:
         match = FENCE.match(line)
         if not opened:
+            # A backtick fence's info string holds no backtick (```ls``` is inline code).
+            if match and match.group(1)[0] == "`" and "`" in line[match.end() :]:
+                match = None
             kinds.append("fence" if match else "text")
             opened = match.group(1) if match else ""
             continue

@@ -147,7 +147,12 @@ def build_chat_dataset(
         chatlog = ChatLog(ctx.store.db)
         turns = turns_from_log(chatlog, filt)
         # What the filters read (the bar's total), not every turn of the log.
-        total = chatlog.count_turns(since=filt.since, feedback=filt.feedback)
+        total = chatlog.count_turns(
+            since=filt.since,
+            feedback=filt.feedback,
+            until=filt.until,
+            chat_version_id=filt.chat_version_id,
+        )
         source = "chatlog"
     done = [0]
 

@@ -86,6 +86,11 @@ def test_filters_and_export(db_url):
     counts = {f: log.count_turns(feedback=f) for f in ("all", "any", "up", "down", "none")}
     assert counts == {"all": 4, "any": 2, "up": 1, "down": 1, "none": 2}
     assert log.count_turns(since=future) == 0 and log.count_turns("answered", feedback="up") == 1
+    assert (
+        log.count_turns(until=future) == 4
+        and log.count_turns(until=future - timedelta(days=1)) == 0
+    )
+    assert log.count_turns(chat_version_id=99) == 0
     out = io.StringIO()
     assert export_jsonl(log, out, feedback="down") == 1
     row = json.loads(out.getvalue())

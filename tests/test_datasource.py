@@ -56,3 +56,31 @@ def test_text_that_is_not_utf8_says_so(tmp_path):
     path.write_bytes(b'{"user_input": "caf\xe9"}\n')
     with pytest.raises(EvalSetError, match=r"not UTF-8 text \(byte 19\); re-save it as UTF-8"):
         load_jsonl(path)
+
+
+def test_overlapping_quiet_calls_restore_the_level_in_force_before_the_first():
+    from core.logs import quiet
+
+    log = logging.getLogger("some.parser")
+    log.setLevel(logging.INFO)
+    first, second = quiet("some.parser", logging.ERROR), quiet("some.parser", logging.ERROR)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # threads may leave in any order
+    assert log.level == logging.ERROR
+    second.__exit__(None, None, None)
+    assert log.level == logging.INFO
+
+
+def test_a_local_file_has_one_split_and_json_that_is_not_rows_says_so(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"q": "a"}\n')
+    with pytest.raises(SourceError, match="its only split is 'train', not 'test'"):
+        load_rows(str(rows), split="test")
+    trailing = tmp_path / "config.json"
+    trailing.write_text('{\n "a": 1,\n}\n')  # one error, at one place: not a bad line each
+    with pytest.raises(SourceError, match=r"not JSON at line 3, column 1 \(Expecting property"):
+        load_rows(str(trailing))
+    lines = tmp_path / "lines.json"  # JSON Lines saved as .json
+    lines.write_text('{"q": "a"}\n{"q": "b\u2028c"}\n')
+    assert load_rows(str(lines))["q"] == ["a", "b\u2028c"]

@@ -336,8 +336,12 @@ def test_a_card_shows_fenced_code_as_written_in_a_code_block():
         f"{long_line}\n```\n\n## Next steps\n- item one"
     )
     code = f"# comment: the widget config file\nfrobnicate_level = 7\n| a | b |\n{long_line}"
-    # The answerer quotes a code block whole, with its fences.
-    quotes = ["Widgets are configured in one file.", f"```\n{code}\n```"]
+    # The answerer quotes a code block whole, as its unit holds it: the code without fences.
+    from rag.units import split_units
+
+    quotes = [u.text for u in split_units(text) if u.text.startswith("# comment")]
+    assert quotes == [f"{code}\n{long_line}"]
+    quotes = ["Widgets are configured in one file.", code]
     html = sources_html([ref(text, quotes=quotes)])
     assert (
         '<code class="src-code"><mark># comment: the widget config file\nfrobnicate_level = 7\n'
@@ -365,3 +369,18 @@ def test_a_passage_found_by_a_rare_word_of_the_question_reads_as_a_keyword_match
     close = ref("Flumph: a small, peaceful creature.", score=0.55, rare_words=True)
     assert "strong match · 0.55" in sources_html([close])
     assert "weak match · 0.15" in sources_html([ref("Flumph: a creature.", score=0.15)])
+
+
+def test_a_one_line_code_block_is_a_code_block_and_its_quote_is_marked():
+    html = sources_html(
+        [
+            ref(
+                "Install it:\n\n```bash\npip install ragapp\n```\n\nThen run.",
+                quotes=["pip install ragapp"],
+            )
+        ]
+    )
+    assert '<code class="src-code"><mark>pip install ragapp</mark></code>' in html
+    assert html.count("<code") == html.count("</code>") == 1
+    # A document's own control characters never open or close a code element.
+    assert "<code" not in sources_html([ref("odd \x02 text \x03 here")])
