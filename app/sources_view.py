@@ -149,7 +149,7 @@ def display_text(text: str) -> str:
     for line in text.strip().splitlines():
         prev = out[-1] if out else ""
         code = in_code or CODE_START in line
-        in_code = (in_code or CODE_START in line) and CODE_END not in line
+        in_code = code and CODE_END not in line
         joins = (
             not code
             and prev.strip()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import SourceError
 from core.logs import quiet
+from core.wording import counted
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -56,8 +57,8 @@ def load_rows(
         raise
     except Exception as exc:  # datasets raises many unrelated types for one cause: bad input
         if fmt == "json":
-            # Read as JSON here: either what is wrong, by line, or the rows (a file saved with
-            # a byte-order mark, which the JSON reader of `datasets` refuses, is fine).
+            # Read as JSON here, to say what is wrong by line number (or, where the file reads
+            # as JSON after all, to take its rows).
             rows = json_rows(path)
             try:
                 table = datasets.Dataset.from_list(rows)
@@ -147,11 +148,11 @@ def json_rows(path: Path, shown: int = 5) -> list[dict[str, Any]]:
         else:
             rows.append(row)
     if problems:
-        more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
-        raise SourceError(
-            f"{path}: {len(problems)} bad line{'s' if len(problems) > 1 else ''}: "
-            + "; ".join(problems[:shown])
-            + more
-            + " (one JSON object a line)"
-        )
+        raise SourceError(f"{path}: {bad_lines(problems, shown)} (one JSON object a line)")
     return rows
+
+
+def bad_lines(problems: list[str], shown: int = 5) -> str:
+    """ "3 bad lines: line 2: ...; line 4: ...": the first `shown` of them, and how many more."""
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return f"{counted(len(problems), 'bad line')}: {'; '.join(problems[:shown])}{more}"

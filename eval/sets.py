@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from core.datasource import json_lines, load_rows
+from core.datasource import bad_lines, json_lines, load_rows
 from core.errors import ProviderError, RagError, SourceError
 from core.evalstore import EvalSample
 from core.index.chunks import Meta, iter_pages
@@ -65,10 +65,7 @@ def load_jsonl(path: Path) -> list[EvalSample]:
             continue
         samples.append(sample)
     if problems:
-        shown = "; ".join(problems[:5]) + (
-            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-        )
-        raise EvalSetError(f"{path}: {counted(len(problems), 'bad line')}: {shown}")
+        raise EvalSetError(f"{path}: {bad_lines(problems)}")
     if not samples:
         raise EvalSetError(f"{path} holds no samples")
     return samples
