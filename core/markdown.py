@@ -45,3 +45,31 @@ def fence_kinds(lines: Sequence[str]) -> list[LineKind]:
 def fenced_lines(lines: Sequence[str]) -> list[bool]:
     """For each line, whether it belongs to fenced code (its fences included)."""
     return [kind != "text" for kind in fence_kinds(lines)]
+
+
+def open_fence(lines: Sequence[str]) -> str:
+    """The fence (its characters, "```" or "~~~~") of the code block still open after `lines`,
+    or "" when none is: what a reader of text cut there must reopen it with."""
+    opened = ""
+    for line, kind in zip(lines, fence_kinds(lines), strict=True):
+        if kind == "fence":
+            match = FENCE.match(line)
+            opened = "" if opened else match.group(1)  # type: ignore[union-attr]
+    return opened
+
+
+def code_blocks(text: str) -> list[tuple[str, bool]]:
+    """`text` in document order as runs of prose and the contents of fenced code blocks (fence
+    lines dropped), each with whether it is code. An unclosed block runs to the end."""
+    runs: list[tuple[str, bool]] = []
+    lines = text.split("\n")
+    current: list[str] = []
+    code = False
+    for line, kind in zip(lines, fence_kinds(lines), strict=True):
+        if kind == "fence":
+            runs.append(("\n".join(current), code))
+            current, code = [], not code
+        else:
+            current.append(line)
+    runs.append(("\n".join(current), code))
+    return [(run, is_code) for run, is_code in runs if run or not is_code]

@@ -4,13 +4,13 @@ its window together with the heading prefix each chunk is embedded with."""
 from __future__ import annotations
 
 import logging
-import re
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.index.chunks import Meta, embed_text
+from core.markdown import FENCE, open_fence
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 PREFIX_SHARE = 4  # a heading prefix may take at most a quarter of the window
 MIN_CHUNK = 16
-_FENCE = re.compile(r"^[ \t]*```", re.MULTILINE)
 
 
 @dataclass
@@ -88,23 +87,35 @@ class ChunkPlan:
         return fitted
 
 
-def code_cuts(text: str, pieces: list[str]) -> list[tuple[bool, bool]]:
-    """For each piece of `text` (in order, as `ChunkPlan.split` cut it): whether it starts inside
-    a fenced code block and whether it ends inside one. A piece not found in `text` as it is
-    (the splitter changed its spacing) is taken to start outside any block."""
-    fences = [m.start() for m in _FENCE.finditer(text)]  # where each fence line starts
-    if not fences:
-        return [(False, False)] * len(pieces)
-    cuts: list[tuple[bool, bool]] = []
+def code_cuts(text: str, pieces: list[str]) -> list[tuple[str, str]]:
+    """For each piece of `text` (in order, as `ChunkPlan.split` cut it): the fence of the code
+    block it starts inside and of the one it ends inside ("" where it starts or ends outside
+    any), read as `core.markdown` reads fences (``` or ~~~, a longer fence closed only by one as
+    long). A piece not found in `text` as it is (the splitter changed its spacing) is taken to
+    start outside any block."""
+    lines = text.split("\n")
+    if not any(FENCE.match(line) for line in lines):
+        return [("", "")] * len(pieces)
+    # Where each line starts, and the block open before it (a piece starting on a block's
+    # closing fence starts inside that block too).
+    starts, before, opened = [], [], ""
+    offset = 0
+    for line in lines:
+        starts.append(offset)
+        before.append(opened)
+        offset += len(line) + 1
+        opened = open_fence([opened, line]) if opened else open_fence([line])
+    cuts: list[tuple[str, str]] = []
     pos = 0
     for piece in pieces:
         head = piece.lstrip()[:40]
         start = text.find(head, pos) if head else -1
+        opened = ""
         if start >= 0:
             pos = start + 1
-        opened = start >= 0 and bisect_left(fences, start) % 2 == 1
-        inside = (len(_FENCE.findall(piece)) % 2 == 1) != opened
-        cuts.append((opened, inside))
+            opened = before[bisect_right(starts, start) - 1]
+        own = piece.split("\n")
+        cuts.append((opened, open_fence([opened, *own] if opened else own)))
     return cuts
 
 

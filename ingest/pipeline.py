@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 # 8: a Markdown table or heading inside fenced code (psql output in a ``` block, a ``` line
 #    inside a ~~~ block) stays code, as written; a DOCX paragraph or table row is a paragraph of
 #    the text (rows no longer run into one sentence).
-SPLITTER_VERSION = "8"
+# 9: a cut inside a ~~~ block (or a ```` block holding ``` lines) is found, and the chunk keeps
+#    the block's own fence in code_open / code_close, so its reader reopens it with that fence.
+SPLITTER_VERSION = "9"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256
 # Sources read and chunked ahead of the one being embedded.
@@ -136,9 +138,9 @@ def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Ch
         prefix = plan.prefix_for(section.metadata.get(Meta.HEADING_PATH))
         texts = plan.split(section.text, prefix)
         for text, (opened, closed) in zip(texts, code_cuts(section.text, texts), strict=True):
-            cut = {Meta.CODE_OPEN: True} if opened else {}
+            cut = {Meta.CODE_OPEN: opened} if opened else {}
             if closed:
-                cut[Meta.CODE_CLOSE] = True
+                cut[Meta.CODE_CLOSE] = closed
             pieces.append((text, prefix, {**section.metadata, **cut}))
     if not pieces:
         raise SourceError("no text to index")

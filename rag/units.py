@@ -8,13 +8,13 @@ import re
 from dataclasses import dataclass
 
 from core.index.rows import is_labelled_row
+from core.markdown import code_blocks
 
 # A sentence ends before a capital, a digit or code (a `code span`, hidden as \x00n\x00 while
 # sentences are split, so that it is never split itself).
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9`\x00])|\n{2,}")
 _HEADING = re.compile(r"^\s*#{1,6}\s+(.*)$", re.MULTILINE)
 _MARKUP = re.compile(r"^\s*(?:>|[-*+]|\d+[.)])\s+", re.MULTILINE)
-_FENCE = re.compile(r"^\s*```[^\n]*\n(.*?)^\s*```\s*$", re.MULTILINE | re.DOTALL)
 _CODE_SPAN = re.compile(r"`[^`\n]+`")
 _TERMINAL = (".", "!", "?", ":", ";", ",", ")", "]", '"', "'", "”", "’")
 _CLOSED = (".", "!", "?")  # what ends a sentence, so that a heading may follow
@@ -60,17 +60,10 @@ def split_units(text: str) -> list[Unit]:
     headings dropped, fragments under three words skipped, `code spans` never split) and fenced
     code blocks kept whole, so a command is quoted as written."""
     units: list[Unit] = []
-    pieces: list[tuple[str, bool]] = []
-    last = 0
-    for m in _FENCE.finditer(text):
-        pieces.append((text[last : m.start()], False))
-        pieces.append((m.group(1).strip("\n"), True))
-        last = m.end()
-    pieces.append((text[last:], False))
-    for piece, code in pieces:
+    for piece, code in code_blocks(text):
         if code:
             if piece.strip():
-                units.append(Unit(piece.rstrip(), len(units), code=True))
+                units.append(Unit(piece.strip("\n").rstrip(), len(units), code=True))
             continue
         piece = _HEADING.sub("\n\n", piece)  # Markdown headings are labels, never answers
         lines = piece.split("\n")

@@ -276,3 +276,40 @@ def test_page_furniture_is_told_from_text_that_only_looks_alike():
     ]
     # Two pages are too few to tell a running header from text.
     assert strip_page_furniture(pages[:2])[0].startswith("Manual v2")
+
+
+def test_a_cut_inside_a_tilde_block_is_marked_with_its_own_fence():
+    """Where the splitter cuts a ~~~ block (one holding ``` lines as code), the chunk records
+    that block's fence, and its reader reopens and closes it with that fence, so the ``` lines
+    stay code and the prose after the block stays prose."""
+    from core.index.chunks import readable
+    from ingest.chunking import code_cuts
+    from rag.units import split_units
+
+    text = (
+        "Written in Markdown:\n\n~~~~markdown\n```\nSELECT 1;\n```\nfirst half\n"
+        "second half\n~~~~\n\nThe example ends here, as a sentence."
+    )
+    cut = text.index("second half")
+    pieces = [text[:cut].rstrip("\n"), text[cut:]]  # the splitter strips where it cuts
+    assert code_cuts(text, pieces) == [("", "~~~~"), ("~~~~", "")]
+    first, second = (
+        readable(piece, {"code_open": opened, "code_close": closed})
+        for piece, (opened, closed) in zip(pieces, code_cuts(text, pieces), strict=True)
+    )
+    assert first.endswith("first half\n~~~~")
+    assert second.startswith("~~~~\nsecond half")
+    assert [(u.text, u.code) for u in split_units(first)] == [
+        ("Written in Markdown:", False),
+        ("```\nSELECT 1;\n```\nfirst half", True),
+    ]
+    assert [(u.text, u.code) for u in split_units(second)] == [
+        ("second half", True),
+        ("The example ends here, as a sentence.", False),
+    ]
+    # A piece that starts on a block's closing fence starts inside the block.
+    cut = text.index("~~~~\n\nThe")
+    assert code_cuts(text, [text[:cut], text[cut:]]) == [("", "~~~~"), ("~~~~", "")]
+    # Text with no fence, and collections built before fences were kept (True: a ``` block).
+    assert code_cuts("plain text", ["plain", "text"]) == [("", ""), ("", "")]
+    assert readable("x", {"code_open": True, "code_close": True}) == "```\nx\n```"

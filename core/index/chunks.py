@@ -34,7 +34,9 @@ class Meta:
     PAGE = "page"
     DATASET = "dataset"
     # A code block the splitter cut: the chunk starts inside it (CODE_OPEN) or ends inside it
-    # (CODE_CLOSE). The text is embedded as cut; readers mend it (see `readable`).
+    # (CODE_CLOSE), each holding the block's fence ("```", "~~~"; True in collections built
+    # before fences were kept, which read as "```"). The text is embedded as cut; readers mend
+    # it (see `readable`).
     CODE_OPEN = "code_open"
     CODE_CLOSE = "code_close"
 
@@ -88,11 +90,15 @@ def readable(text: str, metadata: dict[str, Any] | None) -> str:
     the chunk starts is reopened and one cut where it ends is closed, so code is never read as
     prose nor prose as code. Bare fences: the text's words are the same as embedded."""
     meta = metadata or {}
-    if meta.get(Meta.CODE_OPEN):
-        text = "```\n" + text
-    if meta.get(Meta.CODE_CLOSE):
-        text += "\n```"
+    if opened := meta.get(Meta.CODE_OPEN):
+        text = f"{_fence(opened)}\n{text}"
+    if closed := meta.get(Meta.CODE_CLOSE):
+        text += f"\n{_fence(closed)}"
     return text
+
+
+def _fence(value: Any) -> str:
+    return value if isinstance(value, str) else "```"
 
 
 def heading_of(metadata: dict[str, Any] | None) -> str:
