@@ -221,6 +221,18 @@ def cut_off(units: Sequence[Unit], unit: Unit) -> bool:
     )
 
 
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def repeats(g: Sequence[Quote], groups: Sequence[Sequence[Quote]]) -> bool:
+    """Whether a quote of `g` is quoted already, whole or as part of a longer quote: the same
+    command can stand twice on a page (a synopsis, an example), consecutive passages share the
+    text around their cut, and a sentence is quoted with its code or not at all."""
+    quoted = [_flat(q.text) for other in groups for q in other]
+    return any(_flat(q.text) in text for q in g for text in quoted)
+
+
 # A sentence that goes on from the one before it, about the same thing.
 _GOES_ON = re.compile(r"(this|these|that|those|such|it|doing so|to do (this|so))\b", re.I)
 
@@ -405,20 +417,18 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         def size(quotes: list[Quote]) -> int:
             return sum(len(q.text.split()) for q in quotes)
 
-        def said(g: list[Quote], groups: list[list[Quote]]) -> bool:
-            """Whether a quote of `g` is quoted already: the same command can stand twice on a
-            page (a synopsis, an example), and a sentence is quoted with its code or not at all."""
-            quoted = {" ".join(q.text.split()) for other in groups for q in other}
-            return any(" ".join(q.text.split()) in quoted for q in g)
-
         groups: list[list[Quote]] = []
         for score, n, unit in close:
             g = group(score, n, unit)
-            if said(g, groups):
+            if repeats(g, groups):
                 continue
-            if groups and sum(map(size, groups)) + size(g) > self.max_words:
+            # A quote that holds the whole of one chosen already (the same text read from the
+            # passage beside it, not cut there) takes its place.
+            rest = [other for other in groups if not repeats(other, [g])]
+            if rest and sum(map(size, rest)) + size(g) > self.max_words:
                 continue
-            groups.append(g)
+            at = next((i for i, other in enumerate(groups) if other not in rest), len(rest))
+            groups = [*rest[:at], g, *rest[at:]]
             if len(groups) == self.max_sentences:
                 break
         # The best definition close enough to be support (an option, a keyword, a setting named
@@ -426,7 +436,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         # give way to it, lowest-scored first.
         best = next((item for item in close if new_term(item[2].text, asked_words)), None)
         g = group(*best) if best is not None else []
-        if g and not said(g, groups):
+        if g and not repeats(g, groups):
             kept = list(groups)
             while len(kept) > 1 and (
                 len(kept) >= self.max_sentences or sum(map(size, kept)) + size(g) > self.max_words
@@ -441,7 +451,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 if (
                     names_term(unit.text, asked_words)
                     and size(g) <= room
-                    and not said(g, groups[:-1])
+                    and not repeats(g, groups[:-1])
                 ):
                     groups[-1] = g
                     break

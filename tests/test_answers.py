@@ -444,3 +444,37 @@ def test_a_sentence_cut_where_its_passage_ends_is_not_quoted(embed_model):
     text, _ = answer(embed_model, "What is the longest time a statement took?", [passage])
     assert "Maximum time spent executing the statement," not in text
     assert "Minimum time spent executing the statement, in milliseconds" in text
+
+
+
+LISTING_HEAD = (
+    "The function inserts a label at a given position of every path:\n\n"
+    "```\nltreetest=> SELECT ins_label(path,2,'Space') FROM test WHERE path <@ 'Top.Science.Astronomy';\n"
+    "                ins_label\n------------------------------------------\n"
+    " Top.Science.Space.Astronomy\n Top.Science.Space.Astronomy.Astrophysics\n(2 rows)\n```"
+)
+# The passage before it, cut inside the same listing: the splitter's overlap repeats the output
+# at the end of the one and the start of the other.
+LISTING_CUT = (
+    "Labels of the tree are stored in a column of type ltree.\n\n```\n"
+    "------------------------------------------\n"
+    " Top.Science.Space.Astronomy\n Top.Science.Space.Astronomy.Astrophysics\n(2 rows)\n```"
+)
+
+
+def test_what_two_passages_share_is_quoted_once_from_the_one_holding_it_whole(embed_model):
+    question = "How do I insert a label into Top.Science.Astronomy paths?"
+    for passages in ([LISTING_CUT, LISTING_HEAD], [LISTING_HEAD, LISTING_CUT]):
+        text, synth = answer(embed_model, question, passages)
+        assert "SELECT ins_label" in text
+        assert text.count("Top.Science.Space.Astronomy.Astrophysics") == 1, text
+
+
+def test_a_quote_that_holds_a_chosen_one_whole_takes_its_place():
+    from rag.synthesis import Quote, repeats
+
+    part = [Quote("(2 rows)", 2, 0, 0.9, True)]
+    whole = [Quote("SELECT 1;\n(2 rows)", 1, 3, 0.8, True)]
+    assert repeats(part, [whole])  # already said, inside the longer quote
+    assert not repeats(whole, [part])  # says more: it replaces the part (see pick)
+    assert repeats([Quote("SELECT  1;\n(2\nrows)", 1, 0, 0.5, True)], [whole])  # spacing aside
