@@ -446,10 +446,10 @@ def test_a_sentence_cut_where_its_passage_ends_is_not_quoted(embed_model):
     assert "Minimum time spent executing the statement, in milliseconds" in text
 
 
-
 LISTING_HEAD = (
     "The function inserts a label at a given position of every path:\n\n"
-    "```\nltreetest=> SELECT ins_label(path,2,'Space') FROM test WHERE path <@ 'Top.Science.Astronomy';\n"
+    "```\nltreetest=> SELECT ins_label(path,2,'Space') FROM test\n"
+    "    WHERE path <@ 'Top.Science.Astronomy';\n"
     "                ins_label\n------------------------------------------\n"
     " Top.Science.Space.Astronomy\n Top.Science.Space.Astronomy.Astrophysics\n(2 rows)\n```"
 )
@@ -465,7 +465,7 @@ LISTING_CUT = (
 def test_what_two_passages_share_is_quoted_once_from_the_one_holding_it_whole(embed_model):
     question = "How do I insert a label into Top.Science.Astronomy paths?"
     for passages in ([LISTING_CUT, LISTING_HEAD], [LISTING_HEAD, LISTING_CUT]):
-        text, synth = answer(embed_model, question, passages)
+        text, _ = answer(embed_model, question, passages)
         assert "SELECT ins_label" in text
         assert text.count("Top.Science.Space.Astronomy.Astrophysics") == 1, text
 

@@ -272,7 +272,8 @@ def test_mined_negatives_never_drop_a_query(base_model):
         assert len(negs) == 2 and not set(negs) & set(data.relevant_docs[qid])
 
 
-def test_no_negative_is_another_positive_of_the_same_question(base_model):
+@pytest.mark.parametrize("lexical_weight", [0.0, 0.3])
+def test_no_negative_is_another_positive_of_the_same_question(base_model, lexical_weight):
     from finetune.embedding.data import PairSet
 
     # An answer quoted two passages and was rated up: both are positives. Training reads the
@@ -294,7 +295,9 @@ def test_no_negative_is_another_positive_of_the_same_question(base_model):
         ["Lighthouse keepers log the weather.", "The bakery opens at seven.", "Trams run late."]
     ):
         data.corpus[f"x{n}"] = text
-    counts = mine_negatives(data, base_model, num_negatives=1, relative_margin=0.0)
+    counts = mine_negatives(
+        data, base_model, num_negatives=1, relative_margin=0.0, lexical_weight=lexical_weight
+    )
     assert counts["mined"] + counts["fallback"] == 2
     assert data.negatives["chatlog:1"] and not {"a", "b"} & set(data.negatives["chatlog:1"])
 
@@ -332,6 +335,45 @@ def test_no_negative_is_a_passage_shown_with_a_rated_up_answer(base_model):
     assert len(data.negatives["chatlog:1"]) == 1
     assert not {"a", "b"} & set(data.negatives["chatlog:1"])
     assert data.negatives["chatlog:2"] != ["b"]  # its own positive, shown to the other
+
+
+def test_negatives_are_mined_from_the_ranking_the_app_serves(base_model):
+    """The app ranks by keywords and meaning together, so the passage it confuses with the right
+    one may share a rare word with the question rather than its meaning: mined with the app's
+    keyword share, that passage is the negative; by meaning alone, a paraphrase of the answer."""
+    from finetune.embedding.data import PairSet
+
+    def pairs() -> PairSet:
+        data = PairSet()
+        data.add(
+            "chatlog:1",
+            "When does the Velmora ferry leave?",
+            {"a": "The Velmora ferry leaves the harbour at noon every day."},
+            "chatlog",
+        )
+        data.add(
+            "chatlog:2", "Who bakes the bread?", {"b": "Bread is baked by Orsolya."}, "chatlog"
+        )
+        for n, text in enumerate(
+            [
+                "Boats depart from the pier at midday.",
+                "The Velmora town council meets on Mondays.",
+                "Trams run late.",
+                "Lighthouse keepers log the weather.",
+            ]
+        ):
+            data.corpus[f"x{n}"] = text
+        return data
+
+    dense, hybrid = pairs(), pairs()
+    mine_negatives(dense, base_model, num_negatives=1, relative_margin=0.0)
+    counts = mine_negatives(
+        hybrid, base_model, num_negatives=1, relative_margin=0.0, lexical_weight=0.3
+    )
+    assert counts == {"mined": 2, "fallback": 0}
+    assert dense.negatives["chatlog:1"] == ["x0"]  # the paraphrase, by meaning alone
+    assert hybrid.negatives["chatlog:1"] == ["x1"]  # the one the app ranks next: "Velmora"
+    assert "b" not in hybrid.negatives["chatlog:2"]
 
 
 @pytest.mark.slow
@@ -661,6 +703,13 @@ def test_too_few_passages_for_hard_negatives_says_what_to_do(tmp_path):
     assert store.datasets() == []
     built = build_pairs(ctx, PairsRequest(name="two", files=[tmp_path / "two.json"], negatives=0))
     assert built.card.pairs == 2
+    assert built.card.settings["mined_lexical_weight"] is None  # nothing mined
+    two.add("q3", "Who bakes the bread?", {"d3": "Bread is baked by Orsolya."}, "file")
+    two.add("q4", "When does the ferry leave?", {"d4": "The ferry leaves at noon."}, "file")
+    save_llamaindex(two, tmp_path / "four.json")
+    built = build_pairs(ctx, PairsRequest(name="four", files=[tmp_path / "four.json"], negatives=1))
+    # Mined from the ranking the app serves: keywords and meaning, at its keyword share.
+    assert built.card.settings["mined_lexical_weight"] == ctx.settings.retrieval.lexical_weight
 
 
 def test_training_on_one_pair_is_refused_before_a_job_exists(tmp_path):

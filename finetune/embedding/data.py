@@ -380,6 +380,7 @@ def mine_negatives(
     range_max: int = 50,
     batch_size: int = 64,
     seed: int = 0,
+    lexical_weight: float = 0.0,
 ) -> dict[str, int]:
     """Fill `data.negatives` with the texts the current model ranks highest for each query that
     are neither its positives nor passages shown with its answer (`data.shown`), using
@@ -416,6 +417,11 @@ def mine_negatives(
         for q in qids
     }
     extra = max(len(kept_out[q]) - len(data.relevant_docs[q]) for q in qids)
+    if lexical_weight:
+        ranked = _hybrid_ranked(
+            rows, texts, model, lexical_weight, relative_margin, range_max, batch_size
+        )
+        return _take_negatives(data, pairs, kept_out, ids_of, ranked, num_negatives, seed)
     mined = mine_hard_negatives(
         table,
         model,
@@ -432,6 +438,71 @@ def mine_negatives(
     for row in mined:
         if row["label"] == 0:
             ranked.setdefault(row["anchor"], []).append(row["positive"])
+    return _take_negatives(data, pairs, kept_out, ids_of, ranked, num_negatives, seed)
+
+
+def _hybrid_ranked(
+    rows: list[tuple[str, str]],
+    texts: list[str],
+    model: SentenceTransformer,
+    lexical_weight: float,
+    relative_margin: float,
+    range_max: int,
+    batch_size: int,
+) -> dict[str, list[str]]:
+    """Each query's candidate negatives, best first, as the app's hybrid retrieval ranks them:
+    the top `range_max` texts of the model and of BM25, fused by a weighted sum of their scores
+    (the cosine scaled 0..1 over the candidates, BM25 by its best), with the lexical share the
+    app searches with. Candidates within `relative_margin` of the weakest positive's cosine are
+    left out, as the dense miner leaves them out."""
+    import numpy as np
+
+    from core.index.lexical import tokenize
+    from core.logs import load_bm25s
+
+    bm25s = load_bm25s()
+    lexical = bm25s.BM25()
+    lexical.index([tokenize(t) for t in texts], show_progress=False)
+    queries = list(dict.fromkeys(q for q, _ in rows))
+    at = {t: i for i, t in enumerate(texts)}
+    weakest: dict[str, float] = {}
+    q_vecs = model.encode(queries, batch_size=batch_size, normalize_embeddings=True)
+    t_vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+    cosines = np.asarray(q_vecs) @ np.asarray(t_vecs).T
+    row_of = {q: i for i, q in enumerate(queries)}
+    for q, positive in rows:
+        c = float(cosines[row_of[q], at[positive]])
+        weakest[q] = min(weakest.get(q, c), c)
+    ranked: dict[str, list[str]] = {}
+    depth = min(range_max, len(texts))
+    for q in queries:
+        dense = cosines[row_of[q]]
+        tokens = tokenize(q)
+        words = lexical.get_scores(tokens) if tokens else np.zeros(len(texts))
+        pool = set(np.argsort(-dense)[:depth]) | set(np.argsort(-words)[:depth])
+        pool = [i for i in pool if dense[i] <= weakest[q] * (1 - relative_margin)]
+        if not pool:
+            continue
+        lo, hi = min(dense[i] for i in pool), max(dense[i] for i in pool)
+        top = max(words[i] for i in pool) or 1.0
+        fused = {
+            i: (1 - lexical_weight) * (dense[i] - lo) / (hi - lo or 1.0)
+            + lexical_weight * words[i] / top
+            for i in pool
+        }
+        ranked[q] = [texts[i] for i in sorted(pool, key=lambda i: -fused[i])]
+    return ranked
+
+
+def _take_negatives(
+    data: PairSet,
+    pairs: list[tuple[str, str, str]],
+    kept_out: dict[str, set[str]],
+    ids_of: dict[str, list[str]],
+    ranked: dict[str, list[str]],
+    num_negatives: int,
+    seed: int,
+) -> dict[str, int]:
     rng = random.Random(seed)
     counts = {"mined": 0, "fallback": 0}
     for qid, query, _ in pairs:

@@ -203,6 +203,10 @@ def build_pairs(
             + (f" ({', '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else "")
         )
     negatives: dict[str, int] = {}
+    # Mined as the app retrieves (keywords and meaning fused, at its keyword share), so the
+    # negatives are the passages the served retrieval confuses with the right one.
+    retrieval = ctx.settings.retrieval
+    lexical = retrieval.lexical_weight if retrieval.hybrid else 0.0
     distinct = len(set(pairs.corpus.values()))
     if request.negatives and distinct < request.negatives + 2:
         raise RagError(
@@ -213,7 +217,7 @@ def build_pairs(
     if request.negatives:
         model = load_model(model_dir(applied), read_window(applied))
         negatives = d.mine_negatives(
-            pairs, model, num_negatives=request.negatives, seed=request.seed
+            pairs, model, num_negatives=request.negatives, seed=request.seed, lexical_weight=lexical
         )
     name = (request.name or "").strip() or f"pairs-{stamp()}"
     folder = embedding_root(ctx.settings) / "datasets" / name
@@ -226,7 +230,13 @@ def build_pairs(
         skipped=dict(skipped),
         negatives=negatives,
         inputs=inputs,
-        settings={"negatives": request.negatives, "seed": request.seed, "sources": sources},
+        settings={
+            "negatives": request.negatives,
+            "seed": request.seed,
+            "sources": sources,
+            # The keyword share of the ranking the negatives were mined from (0: meaning only).
+            "mined_lexical_weight": lexical if request.negatives else None,
+        },
     )
     card.files = {"pairs": "pairs.json"}
     record = ctx.store.save_dataset(card, str(folder))
