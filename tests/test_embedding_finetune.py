@@ -445,6 +445,28 @@ def test_query_adapter_improves_held_out_paraphrases_and_serves_through_the_app_
 # -- the command line: build, train, a registered candidate --------------------------------------
 
 
+def test_a_run_too_short_to_warm_up_learns_from_its_first_step():
+    """Warm-up starts the learning rate at 0: in a one-step run (14 pairs, 32 a step) that step
+    would change nothing and register a candidate equal to its base, so short runs skip it."""
+    from finetune.embedding.train import TrainConfig, warmup
+
+    cfg = TrainConfig(epochs=1, batch_size=32)
+    assert warmup(0.1, 14, cfg, None) == 0  # one step
+    assert warmup(0.1, 14, TrainConfig(epochs=1, batch_size=4), None) == 0  # four steps
+    assert warmup(0.1, 551, TrainConfig(epochs=2, batch_size=32), None) == 0.1  # 36 steps
+    assert warmup(0.1, 551, cfg, 5) == 0  # stopped after five
+
+
+def test_training_reads_256_word_pieces_unless_asked_or_the_model_reads_fewer():
+    """The measured recipe trains at 256 and reads at 512: training at the model's 512 would take
+    about four times the attention memory (the tab's default batch then ran out of memory)."""
+    from finetune.embedding.job import TrainRequest, training_window
+
+    assert training_window(TrainRequest(dataset_id=1), 512) == 256
+    assert training_window(TrainRequest(dataset_id=1), 128) == 128
+    assert training_window(TrainRequest(dataset_id=1, max_seq_length=384), 512) == 384
+
+
 def test_candidates_are_read_at_the_window_the_app_reads_the_active_model_at():
     """The packaged model is read at 512 by the app, though its folder says 256: a candidate
     trained from it is evaluated and registered at 512 too, unless a window is asked for."""

@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--max-seq-length",
         type=int,
-        help="word pieces per text in training (default: the active model's window; the "
-        "candidate is read at that window whatever it trained at)",
+        help="word pieces per text in training (default 256, or the active model's window if "
+        "smaller; the candidate is read at the active model's window whatever it trained at)",
     )
     t.add_argument("--max-steps", type=int, help="stop after this many steps")
     t.add_argument(

@@ -171,6 +171,15 @@ def train_model(
     )
 
 
+def warmup(ratio: float, rows: int, cfg: Any, max_steps: int | None) -> float | int:
+    """The trainer's warmup: `ratio` of the steps (rounded up), or none in a run of fewer steps
+    than 1 / `ratio`, whose first step would otherwise learn at a rate of 0 (a one-step run would
+    register a candidate equal to its base)."""
+    per_epoch = -(-rows // max(1, min(cfg.batch_size, rows)))
+    steps = max_steps or int(cfg.epochs * per_epoch + 0.999)
+    return ratio if ratio and steps * ratio >= 1 else 0
+
+
 def fit(
     trainer_cls: Any,
     args_cls: Any,
@@ -200,7 +209,7 @@ def fit(
             max_steps=max_steps or -1,
             per_device_train_batch_size=min(cfg.batch_size, len(table)),
             learning_rate=cfg.learning_rate,
-            warmup_steps=cfg.warmup_ratio,  # a float below 1: a share of the steps
+            warmup_steps=warmup(cfg.warmup_ratio, len(table), cfg, max_steps),
             seed=cfg.seed,
             data_seed=cfg.seed,
             logging_steps=1,
