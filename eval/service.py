@@ -99,6 +99,17 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
             teacher=teacher,
             trained=trained,
         )
+        judge = ctx.settings.eval.judge
+        if not (judge.model or judge.azure_deployment) and not any(
+            s.reference or s.reference_contexts for s in samples
+        ):
+            raise sets.EvalSetError(
+                f"none of the {counted(len(samples), 'sampled turn')} carries a reference, so "
+                "nothing could be scored on them: only an answer rated up brings its answer and "
+                "cited passages (what the answer and retrieval scores compare with), and with no "
+                "judge model configured (RAG_EVAL__JUDGE__MODEL) no score works without one. "
+                "Sample the turns rated up, or add a golden set"
+            )
         if trained:
             labels = ", ".join(dict.fromkeys(trained.values()))
             notes.append(
@@ -129,7 +140,9 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
             request.split,
             request.limit,
         )
-        name = f"dataset {request.dataset}"
+        # A local file by its own name (an upload's path is a temporary folder's).
+        shown = Path(request.dataset).name if Path(request.dataset).is_file() else request.dataset
+        name = request.name or f"dataset {shown}"
         origin = {"kind": "dataset", "source": request.dataset}
     else:
         path = request.path or ctx.settings.eval.golden_set

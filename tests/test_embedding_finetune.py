@@ -751,3 +751,37 @@ def test_training_on_one_pair_is_refused_before_a_job_exists(tmp_path):
         launch_training(ctx, TrainRequest(dataset_id=built.record.id, max_steps=2))
     assert "MNRL" not in str(refused.value)
     assert store.jobs() == []
+
+
+def test_held_out_chat_turns_are_evidence_held_out_recipe_pairs_are_not():
+    """Held-out pairs a recipe wrote from the corpus (a heading, a passage's sentence, a file of
+    generated pairs) are a training diagnostic; held-out rated chat turns are people's questions
+    the candidate never trained on, so a chat-log sample holding them may judge it."""
+    from datetime import UTC, datetime
+
+    from core.evalstore import EvalSample
+    from core.questions import question_key
+    from core.records import DatasetCard
+    from core.registry import ModelVersion
+    from eval.evidence import evidence_refusal
+    from finetune.embedding.data import PairSet
+    from finetune.embedding.service import provenance_of
+
+    train, held = PairSet(), PairSet()
+    train.add("chatlog:1", "Who keeps the lighthouse?", {"a": "Orsolya keeps it."}, "chatlog")
+    held.add("chatlog:2", "When is the lantern festival?", {"b": "In October."}, "chatlog")
+    held.add("headings:1", "Velmora > Harbour", {"c": "The harbour is small."}, "headings")
+    held.add("file:1", "What is the tower made of?", {"d": "Of granite."}, "file")
+    card = DatasetCard(kind="embedding", name="mixed", by_source={"chatlog": 2, "headings": 1})
+    prov = provenance_of(card, train, "base", {}, held)
+    assert prov["heldout_question_keys"] == sorted(
+        question_key(q) for q in ("Velmora > Harbour", "What is the tower made of?")
+    )
+    cand = ModelVersion(
+        id=4, kind="embedding", name="c", status="candidate", provenance=prov,
+        created_at=datetime.now(UTC),
+    )  # fmt: skip
+    chat_sample = [EvalSample(user_input="When is the lantern festival?")]
+    assert evidence_refusal(cand, chat_sample, {"kind": "chatlog"}) is None
+    recipe_sample = [EvalSample(user_input="Velmora > Harbour")]
+    assert "not evidence" in evidence_refusal(cand, recipe_sample, {"kind": "file"})

@@ -236,9 +236,23 @@ def test_a_chat_log_set_with_the_apps_own_answers_as_references_says_so(tmp_path
     )  # fmt: skip
     _, notes = store_set(ctx, SetRequest(from_log=True, feedback="up"))
     assert any("agreement with what it said then" in n for n in notes)
-    _, notes = store_set(ctx, SetRequest(from_log=True, feedback="none"))  # no references
+    # Unrated turns carry no reference, and with no judge configured nothing could score them:
+    # refused when the set is added, not after a run full of unmeasured scores.
+    with pytest.raises(EvalSetError, match=r"none of the 1 sampled turn carries a reference"):
+        store_set(ctx, SetRequest(from_log=True, feedback="none"))
+    assert len(ctx.store.sets()) == 1
+    # With a judge, reference-free scores can: the same sample is stored.
+    judged = EvalContext.open(Settings(data_dir=tmp_path / "data"))
+    judged.settings.eval.judge.model = "judge-model"
+    _, notes = store_set(judged, SetRequest(from_log=True, feedback="none"))
     assert notes == []
     # A version trained on the lighthouse question: a new sample leaves it out and says so.
+    mill = log.start_turn("s", "Where is the mill?")
+    log.finish_turn(
+        mill, answer="By the river.", condensed_question=None, contexts=[], model_id="m",
+        provider="extractive", prompt_version="1", latency_ms=1,
+    )  # fmt: skip
+    log.set_feedback(mill, "up")
     ctx.registry.register(
         "embedding",
         "fine-tuned",
@@ -246,7 +260,30 @@ def test_a_chat_log_set_with_the_apps_own_answers_as_references_says_so(tmp_path
         provenance={"train_question_keys": [question_key("Who keeps the lighthouse?")]},
     )
     set_id, notes = store_set(ctx, SetRequest(from_log=True, feedback="all"))
-    assert [s.user_input for s in ctx.store.load_set(set_id)[2]] == ["When is the festival?"]
+    assert [s.user_input for s in ctx.store.load_set(set_id)[2]] == [
+        "When is the festival?",
+        "Where is the mill?",
+    ]
     assert any("Questions that trained embedding v" in n for n in notes)
+    log.set_feedback(mill, "down")
     with pytest.raises(EvalSetError, match="never judged on its training questions"):
         store_set(ctx, SetRequest(from_log=True, feedback="up"))
+
+
+def test_a_local_dataset_file_is_listed_by_its_own_name(tmp_path):
+    """An uploaded file sits in a temporary folder: the set is listed as `dataset ds.csv`, not by
+    that folder's path (which the origin keeps)."""
+    from core.settings import Settings
+    from eval.runner import EvalContext
+    from eval.service import SetRequest, store_set
+
+    folder = tmp_path / "upload-5f3a9c" / "b41e07"
+    folder.mkdir(parents=True)
+    (folder / "ds.csv").write_text(
+        "question,correct_answer,support\nWho keeps it?,Orsolya,Orsolya keeps the lighthouse.\n",
+        encoding="utf-8",
+    )
+    ctx = EvalContext.open(Settings(data_dir=tmp_path / "data"))
+    set_id, _ = store_set(ctx, SetRequest(dataset=str(folder / "ds.csv")))
+    [info] = [s for s in ctx.store.sets() if s.id == set_id]
+    assert info.name == "dataset ds.csv"

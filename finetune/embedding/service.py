@@ -317,6 +317,10 @@ def write_heldout(held: PairSet | None, directory: Path) -> None:
     save_llamaindex(held, directory / "heldout.json")
 
 
+# Pair sources whose questions people asked (rated chat turns; a teacher picks only the passage).
+PEOPLES_QUESTIONS = frozenset({"chatlog", "teacher"})
+
+
 def provenance_of(
     card: DatasetCard,
     train: PairSet,
@@ -335,10 +339,17 @@ def provenance_of(
         "base_model": base,
         "recipe": sorted(card.by_source),
         "generator": card.inputs.get("generator"),
-        # Only the questions it trained on; the held-out ones are its diagnostic, never evidence.
+        # Only the questions it trained on (kept out of every set that judges it).
         "train_question_keys": sorted({question_key(q) for q in train.queries.values()}),
+        # The held-out questions a recipe wrote (from headings, passages, a generator, a file of
+        # generated pairs): its diagnostic, never evidence. Held-out chat turns are people's
+        # questions it never trained on, which is evidence: a chat-log sample may judge it.
         "heldout_question_keys": sorted(
-            {question_key(q) for q in (held.queries.values() if held else ())}
+            {
+                question_key(q)
+                for qid, q in (held.queries.items() if held else ())
+                if held is not None and held.sources.get(qid, "file") not in PEOPLES_QUESTIONS
+            }
         ),
         **extra,
     }
