@@ -87,15 +87,16 @@ class ChunkPlan:
         return fitted
 
 
-def code_cuts(text: str, pieces: list[str]) -> list[tuple[str, str]]:
+def code_cuts(text: str, pieces: list[str]) -> list[tuple[str, str, bool]]:
     """For each piece of `text` (in order, as `ChunkPlan.split` cut it): the fence of the code
     block it starts inside and of the one it ends inside ("" where it starts or ends outside
     any), read as `core.markdown` reads fences (``` or ~~~, a longer fence closed only by one as
-    long). A piece not found in `text` as it is (the splitter changed its spacing) is taken to
-    start outside any block."""
+    long), and whether it starts inside a block in the middle of a line (the splitter's overlap
+    can begin at a dot inside a word: "db.sql"). A piece not found in `text` as it is (the
+    splitter changed its spacing) is taken to start outside any block."""
     lines = text.split("\n")
     if not any(FENCE.match(line) for line in lines):
-        return [("", "")] * len(pieces)
+        return [("", "", False)] * len(pieces)
     # Where each line starts, and the block open before it (a piece starting on a block's
     # closing fence starts inside that block too).
     starts, before, opened = [], [], ""
@@ -105,17 +106,21 @@ def code_cuts(text: str, pieces: list[str]) -> list[tuple[str, str]]:
         before.append(opened)
         offset += len(line) + 1
         opened = open_fence([opened, line]) if opened else open_fence([line])
-    cuts: list[tuple[str, str]] = []
+    cuts: list[tuple[str, str, bool]] = []
     pos = 0
     for piece in pieces:
         head = piece.lstrip()[:40]
         start = text.find(head, pos) if head else -1
-        opened = ""
+        opened, partial = "", False
         if start >= 0:
             pos = start + 1
-            opened = before[bisect_right(starts, start) - 1]
+            line = bisect_right(starts, start) - 1
+            opened = before[line]
+            partial = (
+                bool(opened) and start > starts[line] and bool(text[starts[line] : start].strip())
+            )
         own = piece.split("\n")
-        cuts.append((opened, open_fence([opened, *own] if opened else own)))
+        cuts.append((opened, open_fence([opened, *own] if opened else own), partial))
     return cuts
 
 

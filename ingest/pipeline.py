@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 #    inside a ~~~ block) stays code, as written; a DOCX paragraph or table row is a paragraph of
 #    the text (rows no longer run into one sentence).
 # 9: a cut inside a ~~~ block (or a ```` block holding ``` lines) is found, and the chunk keeps
-#    the block's own fence in code_open / code_close, so its reader reopens it with that fence.
+#    the block's own fence in code_open / code_close, so its reader reopens it with that fence; a
+#    chunk starting inside a block mid-line says so (code_partial), and its reader skips the
+#    part line (the chunk before holds it whole).
 SPLITTER_VERSION = "9"
 # Chunks embedded and written together; sources are never split across two flushes.
 FLUSH_CHUNKS = 256
@@ -137,8 +139,12 @@ def chunk_source(source: SourceDoc, ingest_key: str, plan: ChunkPlan) -> list[Ch
     for section in sections:
         prefix = plan.prefix_for(section.metadata.get(Meta.HEADING_PATH))
         texts = plan.split(section.text, prefix)
-        for text, (opened, closed) in zip(texts, code_cuts(section.text, texts), strict=True):
-            cut = {Meta.CODE_OPEN: opened} if opened else {}
+        for text, (opened, closed, partial) in zip(
+            texts, code_cuts(section.text, texts), strict=True
+        ):
+            cut: dict[str, Any] = {Meta.CODE_OPEN: opened} if opened else {}
+            if partial:
+                cut[Meta.CODE_PARTIAL] = True
             if closed:
                 cut[Meta.CODE_CLOSE] = closed
             pieces.append((text, prefix, {**section.metadata, **cut}))

@@ -292,10 +292,10 @@ def test_a_cut_inside_a_tilde_block_is_marked_with_its_own_fence():
     )
     cut = text.index("second half")
     pieces = [text[:cut].rstrip("\n"), text[cut:]]  # the splitter strips where it cuts
-    assert code_cuts(text, pieces) == [("", "~~~~"), ("~~~~", "")]
+    assert code_cuts(text, pieces) == [("", "~~~~", False), ("~~~~", "", False)]
     first, second = (
         readable(piece, {"code_open": opened, "code_close": closed})
-        for piece, (opened, closed) in zip(pieces, code_cuts(text, pieces), strict=True)
+        for piece, (opened, closed, _) in zip(pieces, code_cuts(text, pieces), strict=True)
     )
     assert first.endswith("first half\n~~~~")
     assert second.startswith("~~~~\nsecond half")
@@ -309,7 +309,30 @@ def test_a_cut_inside_a_tilde_block_is_marked_with_its_own_fence():
     ]
     # A piece that starts on a block's closing fence starts inside the block.
     cut = text.index("~~~~\n\nThe")
-    assert code_cuts(text, [text[:cut], text[cut:]]) == [("", "~~~~"), ("~~~~", "")]
+    assert code_cuts(text, [text[:cut], text[cut:]]) == [("", "~~~~", False), ("~~~~", "", False)]
     # Text with no fence, and collections built before fences were kept (True: a ``` block).
-    assert code_cuts("plain text", ["plain", "text"]) == [("", ""), ("", "")]
+    assert code_cuts("plain text", ["plain", "text"]) == [("", "", False), ("", "", False)]
     assert readable("x", {"code_open": True, "code_close": True}) == "```\nx\n```"
+
+
+def test_a_chunk_starting_mid_line_inside_code_is_read_from_the_next_line():
+    """The splitter's overlap can start at a dot inside a word ("db.|sql"): that chunk starts
+    inside a code block in the middle of a line, and its reader skips the part line (the chunk
+    before holds it whole) instead of showing a code block that reads "sql"."""
+    from core.index.chunks import readable
+    from ingest.chunking import code_cuts
+
+    text = (
+        "Dump a schema:\n\n```\n$ pg_dump -n 'east' mydb > db.sql\n```\n\n"
+        "To dump all objects except tables whose names begin with ts_:\n\n"
+        "```\n$ pg_dump -T 'ts_*' mydb > db.sql\n```"
+    )
+    cut = text.index("sql\n```\n\nTo dump")
+    pieces = [text[: cut - 1], text[cut:]]
+    assert code_cuts(text, pieces) == [("", "```", False), ("```", "", True)]
+    meta = {"code_open": "```", "code_partial": True}
+    assert readable(pieces[1], meta).startswith("To dump all objects")
+    assert readable("ne two\nline three\n```\nAfter.", meta) == "```\nline three\n```\nAfter."
+    # A chunk that starts at the start of a line inside a block keeps that line.
+    line = text.index("$ pg_dump -T")
+    assert code_cuts(text, [text[:line], text[line:]])[1] == ("```", "", False)

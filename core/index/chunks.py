@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from core.markdown import fence_kinds
+
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
@@ -39,6 +41,9 @@ class Meta:
     # it (see `readable`).
     CODE_OPEN = "code_open"
     CODE_CLOSE = "code_close"
+    # The chunk starts inside a code block in the middle of a line (the splitter's overlap began
+    # at a dot inside a word): the part line is the end of one the chunk before holds whole.
+    CODE_PARTIAL = "code_partial"
 
 
 class ChunkMetadata(TypedDict, total=False):
@@ -88,10 +93,19 @@ def embed_text(prefix: str, text: str) -> str:
 def readable(text: str, metadata: dict[str, Any] | None) -> str:
     """A chunk's text as a reader takes it (the answerer, a source card): a code block cut where
     the chunk starts is reopened and one cut where it ends is closed, so code is never read as
-    prose nor prose as code. Bare fences: the text's words are the same as embedded."""
+    prose nor prose as code; a chunk that starts mid-line inside a block reads from the next
+    line. Bare fences: the text's words are otherwise the same as embedded."""
     meta = metadata or {}
     if opened := meta.get(Meta.CODE_OPEN):
-        text = f"{_fence(opened)}\n{text}"
+        fence = _fence(opened)
+        if meta.get(Meta.CODE_PARTIAL):
+            text = text.split("\n", 1)[1] if "\n" in text else ""
+            first = text.split("\n", 1)[0]
+            if fence_kinds([fence, first])[1] == "fence":  # the block closes right there
+                text = text.split("\n", 1)[1].lstrip("\n") if "\n" in text else ""
+                fence = ""
+        if fence:
+            text = f"{fence}\n{text}"
     if closed := meta.get(Meta.CODE_CLOSE):
         text += f"\n{_fence(closed)}"
     return text
