@@ -106,6 +106,7 @@ def run_job(
     try:
         return train()
     except Cancelled:
+        store.add_event(job_id, "cancelled by an admin: stopped after the step under way")
         return store.update(job_id, status="cancelled", error="cancelled by an admin")
     except RagError as exc:
         return store.update(job_id, status="failed", error=str(exc))

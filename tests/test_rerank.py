@@ -315,10 +315,16 @@ def test_a_cancelled_reranker_job_stops_after_the_step(world, tmp_path):
     save_llamaindex(codename_pairs(TRAIN_TEMPLATES), tmp_path / "pairs.json")
     build_pairs(ctx, PairsRequest(name="cn", files=[tmp_path / "pairs.json"], negatives=0))
     request = RerankRequest(dataset_id="cn", max_length=LENGTH, batch_size=4, negatives=1)
-    job = launch_reranker(ctx, request, wait=False)
-    store.request_cancel(job.id)
+    job = launch_reranker(ctx, request, wait=False)  # claimed for this process's worker
+    # Its trainer is this process's: the cancel is asked, not done, until the trainer sees it
+    # (a claim under the process's own holder used to pass for "nobody trains it").
+    from finetune.service import cancel_job
+
+    asked = cancel_job(ctx, job.id)
+    assert asked.cancel_requested and not asked.done
     done = run_reranker(ctx, job.id)
     assert done.status == "cancelled" and done.candidate_version_id is None
+    assert store.events(job.id)[-1].message.startswith("cancelled by an admin")
     assert not reg.versions("reranker", status="candidate")
 
 
