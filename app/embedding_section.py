@@ -86,6 +86,9 @@ class EmbeddingSection:
         built = build_pairs(self.ctx, request)
         return f"**{built.summary()}**", built.record.id
 
+    def latest_pairs(self) -> int | None:
+        return latest_pairs(self.ctx)
+
     @handled(3)
     def train(
         self,
@@ -141,7 +144,14 @@ class EmbeddingSection:
         built = gr.Markdown(elem_id="emb-built")
         gr.Markdown("### 2. Train a candidate")
         with gr.Row():
-            dataset = gr.Number(label="Pairs dataset id", precision=0, elem_id="emb-dataset")
+            # The newest pairs, filled in each time the page opens (a reload keeps the work).
+            dataset = gr.Number(
+                value=self.latest_pairs,
+                label="Pairs dataset id",
+                info="the newest pairs; `python -m finetune list` lists them all",
+                precision=0,
+                elem_id="emb-dataset",
+            )
             epochs = gr.Number(label="Epochs", value=2, precision=0)
             batch = gr.Number(label="Batch size", value=32, precision=0, elem_id="emb-batch")
             steps = gr.Number(label="At most steps (0: all)", precision=0, elem_id="emb-max-steps")
@@ -177,6 +187,12 @@ class EmbeddingSection:
             )
 
         return wire
+
+
+def latest_pairs(ctx: Any) -> int | None:
+    """The id of the newest embedding pairs dataset, or None when there is none (what both the
+    embedding and the reranker sections train on)."""
+    return next((r.id for r in ctx.store.datasets(limit=50) if r.card.kind == "embedding"), None)
 
 
 def _path(upload: Any) -> str | None:

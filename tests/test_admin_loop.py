@@ -102,6 +102,11 @@ def test_browser_the_admin_loop_from_chat_to_promotion_and_rollback(app_server, 
         # A reranker from the same pairs, as a job too: registered as a reranker candidate.
         pairs = page.locator("#emb-dataset input").input_value()
         expect(page.locator("#rr-dataset input")).to_have_value(pairs)  # filled in when built
+        # A reload keeps the work: both sections open on the newest pairs.
+        page.reload(wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Fine-tune").click()
+        expect(page.locator("#emb-dataset input")).to_have_value(pairs, timeout=30_000)
+        expect(page.locator("#rr-dataset input")).to_have_value(pairs)
         page.locator("#rr-max-steps input").fill("2")
         page.locator("#rr-train").click()
         expect(page.locator("#rr-trained")).to_contain_text("training a reranker", timeout=30_000)
