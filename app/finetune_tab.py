@@ -223,7 +223,10 @@ class FineTuneTab:
     def _jobs(self) -> list[list[Any]]:
         from finetune.report import job_row
 
-        return [job_row(j) for j in self.ctx.store.jobs()]
+        store = self.ctx.store
+        return [
+            job_row(j, store.events(j.id) if j.status == "running" else None) for j in store.jobs()
+        ]
 
     @handled(1)
     def jobs(self, password: str) -> list[list[Any]]:

@@ -41,10 +41,11 @@ def short_path(value: str | None) -> str:
     return f"…/{'/'.join(path.parts[-2:])}" if path.is_absolute() and len(path.parts) > 3 else value
 
 
-def job_row(job: FineTuneJob) -> list[Any]:
+def job_row(job: FineTuneJob, events: list[JobEvent] | None = None) -> list[Any]:
     """One row of the jobs table (local paths shortened); an OpenAI model shows the day it
-    retires."""
+    retires, a local job that is running (given its `events`) the step it is at."""
     from finetune.openai_jobs import retirement_date
+    from finetune.watch import TOTAL_STEPS
 
     retires = None
     if job.backend == "openai":
@@ -53,7 +54,9 @@ def job_row(job: FineTuneJob) -> list[Any]:
         job.id,
         job.backend,
         job.method,
-        job.status + (" (cancel asked)" if job.cancel_requested and not job.done else ""),
+        job.status
+        + (_steps(events, TOTAL_STEPS) if job.status == "running" and events else "")
+        + (" (cancel asked)" if job.cancel_requested and not job.done else ""),
         short_path(job.base_model),
         job.dataset_id,
         short_path(job.fine_tuned_model or job.adapter_path),
@@ -63,13 +66,25 @@ def job_row(job: FineTuneJob) -> list[Any]:
     ]
 
 
+def _steps(events: list[JobEvent], total_key: str) -> str:
+    """': step N of M' for a running job's events (M from its last start, N its last step)."""
+    starts = [e for e in events if total_key in e.metrics]
+    if not starts:
+        return ""
+    total = int(starts[-1].metrics[total_key])
+    step = max((e.step or 0 for e in events if e.id > starts[-1].id and e.step), default=0)
+    return f": step {step} of {total}"
+
+
 def events_markdown(events: list[JobEvent], limit: int = 30) -> str:
     """The newest events, oldest first, with their metrics."""
+    from finetune.watch import TOTAL_STEPS
+
     if not events:
         return "_No events yet._"
     lines = []
     for e in events[-limit:]:
-        metrics = ", ".join(f"{k} {v:.4g}" for k, v in e.metrics.items())
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in e.metrics.items() if k != TOTAL_STEPS)
         level = "⚠️ " if e.level in ("warning", "error") else ""
         lines.append(
             f"- {e.created_at:%Y-%m-%d %H:%M:%S} {level}{e.message}"

@@ -24,6 +24,8 @@ METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
 # Seconds a process's claim on a job lasts unless renewed: a crashed trainer's job is free again
 # after this long, for a restarted process to resume.
 LEASE_S = 120.0
+# The metric of a training job's first event: how many steps it trains in all.
+TOTAL_STEPS = "total_steps"
 
 
 class TrainingContext(Protocol):
@@ -51,6 +53,16 @@ def job_callback(
     held = ExitStack()
 
     class Watch(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            # Said before the first step, which can take minutes: the job is under way, and
+            # the jobs table counts its steps against this total.
+            done = f", from step {state.global_step}" if state.global_step else ""
+            store.add_event(
+                job_id,
+                f"training {state.max_steps} steps{done}",
+                metrics={TOTAL_STEPS: float(state.max_steps)},
+            )
+
         def on_step_begin(self, args, state, control, **kwargs):
             if gate is not None:
                 held.enter_context(gate.hold())

@@ -586,9 +586,15 @@ def test_an_embedding_job_killed_mid_training_resumes_from_its_checkpoint_and_ca
         launch_training(ctx, request, progress=die_at_step_3)
     [job] = store.jobs()
     assert job.status == "running" and job.candidate_version_id is None  # nobody finished it
+    # The jobs table says where it stopped: the first event gave the total before step 1.
+    from finetune.report import job_row
+
+    assert store.events(job.id)[0].message == "training 12 steps"
+    assert job_row(job, store.events(job.id))[3] == "running: step 2 of 12"
     [job] = resume(ctx)
     assert job.status == "succeeded" and job.candidate_version_id is not None
     assert "resuming from the last checkpoint" in [e.message for e in store.events(job.id)]
+    assert "training 12 steps, from step 2" in [e.message for e in store.events(job.id)]
     steps = [e.step for e in store.metrics(job.id) if "train_loss" in e.metrics]
     # Steps 1-2 logged before the stop at step 3; training went on from the checkpoint at step
     # 2 (from the start, step 1 would be logged again): 48 pairs, 6 steps an epoch, 2 epochs.
