@@ -95,11 +95,19 @@ def versions_markdown(registry: Registry) -> str:
     return "\n".join(lines)
 
 
+def _flat(text: str) -> str:
+    """A passage on one line of a quote: its code fences left out (a passage starting with one
+    would open a code block holding nothing but its first line, as the fence's info string)."""
+    from core.markdown import FENCE
+
+    return " ".join(" ".join(line for line in text.split("\n") if not FENCE.match(line)).split())
+
+
 def sample_markdown(s: ScoredSample) -> str:
     """One answered question: reference, answer, each retrieved passage as its own block, and every
     score with the reason it could not be measured."""
     passages = "\n\n".join(
-        f"**{i}.** `{src}`\n\n> " + " ".join(text[:600].split())
+        f"**{i}.** `{Path(src).name if src else '?'}`\n\n> " + _flat(text[:600])
         for i, (text, src) in enumerate(
             zip(s.retrieved_contexts, s.retrieved_sources, strict=False), start=1
         )

@@ -384,3 +384,20 @@ def test_a_one_line_code_block_is_a_code_block_and_its_quote_is_marked():
     assert html.count("<code") == html.count("</code>") == 1
     # A document's own control characters never open or close a code element.
     assert "<code" not in sources_html([ref("odd \x02 text \x03 here")])
+
+
+def test_a_sample_detail_shows_a_passage_that_starts_with_code():
+    """A retrieved passage starting with a fence used to open a code block whose only line was
+    its info string: the passage showed empty. Its words are shown, by the file's name."""
+    from app.evaluate_tab import sample_markdown
+    from core.evalstore import ScoredSample
+
+    sample = ScoredSample(
+        idx=0,
+        user_input="How do I rename a column?",
+        retrieved_contexts=["```\nALTER TABLE name\n    RENAME COLUMN a TO b\n```\nRenames it."],
+        retrieved_sources=["/srv/data/uploads/sql-altertable.html"],
+    )
+    text = sample_markdown(sample)
+    assert "> ALTER TABLE name RENAME COLUMN a TO b Renames it." in text
+    assert "`sql-altertable.html`" in text and "/srv/data" not in text
