@@ -223,17 +223,19 @@ def test_a_chat_log_set_with_the_apps_own_answers_as_references_says_so(tmp_path
 
     ctx = EvalContext.open(Settings(data_dir=tmp_path / "data"))
     log = ChatLog(ctx.registry.db)
-    tid = log.start_turn("s", "Who keeps the lighthouse?")
-    log.finish_turn(
-        tid, answer="Orsolya keeps it.", condensed_question=None, contexts=[], model_id="m",
-        provider="extractive", prompt_version="1", latency_ms=1,
-    )  # fmt: skip
-    log.set_feedback(tid, "up")
-    unrated = log.start_turn("s", "When is the festival?")
-    log.finish_turn(
-        unrated, answer="In October.", condensed_question=None, contexts=[], model_id="m",
-        provider="extractive", prompt_version="1", latency_ms=1,
-    )  # fmt: skip
+
+    def answered(question: str, answer: str, rating: str | None = None) -> int:
+        tid = log.start_turn("s", question)
+        log.finish_turn(
+            tid, answer=answer, condensed_question=None, contexts=[], model_id="m",
+            provider="extractive", prompt_version="1", latency_ms=1,
+        )  # fmt: skip
+        if rating:
+            log.set_feedback(tid, rating)
+        return tid
+
+    answered("Who keeps the lighthouse?", "Orsolya keeps it.", "up")
+    answered("When is the festival?", "In October.")
     _, notes = store_set(ctx, SetRequest(from_log=True, feedback="up"))
     assert any("agreement with what it said then" in n for n in notes)
     # Unrated turns carry no reference, and with no judge configured nothing could score them:
@@ -247,12 +249,7 @@ def test_a_chat_log_set_with_the_apps_own_answers_as_references_says_so(tmp_path
     _, notes = store_set(judged, SetRequest(from_log=True, feedback="none"))
     assert notes == []
     # A version trained on the lighthouse question: a new sample leaves it out and says so.
-    mill = log.start_turn("s", "Where is the mill?")
-    log.finish_turn(
-        mill, answer="By the river.", condensed_question=None, contexts=[], model_id="m",
-        provider="extractive", prompt_version="1", latency_ms=1,
-    )  # fmt: skip
-    log.set_feedback(mill, "up")
+    mill = answered("Where is the mill?", "By the river.", "up")
     ctx.registry.register(
         "embedding",
         "fine-tuned",
