@@ -86,9 +86,6 @@ class EmbeddingSection:
         built = build_pairs(self.ctx, request)
         return f"**{built.summary()}**", built.record.id
 
-    def latest_pairs(self) -> int | None:
-        return latest_pairs(self.ctx)
-
     @handled(3)
     def train(
         self,
@@ -144,9 +141,8 @@ class EmbeddingSection:
         built = gr.Markdown(elem_id="emb-built")
         gr.Markdown("### 2. Train a candidate")
         with gr.Row():
-            # The newest pairs, filled in each time the page opens (a reload keeps the work).
+            # The newest pairs, filled in when the tab opens empty (see FineTuneTab).
             dataset = gr.Number(
-                value=self.latest_pairs,
                 label="Pairs dataset id",
                 info="the newest pairs; `python -m finetune list` lists them all",
                 precision=0,
@@ -192,7 +188,8 @@ class EmbeddingSection:
 def latest_pairs(ctx: Any) -> int | None:
     """The id of the newest embedding pairs dataset, or None when there is none (what both the
     embedding and the reranker sections train on)."""
-    return next((r.id for r in ctx.store.datasets(limit=50) if r.card.kind == "embedding"), None)
+    records = ctx.store.datasets(limit=10_000)  # newest first; chat datasets left out
+    return next((r.id for r in records if r.card.kind == "embedding"), None)
 
 
 def _path(upload: Any) -> str | None:

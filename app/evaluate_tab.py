@@ -98,9 +98,11 @@ def versions_markdown(registry: Registry) -> str:
 def _flat(text: str) -> str:
     """A passage on one line of a quote: its code fences left out (a passage starting with one
     would open a code block holding nothing but its first line, as the fence's info string)."""
-    from core.markdown import FENCE
+    from core.markdown import fence_kinds
 
-    return " ".join(" ".join(line for line in text.split("\n") if not FENCE.match(line)).split())
+    lines = text.split("\n")
+    kept = (line for line, kind in zip(lines, fence_kinds(lines), strict=True) if kind != "fence")
+    return " ".join(" ".join(kept).split())
 
 
 def sample_markdown(s: ScoredSample) -> str:

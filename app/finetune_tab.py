@@ -323,7 +323,7 @@ class FineTuneTab:
                 validate_btn = gr.Button("Validate and estimate cost", elem_id="ft-validate")
                 launch_btn = gr.Button("Launch", variant="primary", elem_id="ft-launch")
             checked = gr.Markdown(elem_id="ft-checked")
-            from app.embedding_section import EmbeddingSection
+            from app.embedding_section import EmbeddingSection, latest_pairs
 
             embedding = EmbeddingSection(self)
             wire_embedding = embedding.build(password)
@@ -348,18 +348,21 @@ class FineTuneTab:
                 loss = gr.Plot(label="Loss")
             wire_embedding(jobs, job_id)
             wire_reranker(jobs, job_id)
+            private = {"api_visibility": "private"}  # the tab's own; the CLI is the script API
 
-            def on_open(pw: str):
+            def on_open(pw: str, pairs: float | None):
                 if self.admin_password is not None and not pw:
-                    return gr.skip()
-                return self.jobs(pw)
+                    return gr.skip(), gr.skip()
+                # An empty pairs id opens on the newest pairs (after a reload too); the reranker
+                # section's follows it.
+                newest = None if pairs else latest_pairs(self.ctx)
+                return self.jobs(pw), newest if newest is not None else gr.skip()
 
-            tab.select(on_open, [password], jobs, api_visibility="private")
+            tab.select(on_open, [password, embedding.dataset], [jobs, embedding.dataset], **private)
 
             def on_build(n, m, f, s, u, v, c, t, nd, pw, progress=gr.Progress()):  # noqa: B008
                 return self.build_dataset(n, m, f, s, u, v, c, t, nd, pw, progress)
 
-            private = {"api_visibility": "private"}  # the tab's own; the CLI is the script API
             build_btn.click(
                 on_build,
                 [name, mode, feedback, since, until, version, min_chars, threshold, near, password],

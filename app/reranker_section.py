@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.embedding_section import latest_pairs
 from app.notices import handled
 from core.errors import RagError
 
@@ -69,12 +68,7 @@ class RerankerSection:
         pairs dataset id follows `pairs` (the embedding section's, set when pairs are built)."""
         gr.Markdown("## Reranker\n" + NOTE)
         with gr.Row():
-            dataset = gr.Number(
-                value=lambda: latest_pairs(self.ctx),
-                label="Pairs dataset id",
-                precision=0,
-                elem_id="rr-dataset",
-            )
+            dataset = gr.Number(label="Pairs dataset id", precision=0, elem_id="rr-dataset")
             base = gr.Textbox(
                 label="Start from",
                 placeholder="a cross-encoder folder; empty: the packaged model's weights",

@@ -100,14 +100,15 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
             trained=trained,
         )
         judge = ctx.settings.eval.judge
-        if not (judge.model or judge.azure_deployment) and not any(
-            s.reference or s.reference_contexts for s in samples
-        ):
+        judged = bool(judge.model or judge.azure_deployment) and judge.configured
+        kept = samples[: request.limit] if request.limit else samples
+        if not judged and not any(s.reference or s.reference_contexts for s in kept):
             raise sets.EvalSetError(
-                f"none of the {counted(len(samples), 'sampled turn')} carries a reference, so "
+                f"none of the {counted(len(kept), 'sampled turn')} carries a reference, so "
                 "nothing could be scored on them: only an answer rated up brings its answer and "
                 "cited passages (what the answer and retrieval scores compare with), and with no "
-                "judge model configured (RAG_EVAL__JUDGE__MODEL) no score works without one. "
+                "judge model configured (RAG_EVAL__JUDGE__MODEL with a key or base URL) no score "
+                "works without one. "
                 "Sample the turns rated up, or add a golden set"
             )
         if trained:

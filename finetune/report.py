@@ -71,20 +71,26 @@ def _steps(events: list[JobEvent], total_key: str) -> str:
     starts = [e for e in events if total_key in e.metrics]
     if not starts:
         return ""
-    total = int(starts[-1].metrics[total_key])
-    step = max((e.step or 0 for e in events if e.id > starts[-1].id and e.step), default=0)
+    from finetune.watch import FROM_STEP
+
+    start = starts[-1]
+    total = int(start.metrics[total_key])
+    begun = int(start.metrics.get(FROM_STEP, 0))
+    step = max((e.step or 0 for e in events if e.id > start.id and e.step), default=begun)
     return f": step {step} of {total}"
 
 
 def events_markdown(events: list[JobEvent], limit: int = 30) -> str:
     """The newest events, oldest first, with their metrics."""
-    from finetune.watch import TOTAL_STEPS
+    from finetune.watch import FROM_STEP, TOTAL_STEPS
 
     if not events:
         return "_No events yet._"
     lines = []
     for e in events[-limit:]:
-        metrics = ", ".join(f"{k} {v:.4g}" for k, v in e.metrics.items() if k != TOTAL_STEPS)
+        metrics = ", ".join(
+            f"{k} {v:.4g}" for k, v in e.metrics.items() if k not in (TOTAL_STEPS, FROM_STEP)
+        )
         level = "⚠️ " if e.level in ("warning", "error") else ""
         lines.append(
             f"- {e.created_at:%Y-%m-%d %H:%M:%S} {level}{e.message}"

@@ -26,6 +26,7 @@ METRIC_NAMES = {"loss": "train_loss", "eval_loss": "valid_loss"}
 LEASE_S = 120.0
 # The metric of a training job's first event: how many steps it trains in all.
 TOTAL_STEPS = "total_steps"
+FROM_STEP = "from_step"  # and the step it starts from (0, or where a resumed run goes on)
 
 
 class TrainingContext(Protocol):
@@ -60,7 +61,11 @@ def job_callback(
             store.add_event(
                 job_id,
                 f"training {state.max_steps} steps{done}",
-                metrics={TOTAL_STEPS: float(state.max_steps)},
+                step=None,
+                metrics={
+                    TOTAL_STEPS: float(state.max_steps),
+                    FROM_STEP: float(state.global_step),
+                },
             )
 
         def on_step_begin(self, args, state, control, **kwargs):

@@ -91,9 +91,10 @@ def code_cuts(text: str, pieces: list[str]) -> list[tuple[str, str, bool]]:
     """For each piece of `text` (in order, as `ChunkPlan.split` cut it): the fence of the code
     block it starts inside and of the one it ends inside ("" where it starts or ends outside
     any), read as `core.markdown` reads fences (``` or ~~~, a longer fence closed only by one as
-    long), and whether it starts inside a block in the middle of a line (the splitter's overlap
-    can begin at a dot inside a word: "db.sql"). A piece not found in `text` as it is (the
-    splitter changed its spacing) is taken to start outside any block."""
+    long), and whether it starts inside a block in the middle of a line that the piece before
+    holds to its end (the splitter's overlap can begin at a dot inside a word: "db.sql"). A
+    piece not found in `text` as it is (the splitter changed its spacing) is taken to start
+    outside any block."""
     lines = text.split("\n")
     if not any(FENCE.match(line) for line in lines):
         return [("", "", False)] * len(pieces)
@@ -107,7 +108,7 @@ def code_cuts(text: str, pieces: list[str]) -> list[tuple[str, str, bool]]:
         offset += len(line) + 1
         opened = open_fence([opened, line]) if opened else open_fence([line])
     cuts: list[tuple[str, str, bool]] = []
-    pos = 0
+    pos, reached = 0, 0  # where the piece before ended in `text`
     for piece in pieces:
         head = piece.lstrip()[:40]
         start = text.find(head, pos) if head else -1
@@ -116,9 +117,15 @@ def code_cuts(text: str, pieces: list[str]) -> list[tuple[str, str, bool]]:
             pos = start + 1
             line = bisect_right(starts, start) - 1
             opened = before[line]
+            line_end = text.find("\n", start)
+            # Part of a line whose start is in the piece before, which holds it to its end: the
+            # reader may skip it. Where the piece before stopped short of it, it is kept.
             partial = (
-                bool(opened) and start > starts[line] and bool(text[starts[line] : start].strip())
+                bool(opened)
+                and bool(text[starts[line] : start].strip())
+                and reached >= (line_end if line_end >= 0 else len(text))
             )
+            reached = start + len(piece.lstrip())
         own = piece.split("\n")
         cuts.append((opened, open_fence([opened, *own] if opened else own), partial))
     return cuts

@@ -226,11 +226,17 @@ def _flat(text: str) -> str:
 
 
 def repeats(g: Sequence[Quote], groups: Sequence[Sequence[Quote]]) -> bool:
-    """Whether a quote of `g` is quoted already, whole or as part of a longer quote: the same
-    command can stand twice on a page (a synopsis, an example), consecutive passages share the
-    text around their cut, and a sentence is quoted with its code or not at all."""
-    quoted = [_flat(q.text) for other in groups for q in other]
-    return any(_flat(q.text) in text for q in g for text in quoted)
+    """Whether a quote of `g` is quoted already, whole or as part of a longer quote of the same
+    kind (code in code, prose in prose), word for word: the same command can stand twice on a
+    page (a synopsis, an example), consecutive passages share the text around their cut, and a
+    sentence is quoted with its code or not at all."""
+    quoted = [(q.code, f" {_flat(q.text)} ") for other in groups for q in other]
+    return any(code == q.code and f" {_flat(q.text)} " in text for q in g for code, text in quoted)
+
+
+def overlaps(g: Sequence[Quote], groups: Sequence[Sequence[Quote]]) -> bool:
+    """Whether `g` repeats a chosen quote or holds one whole."""
+    return repeats(g, groups) or any(repeats(other, [g]) for other in groups)
 
 
 # A sentence that goes on from the one before it, about the same thing.
@@ -425,8 +431,10 @@ class ExtractiveSynthesizer(BaseSynthesizer):
             # A quote that holds the whole of one chosen already (the same text read from the
             # passage beside it, not cut there) takes its place.
             rest = [other for other in groups if not repeats(other, [g])]
-            if rest and sum(map(size, rest)) + size(g) > self.max_words:
-                continue
+            if (rest or len(groups) > len(rest)) and sum(map(size, rest)) + size(g) > (
+                self.max_words
+            ):
+                continue  # over the budget (the best quote alone may be longer; its whole not)
             at = next((i for i, other in enumerate(groups) if other not in rest), len(rest))
             groups = [*rest[:at], g, *rest[at:]]
             if len(groups) == self.max_sentences:
@@ -436,7 +444,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
         # give way to it, lowest-scored first.
         best = next((item for item in close if new_term(item[2].text, asked_words)), None)
         g = group(*best) if best is not None else []
-        if g and not repeats(g, groups):
+        if g and not overlaps(g, groups):
             kept = list(groups)
             while len(kept) > 1 and (
                 len(kept) >= self.max_sentences or sum(map(size, kept)) + size(g) > self.max_words
@@ -451,7 +459,7 @@ class ExtractiveSynthesizer(BaseSynthesizer):
                 if (
                     names_term(unit.text, asked_words)
                     and size(g) <= room
-                    and not repeats(g, groups[:-1])
+                    and not overlaps(g, groups[:-1])
                 ):
                     groups[-1] = g
                     break

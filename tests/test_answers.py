@@ -478,3 +478,8 @@ def test_a_quote_that_holds_a_chosen_one_whole_takes_its_place():
     assert repeats(part, [whole])  # already said, inside the longer quote
     assert not repeats(whole, [part])  # says more: it replaces the part (see pick)
     assert repeats([Quote("SELECT  1;\n(2\nrows)", 1, 0, 0.5, True)], [whole])  # spacing aside
+    # Word for word, and code in code: a command is not "said" by prose holding its letters.
+    ls = [Quote("ls", 1, 0, 0.9, True)]
+    assert not repeats(ls, [[Quote("The tools panel lists every file.", 2, 0, 0.5)]])
+    assert not repeats(ls, [[Quote("Run ls to see them.", 2, 0, 0.5)]])
+    assert repeats(ls, [[Quote("ls -la", 2, 0, 0.5, True)]])

@@ -246,6 +246,7 @@ def test_a_chat_log_set_with_the_apps_own_answers_as_references_says_so(tmp_path
     # With a judge, reference-free scores can: the same sample is stored.
     judged = EvalContext.open(Settings(data_dir=tmp_path / "data"))
     judged.settings.eval.judge.model = "judge-model"
+    judged.settings.eval.judge.base_url = "http://127.0.0.1:9/v1"  # reachable or not: configured
     _, notes = store_set(judged, SetRequest(from_log=True, feedback="none"))
     assert notes == []
     # A version trained on the lighthouse question: a new sample leaves it out and says so.

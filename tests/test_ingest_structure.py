@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ingest.html import html_sections
 from ingest.loaders import load_sections, strip_page_furniture
 from tests.support.corpus import make_pdf
@@ -328,11 +330,44 @@ def test_a_chunk_starting_mid_line_inside_code_is_read_from_the_next_line():
         "```\n$ pg_dump -T 'ts_*' mydb > db.sql\n```"
     )
     cut = text.index("sql\n```\n\nTo dump")
-    pieces = [text[: cut - 1], text[cut:]]
-    assert code_cuts(text, pieces) == [("", "```", False), ("```", "", True)]
+    # The splitter's overlap: the second piece starts inside the first one's last line.
+    pieces = [text[: cut + len("sql\n```\n\nTo dump")], text[cut:]]
+    assert code_cuts(text, pieces) == [("", "", False), ("```", "", True)]
+    # Where the piece before ends mid-line too (a long line cut at its dots, no overlap),
+    # the part line is kept: no reader would show its words otherwise.
+    pieces = [text[:cut], text[cut:]]
+    assert code_cuts(text, pieces) == [("", "```", False), ("```", "", False)]
     meta = {"code_open": "```", "code_partial": True}
     assert readable(pieces[1], meta).startswith("To dump all objects")
     assert readable("ne two\nline three\n```\nAfter.", meta) == "```\nline three\n```\nAfter."
     # A chunk that starts at the start of a line inside a block keeps that line.
     line = text.index("$ pg_dump -T")
     assert code_cuts(text, [text[:line], text[line:]])[1] == ("```", "", False)
+
+
+@pytest.mark.parametrize("size,overlap", [(20, 0), (25, 5), (30, 8), (40, 10)])
+def test_no_word_of_a_code_line_is_lost_by_the_readers_of_its_chunks(size, overlap):
+    """Cut by the real splitter at the dots of a long command line, with or without overlap:
+    whatever the readers skip, every word of the line is read in some chunk."""
+    import re
+
+    from core.index.chunks import readable
+    from ingest.chunking import ChunkPlan, code_cuts
+
+    line = (
+        "$ pg_dump -T 'ts_*' mydb > db.sql && psql -f db.sql other && "
+        "echo finished.dump.of.mydb.into.db.sql.now && ls -la backups.d/latest.d/final.now"
+    )
+    text = f"To dump it:\n\n```\n{line}\n```\n\nThen check the folder and the file sizes."
+    # Tokens as a word-piece tokenizer counts them, near enough: words and punctuation.
+    plan = ChunkPlan(
+        encode=lambda t: re.findall(r"\w+|[^\w\s]", t), window=512, size=size, overlap=overlap
+    )
+    pieces = plan.split(text, "")
+    assert len(pieces) > 1
+    read = " ".join(
+        readable(piece, {"code_open": o, "code_close": c, "code_partial": p})
+        for piece, (o, c, p) in zip(pieces, code_cuts(text, pieces), strict=True)
+    )
+    words = set(re.findall(r"\w+", read))
+    assert set(re.findall(r"\w+", line)) <= words, (pieces, read)

@@ -401,3 +401,7 @@ def test_a_sample_detail_shows_a_passage_that_starts_with_code():
     text = sample_markdown(sample)
     assert "> ALTER TABLE name RENAME COLUMN a TO b Renames it." in text
     assert "`sql-altertable.html`" in text and "/srv/data" not in text
+    # A line that only starts with backticks (inline code) is a line of the passage.
+    from app.evaluate_tab import _flat
+
+    assert _flat("```ls``` lists the files.\nMore text") == "```ls``` lists the files. More text"

@@ -62,9 +62,9 @@ class TrainRequest:
     register: bool = True
 
 
-def training_window(request: TrainRequest, window: int) -> int:
+def training_window(request: TrainRequest, window: int | None) -> int:
     """Word pieces per text in training for `request`, the active model being read at `window`."""
-    return request.max_seq_length or min(TRAIN_WINDOW, window)
+    return request.max_seq_length or min(TRAIN_WINDOW, window or TRAIN_WINDOW)
 
 
 def launch_training(

@@ -204,9 +204,11 @@ def build_pairs(
         )
     negatives: dict[str, int] = {}
     # Mined as the app retrieves (keywords and meaning fused, at its keyword share), so the
-    # negatives are the passages the served retrieval confuses with the right one.
+    # negatives are the passages the served retrieval confuses with the right one; by the
+    # cosine alone where the app does not fuse by weighted scores (no hybrid search, or RRF).
     retrieval = ctx.settings.retrieval
-    lexical = retrieval.lexical_weight if retrieval.hybrid else 0.0
+    weighted = retrieval.hybrid and retrieval.fusion == "weighted"
+    lexical = retrieval.lexical_weight if weighted else 0.0
     distinct = len(set(pairs.corpus.values()))
     if request.negatives and distinct < request.negatives + 2:
         raise RagError(
