@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.index.chunks import Meta, embed_text
-from core.markdown import FENCE, open_fence
+from core.markdown import FENCE, fence_kinds, open_fence
 
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -102,11 +102,12 @@ def code_cuts(text: str, pieces: list[str]) -> list[tuple[str, str, bool]]:
     # closing fence starts inside that block too).
     starts, before, opened = [], [], ""
     offset = 0
-    for line in lines:
+    for line, kind in zip(lines, fence_kinds(lines), strict=True):
         starts.append(offset)
         before.append(opened)
         offset += len(line) + 1
-        opened = open_fence([opened, line]) if opened else open_fence([line])
+        if kind == "fence":
+            opened = "" if opened else FENCE.match(line).group(1)  # type: ignore[union-attr]
     cuts: list[tuple[str, str, bool]] = []
     pos, reached = 0, 0  # where the piece before ended in `text`
     for piece in pieces:
