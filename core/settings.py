@@ -142,6 +142,11 @@ class OpenAIEndpoint(BaseModel):
         """Whether there is a way to reach it: a key, a base URL or an Azure endpoint."""
         return self.api_key is not None or bool(self.base_url) or bool(self.azure_endpoint)
 
+    @property
+    def ready(self) -> bool:
+        """Named (a model, or an Azure deployment) and reachable: what calling it needs."""
+        return bool(self.model or self.azure_deployment) and self.configured
+
 
 class LLMSettings(OpenAIEndpoint):
     ROLE: ClassVar[str] = "the chat model server"

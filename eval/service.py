@@ -99,8 +99,7 @@ def store_set(ctx: EvalContext, request: SetRequest) -> tuple[int, list[str]]:
             teacher=teacher,
             trained=trained,
         )
-        judge = ctx.settings.eval.judge
-        judged = bool(judge.model or judge.azure_deployment) and judge.configured
+        judged = ctx.settings.eval.judge.ready
         kept = samples[: request.limit] if request.limit else samples
         if not judged and not any(s.reference or s.reference_contexts for s in kept):
             raise sets.EvalSetError(

@@ -30,8 +30,7 @@ Progress = Callable[[int, int | None], None]  # (done so far, total when known)
 
 
 def teacher_configured(settings: Settings) -> bool:
-    teacher = settings.finetune.teacher
-    return bool(teacher.model or teacher.azure_deployment) and teacher.configured
+    return settings.finetune.teacher.ready
 
 
 def default_mode(settings: Settings) -> str:
