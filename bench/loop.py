@@ -7,7 +7,7 @@ held-out `val_dataset.json` questions with their gold passages, and promoted whe
 deliberately degraded candidate (a few steps on shuffled pairs) that the gate must reject.
 
     .venv/bin/python bench/loop.py [--data DIR] [--questions N] [--epochs 2] [--negatives 1]
-        [--batch-size 32] [--loss symmetric] [--holdout 0] [--gold-pairs | --cloze]
+        [--batch-size 32] [--loss gist] [--holdout 0] [--gold-pairs | --cloze]
 
 Retrieval is the app's at its defaults, but with five passages an answer (`top_k` 5), so hit@5
 is what it says; both sides of the gate read the same way. The last line holds the figures.
@@ -75,7 +75,7 @@ def main() -> int:
     )
     p.add_argument(
         "--loss",
-        default="symmetric",
+        default="gist",
         choices=LOSSES,
         help="the training loss (the cached ones hold large batches in little memory)",
     )

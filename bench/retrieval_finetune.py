@@ -31,7 +31,7 @@ PUBLISHED = [
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", type=Path, default=DATA)
-    p.add_argument("--loss", default="symmetric")
+    p.add_argument("--loss", default="gist")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--mini-batch-size", type=int, default=16)

@@ -384,9 +384,10 @@ def test_training_improves_held_out_paraphrases_and_the_model_saves_and_loads(ba
     mine_negatives(train, base_model, num_negatives=1)
     before = evaluate_model(held, base_model)
     cfg = TrainConfig(
-        loss="symmetric", epochs=1, batch_size=8, learning_rate=2e-4, max_seq_length=WINDOW,
-        warmup_ratio=0.0, seed=0,
+        epochs=1, batch_size=8, learning_rate=2e-4, max_seq_length=WINDOW, warmup_ratio=0.0,
+        seed=0,
     )  # fmt: skip
+    assert cfg.loss == "gist"  # the default: the base model, frozen, vets the negatives
     result = train_model(packaged_model_dir(), train, tmp_path / "model", cfg, progress=False)
     loaded = load_model(result.model_dir, WINDOW)  # from disk, as the app would
     after = evaluate_model(held, loaded)
@@ -397,6 +398,22 @@ def test_training_improves_held_out_paraphrases_and_the_model_saves_and_loads(ba
     assert json.loads((result.model_dir / "train_config.json").read_text())["pairs"] == 48
     # The base model is untouched: it still scores as before.
     assert evaluate_model(held, load_model(packaged_model_dir(), WINDOW)) == before
+
+
+def test_the_default_loss_is_guided_by_the_base_model_frozen():
+    """GISTEmbed: the guide is a second copy of the base, read at the same window (so texts are
+    not tokenised twice), at the temperature the other losses' scale sets; the trained model and
+    its guide share no weights, so training moves only the candidate."""
+    from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss
+
+    from finetune.embedding.train import build_loss
+
+    model = load_model(packaged_model_dir(), 64)
+    loss = build_loss(model, TrainConfig(max_seq_length=64), packaged_model_dir())
+    assert isinstance(loss, GISTEmbedLoss) and not loss.must_retokenize
+    assert loss.guide.max_seq_length == 64 and loss.temperature == pytest.approx(1 / 20)
+    ours = {p.data_ptr() for p in model.parameters()}
+    assert ours.isdisjoint(p.data_ptr() for p in loss.guide.parameters())
 
 
 def test_cached_loss_trains_with_mini_batches(tmp_path):

@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="fine-tune the active embedding model; register a candidate")
     t.add_argument("dataset", help="dataset id or name (from `build`)")
-    t.add_argument("--loss", default="symmetric", help="mnrl|symmetric|cached|cached-symmetric")
+    t.add_argument("--loss", default="gist", help="gist|symmetric|mnrl|cached|cached-symmetric")
     t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--mini-batch-size", type=int, default=16, help="CachedMNRL forward size")

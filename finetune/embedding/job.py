@@ -45,7 +45,7 @@ class TrainRequest:
     """How a candidate is trained (sentence-transformers, MNRL family); kept on its job."""
 
     dataset_id: int | str  # a stored pairs dataset, by id or name
-    loss: str = "symmetric"
+    loss: str = "gist"
     epochs: int = 2
     batch_size: int = 32
     mini_batch_size: int = 16

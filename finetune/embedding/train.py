@@ -1,4 +1,5 @@
-"""Fine-tuning the embedding model with sentence-transformers' own trainer and losses: MNRL with
+"""Fine-tuning the embedding model with sentence-transformers' own trainer and losses: GISTEmbed
+(the default: MNRL whose in-batch and mined negatives the base model, frozen, vets), MNRL with
 mined hard negatives, its symmetric variant, and CachedMNRL for large batches on CPU; seeded, with
 a progress bar and a loss curve saved beside the model."""
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT_STEPS = 20  # a killed job loses at most this many steps
-Loss = Literal["mnrl", "symmetric", "cached", "cached-symmetric"]
+Loss = Literal["mnrl", "symmetric", "cached", "cached-symmetric", "gist"]
 LOSSES: tuple[str, ...] = get_args(Loss)
 
 
@@ -37,7 +38,7 @@ def check_loss(loss: str) -> None:
 class TrainConfig:
     """How a model is trained; recorded in the candidate's provenance."""
 
-    loss: Loss = "symmetric"
+    loss: Loss = "gist"
     epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -102,10 +103,16 @@ def training_table(data: PairSet) -> Any:
     return Dataset.from_dict(columns)
 
 
-def build_loss(model: SentenceTransformer, cfg: TrainConfig) -> Any:
-    """The sentence-transformers loss `cfg.loss` names."""
+def build_loss(model: SentenceTransformer, cfg: TrainConfig, base: Path | str) -> Any:
+    """The sentence-transformers loss `cfg.loss` names, for `model` loaded from `base`."""
     from sentence_transformers import losses
 
+    if cfg.loss == "gist":
+        # The base model, frozen, as the guide: a passage of the batch (or a mined negative) that
+        # it scores above the question's own passage is left out of that question's negatives,
+        # not taught as wrong (an overlapping passage, or one that says the same).
+        guide = load_model(base, cfg.max_seq_length)
+        return losses.GISTEmbedLoss(model, guide, temperature=1 / cfg.scale)
     symmetric = cfg.loss in ("symmetric", "cached-symmetric")
     directions = ("query_to_doc", "doc_to_query") if symmetric else ("query_to_doc",)
     partition = "per_direction" if symmetric else "joint"
@@ -152,7 +159,7 @@ def train_model(
     seed_everything(cfg.seed)
     model = load_model(base, cfg.max_seq_length)
     table = training_table(data)
-    loss = build_loss(model, cfg)
+    loss = build_loss(model, cfg, base)
     return fit(
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
