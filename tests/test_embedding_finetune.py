@@ -414,15 +414,20 @@ def test_the_default_loss_is_guided_by_the_base_model_frozen():
     assert loss.guide.max_seq_length == 64 and loss.temperature == pytest.approx(1 / 20)
     ours = {p.data_ptr() for p in model.parameters()}
     assert ours.isdisjoint(p.data_ptr() for p in loss.guide.parameters())
+    assert not any(p.requires_grad for p in loss.guide.parameters())  # never in the optimiser
 
 
-def test_cached_loss_trains_with_mini_batches(tmp_path):
+def test_cached_and_symmetric_losses_train(tmp_path):
     train = codename_pairs(TRAIN_TEMPLATES[:1])
     cfg = TrainConfig(
         loss="cached-symmetric", epochs=1, batch_size=24, mini_batch_size=8, max_seq_length=32
     )
     result = train_model(packaged_model_dir(), train, tmp_path / "m", cfg, progress=False)
     assert result.steps == 1 and (tmp_path / "m" / "model.safetensors").is_file()
+    # The symmetric MNRL of earlier recipes (`--loss symmetric`) still trains.
+    cfg = TrainConfig(loss="symmetric", epochs=1, batch_size=24, max_seq_length=32)
+    result = train_model(packaged_model_dir(), train, tmp_path / "s", cfg, progress=False)
+    assert result.steps == 1 and (tmp_path / "s" / "model.safetensors").is_file()
     with pytest.raises(Exception, match="unknown loss"):
         train_model(packaged_model_dir(), train, tmp_path / "x", TrainConfig(loss="nope"))
 

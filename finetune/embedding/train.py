@@ -111,7 +111,7 @@ def build_loss(model: SentenceTransformer, cfg: TrainConfig, base: Path | str) -
         # The base model, frozen, as the guide: a passage of the batch (or a mined negative) that
         # it scores above the question's own passage is left out of that question's negatives,
         # not taught as wrong (an overlapping passage, or one that says the same).
-        guide = load_model(base, cfg.max_seq_length)
+        guide = load_model(base, cfg.max_seq_length).requires_grad_(False)
         return losses.GISTEmbedLoss(model, guide, temperature=1 / cfg.scale)
     symmetric = cfg.loss in ("symmetric", "cached-symmetric")
     directions = ("query_to_doc", "doc_to_query") if symmetric else ("query_to_doc",)
