@@ -188,8 +188,8 @@ class EmbeddingSection:
 def latest_pairs(ctx: Any) -> int | None:
     """The id of the newest embedding pairs dataset, or None when there is none (what both the
     embedding and the reranker sections train on)."""
-    records = ctx.store.datasets(limit=10_000)  # newest first; chat datasets left out
-    return next((r.id for r in records if r.card.kind == "embedding"), None)
+    newest = ctx.store.newest_dataset("embedding")
+    return newest.id if newest is not None else None
 
 
 def _path(upload: Any) -> str | None:

@@ -195,6 +195,17 @@ class JobStore:
             rows = s.scalars(select(DatasetRow).order_by(DatasetRow.id.desc()).limit(limit))
             return [_dataset(r) for r in rows]
 
+    def newest_dataset(self, kind: str) -> DatasetRecord | None:
+        """The newest dataset of `kind` ("chat" or "embedding"), or None: rows are read newest
+        first, a few at a time, until one is of that kind (the kind is in the card, where cards
+        written before it was recorded imply it)."""
+        query = select(DatasetRow).order_by(DatasetRow.id.desc()).execution_options(yield_per=20)
+        with Session(self.engine) as s:
+            for row in s.scalars(query):
+                if (record := _dataset(row)).card.kind == kind:
+                    return record
+        return None
+
     # -- jobs ----------------------------------------------------------------------------------
 
     def create_job(

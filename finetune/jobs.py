@@ -362,16 +362,19 @@ def cancel(ctx: FineTuneContext, job_id: int) -> FineTuneJob:
     """Cancel a job: an `openai` job at the provider now; a `local` job by flagging it, which its
     trainer sees after the current step (or at once when no trainer is running)."""
     job = ctx.store.request_cancel(job_id)
+
+    def cancelled() -> FineTuneJob:  # nothing is running it: it ends here
+        ctx.store.add_event(job_id, "cancelled by an admin")
+        return ctx.store.update(job_id, status="cancelled", error="cancelled by an admin")
+
     if job.backend == "openai":
         if job.external_id is None:  # it never reached the provider: nothing to call
-            ctx.store.add_event(job_id, "cancelled by an admin")
-            return ctx.store.update(job_id, status="cancelled", error="cancelled by an admin")
+            return cancelled()
         return ctx.backend("openai").cancel(job)
     # Claimed under a holder of its own: a trainer of this very process holds the job under
     # ctx.holder (renewed while it trains), and a claim under that would always succeed.
     checker = f"{ctx.holder}:cancel"
     if ctx.store.claim(job_id, checker, 1.0):  # nobody trains it: nothing will see the flag
         ctx.store.release(job_id, checker)
-        ctx.store.add_event(job_id, "cancelled by an admin")
-        return ctx.store.update(job_id, status="cancelled", error="cancelled by an admin")
+        return cancelled()
     return job

@@ -45,7 +45,6 @@ def job_row(job: FineTuneJob, events: list[JobEvent] | None = None) -> list[Any]
     """One row of the jobs table (local paths shortened); an OpenAI model shows the day it
     retires, a local job that is running (given its `events`) the step it is at."""
     from finetune.openai_jobs import retirement_date
-    from finetune.watch import TOTAL_STEPS
 
     retires = None
     if job.backend == "openai":
@@ -55,7 +54,7 @@ def job_row(job: FineTuneJob, events: list[JobEvent] | None = None) -> list[Any]
         job.backend,
         job.method,
         job.status
-        + (_steps(events, TOTAL_STEPS) if job.status == "running" and events else "")
+        + (_steps(events) if job.status == "running" and events else "")
         + (" (cancel asked)" if job.cancel_requested and not job.done else ""),
         short_path(job.base_model),
         job.dataset_id,
@@ -66,15 +65,15 @@ def job_row(job: FineTuneJob, events: list[JobEvent] | None = None) -> list[Any]
     ]
 
 
-def _steps(events: list[JobEvent], total_key: str) -> str:
+def _steps(events: list[JobEvent]) -> str:
     """': step N of M' for a running job's events (M from its last start, N its last step)."""
-    starts = [e for e in events if total_key in e.metrics]
+    from finetune.watch import FROM_STEP, TOTAL_STEPS
+
+    starts = [e for e in events if TOTAL_STEPS in e.metrics]
     if not starts:
         return ""
-    from finetune.watch import FROM_STEP
-
     start = starts[-1]
-    total = int(start.metrics[total_key])
+    total = int(start.metrics[TOTAL_STEPS])
     begun = int(start.metrics.get(FROM_STEP, 0))
     step = max((e.step or 0 for e in events if e.id > start.id and e.step), default=begun)
     return f": step {step} of {total}"

@@ -92,6 +92,11 @@ def test_store_keeps_jobs_events_and_leases(ctx):
     assert job.status == "created" and store.unfinished()[0].id == job.id
     with pytest.raises(JobError, match="no dataset"):
         store.create_job("openai", "supervised", "m", 999, {}, {})
+    # The newest dataset of a kind: the chat one here; no embedding pairs yet.
+    assert store.newest_dataset("chat").id == ctx.dataset_id
+    assert store.newest_dataset("embedding") is None
+    newer = write_dataset(store, ctx.settings.data_dir / "ds2")
+    assert store.newest_dataset("chat").id == newer != ctx.dataset_id
     assert store.add_event(job.id, "hello", external_id="ev1") is True
     assert store.add_event(job.id, "hello again", external_id="ev1") is False  # stored once
     store.add_event(job.id, "step 1", step=1, metrics={"train_loss": 2.0})
